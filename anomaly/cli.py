@@ -1,0 +1,201 @@
+"""The ``anomaly`` command: a thin front end over the library.
+
+Every subcommand parses arguments, calls library functions and prints where
+its results went. User errors (bad data, bad config, a missing model) exit
+with status 2 and one line on stderr; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import yaml
+
+from anomaly.config import DetectorConfig
+from anomaly.errors import AnomalyError, ConfigError
+from anomaly.results import write_results, write_table
+from anomaly.training import EpochResult
+
+log = logging.getLogger("anomaly")
+
+EXIT_USER_ERROR = 2
+
+DESCRIPTION = """\
+Find anomalies in metric streams with an LSTM autoencoder.
+
+Data files are CSV or Parquet, either wide (a 'timestamp' column and one
+column per metric) or long ('timestamp', 'metric', 'value' columns).
+
+Typical use:
+  anomaly train history.csv --out model/          fit on normal history
+  anomaly detect today.csv --model model/ --out results/
+                                                   score new data with it
+  anomaly detect data.csv --out results/          fit and detect in one go
+  anomaly demo                                    all of it on sample data
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anomaly", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and result paths")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="fit a detector on a data file and save it", description=_doc(cmd_train))
+    train.add_argument("data", type=Path, help="CSV or Parquet file of normal history")
+    train.add_argument("--out", type=Path, required=True, help="folder to write the fitted model to")
+    _add_config_options(train)
+    train.set_defaults(func=cmd_train)
+
+    detect = sub.add_parser("detect", help="score a data file and write scores and events", description=_doc(cmd_detect))
+    detect.add_argument("data", type=Path, help="CSV or Parquet file to score")
+    detect.add_argument("--out", type=Path, required=True, help="folder for scores.csv, events.csv, events.json")
+    detect.add_argument("--model", type=Path, help="fitted model folder; without it, fit on DATA first")
+    detect.add_argument("--context", type=Path, help="earlier history so the first points get full windows")
+    _add_config_options(detect)
+    detect.set_defaults(func=cmd_detect)
+
+    gen = sub.add_parser("generate", help="write a realistic sample data set with labelled incidents", description=_doc(cmd_generate))
+    gen.add_argument("--out", type=Path, required=True, help="CSV or Parquet file to write")
+    gen.add_argument("--points", type=int, default=4032, help="points per metric (default 4032: two weeks at 5 min)")
+    gen.add_argument("--freq", default="5min", help="sampling interval (default 5min)")
+    gen.add_argument("--metrics", default="requests,cpu,latency_ms", help="comma-separated metric names")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--long", action="store_true", help="write long form (timestamp, metric, value)")
+    gen.set_defaults(func=cmd_generate)
+
+    demo = sub.add_parser("demo", help="generate sample data, train, detect and report", description=_doc(cmd_demo))
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default ./demo-output)")
+    demo.add_argument("--seed", type=int, default=0)
+    _add_config_options(demo)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _doc(func: Any) -> str:
+    return (func.__doc__ or "").strip()
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML or JSON detector configuration")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting, e.g. --set training.epochs=10 (repeatable)",
+    )
+
+
+def load_config(path: Path | None, overrides: Sequence[str]) -> DetectorConfig:
+    """Config from file (or defaults) with ``section.key=value`` overrides applied."""
+    config = DetectorConfig.from_file(path) if path else DetectorConfig()
+    sections: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        sections.setdefault(section, {})[name] = yaml.safe_load(raw)
+    return config.replace(**sections) if sections else config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fit a detector on DATA (normal history) and save it to --out."""
+    from anomaly.detector import LSTMAutoencoderDetector
+
+    config = load_config(args.config, args.overrides)
+    detector = LSTMAutoencoderDetector(config).fit(args.data, callbacks=[_log_epoch])
+    path = detector.save(args.out)
+    print(f"model: {path}  (metrics {detector.metrics_}, threshold {detector.threshold_:.4g}, "
+         f"{len(detector.history_.train_loss)} epochs)")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Score DATA and write OUT/scores.csv, OUT/events.csv and OUT/events.json.
+
+    With --model, the saved detector scores DATA without refitting; without
+    it, a detector is fitted on DATA itself and then detects in it.
+    """
+    from anomaly.detector import LSTMAutoencoderDetector
+
+    if args.model:
+        detector = LSTMAutoencoderDetector.load(args.model)
+    else:
+        detector = LSTMAutoencoderDetector(load_config(args.config, args.overrides))
+        detector.fit(args.data, callbacks=[_log_epoch])
+    scores = detector.score(args.data, context=args.context)
+    events = detector.events(scores, model=str(args.model or ""))
+    paths = write_results(scores.to_frame(), events, args.out)
+    print(f"{len(events)} event(s) in {len(scores.score)} points; results in {args.out}/")
+    for p in paths:
+        print(f"  {p}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Write a sample data set (and its incident labels next to it)."""
+    from anomaly.synthetic import generate
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    sample = generate(args.points, freq=args.freq, metrics=metrics, seed=args.seed)
+    frame = sample.to_long() if args.long else sample.frame.reset_index(names="timestamp")
+    write_table(frame, args.out)
+    labels = args.out.with_name(args.out.stem + ".incidents.csv")
+    sample.incidents_frame().to_csv(labels, index=False)
+    print(f"data: {args.out}\nincidents: {labels}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate sample metrics, train on the clean history, detect in the rest, compare with the labels."""
+    from anomaly.demo import run_demo
+
+    config = load_config(args.config, args.overrides)
+    summary = run_demo(args.out, config=config, seed=args.seed, on_epoch=_log_epoch)
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def _log_epoch(result: EpochResult) -> None:
+    val = f"{result.val_loss:.5f}" if result.val_loss is not None else "-"
+    log.info("epoch %d/%d  loss %.5f  val %s%s", result.epoch, result.epochs, result.train_loss, val,
+             "  (best)" if result.best else "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except AnomalyError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # an unexpected failure: still one line unless debugging
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Typed configuration for the detector.
+
+One frozen dataclass per concern (preprocessing, windows, model, training,
+scoring, threshold, events), grouped in :class:`DetectorConfig`. Every section
+checks its own fields in ``__post_init__`` so a bad value is reported with the
+field's dotted name and the value received, whether it came from Python, YAML
+or JSON. ``to_dict``/``from_dict`` round-trip through plain JSON types, which is
+how a saved model records exactly what it was built with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from anomaly.errors import ConfigError
+
+T = TypeVar("T")
+
+ScalerKind = Literal["minmax", "standard", "robust"]
+AggregateKind = Literal["mean", "median", "max", "min", "sum", "last"]
+FillMethod = Literal["linear", "ffill"]
+ReconAggregate = Literal["median", "mean"]
+ErrorKind = Literal["abs", "squared"]
+CombineKind = Literal["mean", "max"]
+ThresholdMethod = Literal["quantile", "sigma", "mad", "dynamic", "spot"]
+DeviceKind = Literal["auto", "cpu", "cuda"]
+
+
+def _fail(section: str, name: str, expected: str, value: Any) -> None:
+    raise ConfigError(f"{section}.{name} must be {expected}, got {value!r}")
+
+
+def _check_int(section: str, name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(section, name, f"an integer >= {minimum}", value)
+
+
+def _check_float(
+    section: str, name: str, value: Any, low: float, high: float = math.inf, *, open_low: bool = False
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low) and value <= high
+    if not ok:
+        bound = f"> {low}" if open_low else f">= {low}"
+        upper = "" if high == math.inf else f" and <= {high}"
+        _fail(section, name, f"a finite number {bound}{upper}", value)
+
+
+def _check_choice(section: str, name: str, value: Any, kind: Any) -> None:
+    choices = get_args(kind)
+    if value not in choices:
+        _fail(section, name, "one of " + ", ".join(repr(c) for c in choices), value)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How raw points become a regular grid.
+
+    ``freq`` is a pandas offset alias ("1min", "5min", "1h"); ``None`` infers it
+    from the median spacing of the data. Gaps of up to ``fill_limit`` grid
+    points are filled and remembered in a mask; longer gaps stay missing.
+    """
+
+    freq: str | None = None
+    aggregate: AggregateKind = "mean"
+    fill_limit: int = 3
+    fill_method: FillMethod = "linear"
+    scaler: ScalerKind = "minmax"
+
+    def __post_init__(self) -> None:
+        s = "preprocess"
+        if self.freq is not None:
+            import pandas as pd
+
+            try:
+                offset = pd.tseries.frequencies.to_offset(self.freq)
+                pd.Timedelta(offset)
+            except (ValueError, TypeError):
+                _fail(s, "freq", "a fixed pandas frequency such as '1min' or '5min'", self.freq)
+        _check_choice(s, "aggregate", self.aggregate, AggregateKind)
+        _check_int(s, "fill_limit", self.fill_limit, 0)
+        _check_choice(s, "fill_method", self.fill_method, FillMethod)
+        _check_choice(s, "scaler", self.scaler, ScalerKind)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Sliding windows: ``size`` points each.
+
+    Training takes a window every ``train_stride`` points (capped at
+    ``max_train_windows`` by widening the stride); scoring every
+    ``score_stride`` points, so each point is reconstructed about
+    ``size / score_stride`` times and those reconstructions are aggregated.
+    """
+
+    size: int = 100
+    train_stride: int = 1
+    score_stride: int = 5
+    max_train_windows: int | None = 20_000
+
+    def __post_init__(self) -> None:
+        s = "window"
+        _check_int(s, "size", self.size, 2)
+        _check_int(s, "train_stride", self.train_stride, 1)
+        _check_int(s, "score_stride", self.score_stride, 1)
+        if self.score_stride > self.size:
+            _fail(s, "score_stride", f"<= window.size ({self.size})", self.score_stride)
+        if self.max_train_windows is not None:
+            _check_int(s, "max_train_windows", self.max_train_windows, 1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the LSTM autoencoder (see :mod:`anomaly.model`)."""
+
+    hidden_size: int = 64
+    latent_size: int = 16
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        s = "model"
+        _check_int(s, "hidden_size", self.hidden_size, 1)
+        _check_int(s, "latent_size", self.latent_size, 1)
+        _check_int(s, "num_layers", self.num_layers, 1)
+        if not isinstance(self.bidirectional, bool):
+            _fail(s, "bidirectional", "true or false", self.bidirectional)
+        _check_float(s, "dropout", self.dropout, 0.0, 0.95)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation settings: Adam on MSE with early stopping on a time-ordered split."""
+
+    epochs: int = 35
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.2
+    patience: int = 5
+    min_delta: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: DeviceKind = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        s = "training"
+        _check_int(s, "epochs", self.epochs, 1)
+        _check_int(s, "batch_size", self.batch_size, 1)
+        _check_float(s, "learning_rate", self.learning_rate, 0.0, open_low=True)
+        _check_float(s, "validation_fraction", self.validation_fraction, 0.0, 0.5)
+        _check_int(s, "patience", self.patience, 1)
+        _check_float(s, "min_delta", self.min_delta, 0.0)
+        _check_float(s, "grad_clip", self.grad_clip, 0.0, open_low=True)
+        _check_int(s, "seed", self.seed, 0)
+        _check_choice(s, "device", self.device, DeviceKind)
+        if self.num_threads is not None:
+            _check_int(s, "num_threads", self.num_threads, 1)
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How reconstructions become per-point scores.
+
+    ``aggregate`` combines the overlapping reconstructions of a point (median as
+    Orion does, or mean); ``error`` is the point-wise error in scaled units;
+    ``combine`` folds per-metric errors into one score; ``smoothing_span`` is
+    the span of an exponentially weighted mean (causal), 0 for none.
+    """
+
+    aggregate: ReconAggregate = "median"
+    error: ErrorKind = "abs"
+    combine: CombineKind = "mean"
+    smoothing_span: int = 0
+    batch_size: int = 2048
+
+    def __post_init__(self) -> None:
+        s = "scoring"
+        _check_choice(s, "aggregate", self.aggregate, ReconAggregate)
+        _check_choice(s, "error", self.error, ErrorKind)
+        _check_choice(s, "combine", self.combine, CombineKind)
+        _check_int(s, "smoothing_span", self.smoothing_span, 0)
+        _check_int(s, "batch_size", self.batch_size, 1)
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """Which threshold is fitted on training scores, and its parameters.
+
+    - ``quantile``: the ``quantile`` of training scores.
+    - ``sigma``: mean + ``k`` standard deviations.
+    - ``mad``: median + ``k`` * 1.4826 * MAD (robust to anomalies in training data).
+    - ``dynamic``: Hundman et al. (KDD 2018) nonparametric threshold, searching
+      z in [``z_min``, ``z_max``] by ``z_step``. Its pruning of weak anomalous
+      sequences is ``events.prune`` (it applies to every method).
+    - ``spot``: peaks-over-threshold (Siffer et al. KDD 2017) with risk ``risk``
+      and initial quantile ``level``.
+
+    ``floor`` is a lower bound in score units so a perfectly reconstructed
+    (e.g. constant) training series still gets a usable threshold.
+    """
+
+    method: ThresholdMethod = "sigma"
+    quantile: float = 0.99
+    k: float = 4.0
+    z_min: float = 2.0
+    z_max: float = 10.0
+    z_step: float = 0.5
+    risk: float = 1e-4
+    level: float = 0.98
+    floor: float = 1e-3
+
+    def __post_init__(self) -> None:
+        s = "threshold"
+        _check_choice(s, "method", self.method, ThresholdMethod)
+        _check_float(s, "quantile", self.quantile, 0.0, 1.0, open_low=True)
+        _check_float(s, "k", self.k, 0.0)
+        _check_float(s, "z_min", self.z_min, 0.0)
+        _check_float(s, "z_max", self.z_max, self.z_min)
+        _check_float(s, "z_step", self.z_step, 0.0, open_low=True)
+        _check_float(s, "risk", self.risk, 0.0, 1.0, open_low=True)
+        _check_float(s, "level", self.level, 0.0, 1.0, open_low=True)
+        if self.level >= 1.0:
+            _fail(s, "level", "a finite number > 0.0 and < 1.0", self.level)
+        _check_float(s, "floor", self.floor, 0.0)
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """How flagged points become events.
+
+    Runs of flagged points are widened by ``padding`` points on each side,
+    runs at most ``merge_gap`` points apart are merged, runs shorter than
+    ``min_length`` points are dropped, and weak events are pruned: events are
+    ranked by peak score and cut where the peak drops by less than ``prune``
+    (relative) to the next one, the threshold being the last rung (Hundman et
+    al.'s pruning; 0 keeps all).
+    """
+
+    padding: int = 0
+    merge_gap: int = 0
+    min_length: int = 1
+    prune: float = 0.0
+
+    def __post_init__(self) -> None:
+        s = "events"
+        _check_int(s, "padding", self.padding, 0)
+        _check_int(s, "merge_gap", self.merge_gap, 0)
+        _check_int(s, "min_length", self.min_length, 1)
+        _check_float(s, "prune", self.prune, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything needed to rebuild a detector, section by section."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    events: EventConfig = field(default_factory=EventConfig)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            expected = get_type_hints(DetectorConfig)[f.name]
+            if not isinstance(value, expected):
+                _fail("config", f.name, f"a {expected.__name__}", value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible dict, the inverse of :meth:`from_dict`."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DetectorConfig":
+        """Build from nested mappings; unknown sections or keys are errors."""
+        return _build(cls, data, "config")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "DetectorConfig":
+        """Load YAML (``.yaml``/``.yml``) or JSON (anything else) from ``path``."""
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror}") from exc
+        try:
+            data = yaml.safe_load(text) if p.suffix in {".yaml", ".yml"} else json.loads(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid: {exc}") from exc
+        return cls.from_dict(data or {})
+
+    def replace(self, **sections: Mapping[str, Any]) -> "DetectorConfig":
+        """Copy with some fields of some sections changed, e.g. ``replace(training={"epochs": 2})``."""
+        merged = self.to_dict()
+        for name, values in sections.items():
+            if name not in merged:
+                raise ConfigError(f"unknown config section {name!r}; known: {', '.join(merged)}")
+            merged[name] = {**merged[name], **dict(values)}
+        return DetectorConfig.from_dict(merged)
+
+
+def _build(cls: type[T], data: Any, path: str) -> T:
+    """Recursively build dataclass ``cls`` from ``data``, naming bad keys by dotted path."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} must be a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {path}.{unknown[0]}; known keys: {', '.join(sorted(names))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{path}.{name}" if path != "config" else name)
+        elif _accepts_float(hint) and isinstance(value, int) and not isinstance(value, bool):
+            kwargs[name] = float(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _accepts_float(hint: Any) -> bool:
+    return hint is float or (get_origin(hint) is not Literal and float in get_args(hint))

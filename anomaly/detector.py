@@ -1,0 +1,243 @@
+"""The LSTM-autoencoder detector, scikit-learn style.
+
+Configuration goes in the constructor and is only stored there; ``fit``
+learns the scaler, the model and the thresholds; ``score`` and ``detect``
+use that fitted state only, never refitting, so a model trained yesterday
+scores today's data (with the tail of yesterday's as ``context`` so today's
+first points are covered by full windows). Learned state ends in ``_``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from anomaly.config import DetectorConfig
+from anomaly.data import MetricFrame, normalise, require_length, with_context
+from anomaly.errors import ConfigError, DataError, NotFittedError
+from anomaly.events import find_events
+from anomaly.model import LSTMAutoencoder
+from anomaly.scaling import Scaler
+from anomaly.scoring import Scores, combine, point_errors, reconstruct, smooth
+from anomaly.thresholds import Threshold, build_threshold
+from anomaly.training import EpochCallback, History, resolve_device, split_train_validation, train_model
+from anomaly.windows import sliding_windows, window_starts
+
+DataLike = pd.DataFrame | MetricFrame | str | Path
+
+
+@dataclass(frozen=True)
+class _RawScores:
+    """Scores before thresholds, on the frame being scored."""
+
+    reconstruction: np.ndarray  # (n, m) scaled units
+    metric_scores: np.ndarray  # (n, m), NaN where missing
+    score: np.ndarray  # (n,)
+    unobserved: np.ndarray  # (n, m) filled or missing: never flagged
+
+
+class LSTMAutoencoderDetector:
+    """Detects anomalies in one or several metrics by reconstruction error.
+
+    >>> det = LSTMAutoencoderDetector(DetectorConfig()).fit(history)   # doctest: +SKIP
+    >>> events = det.detect(today, context=history)                    # doctest: +SKIP
+
+    Fitted attributes: ``metrics_``, ``freq_``, ``scaler_``, ``model_``,
+    ``history_``, ``thresholds_`` (per metric), ``combined_threshold_``,
+    ``threshold_`` (its value), ``decision_scores_`` and ``labels_`` (the
+    training data's combined scores and flags), ``training_data_``
+    (time range and size of what it was fitted on).
+    """
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.config = config
+
+    # -- fitting -----------------------------------------------------------------
+
+    def fit(
+        self, data: DataLike, *, callbacks: Sequence[EpochCallback] = (), progress: bool | None = None
+    ) -> "LSTMAutoencoderDetector":
+        """Learn scaler, model and thresholds from ``data`` (assumed mostly normal)."""
+        cfg = self._checked_config()
+        frame = normalise(data, cfg.preprocess)
+        require_length(frame, cfg.window.size, "the training data")
+        self.metrics_ = frame.metrics
+        self.freq_ = frame.freq
+        self.scaler_ = Scaler(cfg.preprocess.scaler).fit(frame.values.to_numpy())
+        scaled = self.scaler_.transform(_model_input(frame))
+        starts = _training_starts(frame, cfg)
+        train, val = split_train_validation(starts, cfg.window.size, cfg.training.validation_fraction)
+        device = resolve_device(cfg.training.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.training.seed)
+            self.model_ = LSTMAutoencoder(len(self.metrics_), cfg.model)
+            self.history_: History = train_model(
+                self.model_,
+                sliding_windows(scaled, cfg.window.size),
+                train,
+                val,
+                cfg.training,
+                callbacks,
+                progress=progress,
+            )
+        self.device_ = device
+        raw = self._raw_scores(frame)
+        self._fit_thresholds(raw)
+        self.decision_scores_ = pd.Series(raw.score, index=frame.index, name="anomaly_score")
+        self.labels_ = pd.Series(
+            self.combined_threshold_.apply(raw.score) & ~raw.unobserved.any(axis=1), index=frame.index
+        )
+        self.training_data_ = _describe_data(frame)
+        return self
+
+    def _fit_thresholds(self, raw: _RawScores) -> None:
+        """Fit one threshold per metric and one on the combined score, on observed points only."""
+        cfg = self._checked_config().threshold
+        clean = np.where(raw.unobserved, np.nan, raw.metric_scores)
+        combined = np.where(raw.unobserved.any(axis=1), np.nan, raw.score)
+        self.thresholds_: dict[str, Threshold] = {
+            m: build_threshold(cfg).fit(clean[:, j]) for j, m in enumerate(self.metrics_)
+        }
+        self.combined_threshold_: Threshold = build_threshold(cfg).fit(combined)
+        self.threshold_ = self.combined_threshold_.threshold_
+
+    # -- scoring -----------------------------------------------------------------
+
+    def score(self, data: DataLike, *, context: DataLike | None = None) -> Scores:
+        """Score every point of ``data`` with the fitted state; ``context`` is earlier history.
+
+        With context, the first points of ``data`` are scored with full windows
+        reaching back into it; only ``data``'s own points are returned.
+        """
+        self._check_fitted()
+        frame = self._prepare(data)
+        full = frame
+        if context is not None:
+            keep = 2 * self._checked_config().window.size + 10 * self._checked_config().scoring.smoothing_span
+            full = with_context(self._prepare(context), frame, keep)
+        require_length(full, self._checked_config().window.size, "the data to score (with its context)")
+        raw = self._raw_scores(full)
+        rows = slice(len(full) - len(frame), len(full))
+        return self._to_scores(full, raw, rows)
+
+    def detect(self, data: DataLike, *, context: DataLike | None = None) -> pd.DataFrame:
+        """Events in ``data`` (see :data:`anomaly.events.EVENT_COLUMNS`)."""
+        return self.events(self.score(data, context=context))
+
+    def events(self, scores: Scores, *, model: str = "", version: str = "") -> pd.DataFrame:
+        """Events from already computed scores."""
+        return find_events(scores, self._checked_config().events, model=model, version=version)
+
+    def _prepare(self, data: DataLike) -> MetricFrame:
+        """Normalise onto the training grid and select the trained metrics, in order."""
+        cfg = self._checked_config()
+        return normalise(data, cfg.preprocess, freq=self.freq_).select(self.metrics_)
+
+    def _raw_scores(self, frame: MetricFrame) -> _RawScores:
+        cfg = self._checked_config()
+        scaled = self.scaler_.transform(_model_input(frame))
+        recon = reconstruct(self.model_, scaled, cfg.window, cfg.scoring, self.device_)
+        missing = frame.missing.to_numpy()
+        errors = point_errors(scaled, recon, cfg.scoring.error)
+        errors[missing] = np.nan
+        span = cfg.scoring.smoothing_span
+        metric_scores = smooth(errors, span)
+        score = smooth(combine(errors, cfg.scoring.combine)[:, None], span)[:, 0]
+        unobserved = missing | frame.filled.to_numpy()
+        return _RawScores(recon, metric_scores, score, unobserved)
+
+    def _to_scores(self, frame: MetricFrame, raw: _RawScores, rows: slice) -> Scores:
+        index = frame.index[rows]
+        unobserved = raw.unobserved[rows]
+        metric_scores = raw.metric_scores[rows]
+        metric_flags = np.column_stack(
+            [self.thresholds_[m].apply(metric_scores[:, j]) for j, m in enumerate(self.metrics_)]
+        ) & ~unobserved
+        flags = self.combined_threshold_.apply(raw.score[rows]) & ~unobserved.any(axis=1)
+        cols = self.metrics_
+        return Scores(
+            values=frame.values.iloc[rows],
+            reconstruction=pd.DataFrame(self.scaler_.inverse_transform(raw.reconstruction[rows]), index, cols),
+            metric_scores=pd.DataFrame(metric_scores, index, cols),
+            score=pd.Series(raw.score[rows], index, name="anomaly_score"),
+            thresholds={m: t.threshold_ for m, t in self.thresholds_.items()},
+            threshold=self.threshold_,
+            metric_flags=pd.DataFrame(metric_flags, index, cols),
+            flags=pd.Series(flags, index, name="flag"),
+            filled=frame.filled.iloc[rows],
+        )
+
+    # -- persistence -------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to folder ``path`` (see :mod:`anomaly.persistence`)."""
+        from anomaly.persistence import save_detector
+
+        return save_detector(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LSTMAutoencoderDetector":
+        """Rebuild a detector saved with :meth:`save`; nothing is unpickled."""
+        from anomaly.persistence import load_detector
+
+        return load_detector(path)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _checked_config(self) -> DetectorConfig:
+        cfg = DetectorConfig() if self.config is None else self.config
+        if not isinstance(cfg, DetectorConfig):
+            raise ConfigError(f"config must be a DetectorConfig, got {type(cfg).__name__}")
+        return cfg
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                "This LSTMAutoencoderDetector is not fitted yet. Call 'fit' with training data first."
+            )
+
+    def __repr__(self) -> str:
+        state = f"fitted on {self.metrics_}" if hasattr(self, "model_") else "not fitted"
+        return f"LSTMAutoencoderDetector({state})"
+
+
+def _model_input(frame: MetricFrame) -> np.ndarray:
+    """Values with long gaps bridged so windows can run; those points are masked later."""
+    return frame.values.ffill().bfill().to_numpy(dtype=np.float64)
+
+
+def _training_starts(frame: MetricFrame, cfg: DetectorConfig) -> np.ndarray:
+    """Window starts used for training: strided, capped, and free of missing points."""
+    size = cfg.window.size
+    n_windows = len(frame) - size + 1
+    stride = cfg.window.train_stride
+    if cfg.window.max_train_windows is not None:
+        stride = max(stride, math.ceil(n_windows / cfg.window.max_train_windows))
+    starts = window_starts(len(frame), size, stride)
+    missing = frame.missing.to_numpy().any(axis=1)
+    if missing.any():
+        counts = np.concatenate(([0], np.cumsum(missing)))
+        starts = starts[counts[starts + size] - counts[starts] == 0]
+    if len(starts) == 0:
+        raise DataError(
+            f"no training window of {size} points without a gap: the training data has "
+            f"{int(missing.sum())} missing points on its {frame.freq} grid"
+        )
+    return starts
+
+
+def _describe_data(frame: MetricFrame) -> dict[str, Any]:
+    """Time range and size of the data, recorded with the fitted model."""
+    return {
+        "start": frame.index[0].isoformat(),
+        "end": frame.index[-1].isoformat(),
+        "rows": len(frame),
+        "freq_seconds": frame.freq / pd.Timedelta("1s"),
+        "metrics": frame.metrics,
+    }

@@ -1,0 +1,58 @@
+"""Writing detection results: scores and events as CSV and versioned JSON.
+
+The CLI, the demo and the flows all write the same files with the same
+columns, so scripts that read them work whichever front end produced them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+EVENTS_SCHEMA_VERSION = 1
+EVENT_CSV_COLUMNS: tuple[str, ...] = (
+    "start", "end", "metric", "peak_score", "threshold", "severity", "peak_time", "n_points", "model", "version",
+)
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def write_results(scores: pd.DataFrame, events: pd.DataFrame, out: Path) -> list[Path]:
+    """scores.csv, events.csv and events.json in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    scores_path, csv_path, json_path = out / "scores.csv", out / "events.csv", out / "events.json"
+    scores.to_csv(scores_path, date_format=_TIME_FORMAT)
+    events[list(EVENT_CSV_COLUMNS)].to_csv(csv_path, index=False, date_format=_TIME_FORMAT)
+    json_path.write_text(json.dumps(events_to_json(events), indent=2) + "\n")
+    return [scores_path, csv_path, json_path]
+
+
+def events_to_json(events: pd.DataFrame) -> dict[str, Any]:
+    """The documented events document: ``{"schema_version": 1, "events": [...]}``."""
+    items = []
+    for row in events.itertuples(index=False):
+        items.append(
+            {
+                "start": pd.Timestamp(row.start).isoformat(),
+                "end": pd.Timestamp(row.end).isoformat(),
+                "metrics": [m for m in str(row.metric).split(",") if m],
+                "peak_score": float(row.peak_score),
+                "peak_time": pd.Timestamp(row.peak_time).isoformat(),
+                "threshold": float(row.threshold),
+                "severity": row.severity,
+                "n_points": int(row.n_points),
+                "model": row.model,
+                "version": row.version,
+            }
+        )
+    return {"schema_version": EVENTS_SCHEMA_VERSION, "events": items}
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in {".parquet", ".pq"}:
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)

@@ -1,0 +1,88 @@
+"""Per-metric affine scaling fitted on training data only.
+
+The parameters are two plain numbers per metric (``center`` and ``scale``) so
+they serialise to JSON and can be read by a person. A metric with no spread in
+training (a constant series) keeps ``scale = 1``: it is only shifted, never
+divided by zero, and any departure from the constant shows up as error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from anomaly.config import ScalerKind
+from anomaly.errors import DataError, NotFittedError
+
+
+@dataclass
+class Scaler:
+    """``(x - center_) / scale_`` per metric; ``kind`` picks how they are estimated.
+
+    - ``minmax``: maps the training range onto [-1, 1] (as Orion does).
+    - ``standard``: zero mean, unit standard deviation.
+    - ``robust``: median and IQR / 1.349, unmoved by outliers in training data.
+    """
+
+    kind: ScalerKind = "minmax"
+    center_: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    scale_: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def fit(self, values: np.ndarray) -> "Scaler":
+        """Estimate per-column parameters, ignoring NaN (gaps)."""
+        x = _as_2d(values)
+        if np.isnan(x).all(axis=0).any():
+            col = int(np.flatnonzero(np.isnan(x).all(axis=0))[0])
+            raise DataError(f"cannot fit the scaler: column {col} has no values")
+        if self.kind == "minmax":
+            lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+            center, spread = (hi + lo) / 2.0, (hi - lo) / 2.0
+        elif self.kind == "standard":
+            center, spread = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+        elif self.kind == "robust":
+            q1, med, q3 = np.nanpercentile(x, [25, 50, 75], axis=0)
+            center, spread = med, (q3 - q1) / 1.349
+        else:
+            raise DataError(f"unknown scaler kind {self.kind!r}")
+        self.center_ = center.astype(np.float64)
+        self.scale_ = np.where(spread > 1e-12 * np.maximum(1.0, np.abs(center)), spread, 1.0).astype(np.float64)
+        return self
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        self._check(values)
+        return ((_as_2d(values) - self.center_) / self.scale_).astype(np.float32)
+
+    def inverse_transform(self, values: np.ndarray) -> np.ndarray:
+        self._check(values)
+        return _as_2d(values).astype(np.float64) * self.scale_ + self.center_
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.center_ is None:
+            raise NotFittedError("the scaler is not fitted yet")
+        return {"kind": self.kind, "center": self.center_.tolist(), "scale": self.scale_.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Scaler":
+        try:
+            center = np.asarray(data["center"], dtype=np.float64)
+            scale = np.asarray(data["scale"], dtype=np.float64)
+            kind = data["kind"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"invalid scaler parameters: {exc}") from exc
+        if center.shape != scale.shape or center.ndim != 1 or not np.all(scale > 0):
+            raise DataError(f"invalid scaler parameters: center {center.tolist()}, scale {scale.tolist()}")
+        return cls(kind=kind, center_=center, scale_=scale)
+
+    def _check(self, values: np.ndarray) -> None:
+        if self.center_ is None:
+            raise NotFittedError("the scaler is not fitted yet; call fit first")
+        n = _as_2d(values).shape[1]
+        if n != len(self.center_):
+            raise DataError(f"the data has {n} metrics, but the scaler was fitted on {len(self.center_)}")
+
+
+def _as_2d(values: np.ndarray | Sequence[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    return x.reshape(-1, 1) if x.ndim == 1 else x

@@ -1,0 +1,125 @@
+"""From a fitted model to per-point anomaly scores.
+
+Windows are reconstructed in bounded chunks of points, each point's
+overlapping reconstructions are aggregated (median or mean), and the point's
+error in scaled units is its score per metric; metrics are then combined into
+one score and optionally smoothed. Nothing here is fitted: a model trained
+yesterday scores today's data with exactly the state it saved.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from anomaly.config import ScoringConfig, WindowConfig
+from anomaly.windows import aggregate_points, coverage_capacity, sliding_windows, window_starts
+
+CHUNK_POINTS = 16_384
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores on the data's own index (the *scores* data contract).
+
+    ``metric_scores`` holds one column per metric, ``score`` the combined
+    score, ``flags``/``metric_flags`` where they exceed their thresholds.
+    Filled or missing points are never flagged. ``reconstruction`` is in the
+    metrics' own units so it can be drawn over the data.
+    """
+
+    values: pd.DataFrame
+    reconstruction: pd.DataFrame
+    metric_scores: pd.DataFrame
+    score: pd.Series
+    thresholds: dict[str, float]
+    threshold: float
+    metric_flags: pd.DataFrame
+    flags: pd.Series
+    filled: pd.DataFrame
+
+    @property
+    def metrics(self) -> list[str]:
+        return [str(c) for c in self.values.columns]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per timestamp: values, per-metric scores, combined score, threshold, flag."""
+        parts = [self.values]
+        if len(self.metrics) > 1:
+            parts.append(self.metric_scores.add_prefix("score_"))
+        out = pd.concat(parts, axis=1)
+        out["anomaly_score"] = self.score
+        out["threshold"] = self.threshold
+        out["flag"] = self.flags.astype(bool)
+        out["filled"] = self.filled.any(axis=1)
+        out.index.name = "timestamp"
+        return out
+
+
+def reconstruct(
+    model: nn.Module,
+    scaled: np.ndarray,
+    window: WindowConfig,
+    scoring: ScoringConfig,
+    device: torch.device | str = "cpu",
+    chunk_points: int = CHUNK_POINTS,
+) -> np.ndarray:
+    """Per-point reconstruction ``(n, m)`` of ``scaled`` (n, m), in scaled units.
+
+    Points are processed ``chunk_points`` at a time with only the windows that
+    touch the chunk, so memory is bounded by the chunk, not the series.
+    """
+    views = sliding_windows(scaled, window.size)
+    starts = window_starts(len(scaled), window.size, window.score_stride)
+    cap = coverage_capacity(window.size, window.score_stride)
+    out = np.empty(scaled.shape if scaled.ndim == 2 else (len(scaled), 1), dtype=np.float64)
+    model.eval()
+    for a in range(0, len(scaled), chunk_points):
+        b = min(a + chunk_points, len(scaled))
+        lo = int(np.searchsorted(starts, a - window.size + 1))
+        hi = int(np.searchsorted(starts, b))
+        chunk_starts = starts[lo:hi]
+        recon = _reconstruct_windows(model, views, chunk_starts, scoring.batch_size, torch.device(device))
+        out[a:b] = aggregate_points(recon, chunk_starts, a, b - a, scoring.aggregate, cap)
+    return out
+
+
+def _reconstruct_windows(
+    model: nn.Module, views: np.ndarray, starts: np.ndarray, batch_size: int, device: torch.device
+) -> np.ndarray:
+    parts = []
+    with torch.inference_mode():
+        for i in range(0, len(starts), batch_size):
+            batch = np.ascontiguousarray(views[starts[i : i + batch_size]], dtype=np.float32)
+            parts.append(model(torch.from_numpy(batch).to(device)).float().cpu().numpy())
+    return np.concatenate(parts) if parts else np.empty((0,) + views.shape[1:], dtype=np.float32)
+
+
+def point_errors(scaled: np.ndarray, reconstruction: np.ndarray, kind: str = "abs") -> np.ndarray:
+    """Point-wise reconstruction error per metric, in scaled units."""
+    diff = np.asarray(scaled, dtype=np.float64) - reconstruction
+    return np.abs(diff) if kind == "abs" else diff**2
+
+
+def combine(errors: np.ndarray, how: str = "mean") -> np.ndarray:
+    """One score per point from per-metric errors; NaN only where every metric is NaN."""
+    if errors.shape[1] == 1:
+        return errors[:, 0].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN, quietly
+        return np.nanmax(errors, axis=1) if how == "max" else np.nanmean(errors, axis=1)
+
+
+def smooth(errors: np.ndarray, span: int) -> np.ndarray:
+    """Causal exponentially weighted mean over time (per column); ``span`` 0 or 1 leaves it."""
+    if span <= 1:
+        return errors
+    frame = pd.DataFrame(errors)
+    smoothed = frame.ewm(span=span, adjust=False, ignore_na=True).mean().to_numpy()
+    smoothed[np.isnan(errors)] = np.nan
+    return smoothed

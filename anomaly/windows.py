@@ -1,0 +1,111 @@
+"""Sliding windows over a series, and mapping window outputs back to points.
+
+Windows are *views* (``sliding_window_view``), never copies of the series
+times the window length, so memory stays flat however long the series is;
+only a batch at a time is ever copied. The reverse mapping aggregates, for
+each point, the reconstructions of every window that covers it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from anomaly.errors import DataError
+
+
+def sliding_windows(values: np.ndarray, size: int) -> np.ndarray:
+    """Read-only view of shape ``(n - size + 1, size, n_metrics)`` over ``values`` (n, n_metrics)."""
+    x = np.asarray(values)
+    if x.ndim == 1:
+        x = x[:, None]
+    if len(x) < size:
+        raise DataError(f"{len(x)} points are fewer than one window (size {size})")
+    return sliding_window_view(x, size, axis=0).transpose(0, 2, 1)
+
+
+def window_starts(n_points: int, size: int, stride: int) -> np.ndarray:
+    """Start index of every window taken every ``stride`` points.
+
+    The last window is always aligned to the end of the series, so with any
+    stride every point is covered by at least one window.
+    """
+    if size < 1 or stride < 1:
+        raise DataError(f"window size and stride must be >= 1, got size={size}, stride={stride}")
+    if n_points < size:
+        raise DataError(f"{n_points} points are fewer than one window (size {size})")
+    starts = np.arange(0, n_points - size + 1, stride, dtype=np.int64)
+    if starts[-1] != n_points - size:
+        starts = np.append(starts, n_points - size)
+    return starts
+
+
+def coverage_capacity(size: int, stride: int) -> int:
+    """The most windows (from :func:`window_starts`) that can cover one point."""
+    return -(-size // stride) + 1
+
+
+def aggregate_points(
+    reconstructions: np.ndarray,
+    starts: np.ndarray,
+    first_point: int,
+    n_points: int,
+    method: Literal["median", "mean"] = "median",
+    capacity: int | None = None,
+) -> np.ndarray:
+    """Per-point aggregate of overlapping window outputs.
+
+    ``reconstructions`` has shape ``(k, size, m)``: window ``i`` starts at point
+    ``starts[i]`` (sorted ascending). Returns ``(n_points, m)`` for points
+    ``first_point .. first_point + n_points - 1``: the median or mean over all
+    windows covering each point; NaN where no window covers it. Callers that
+    score a long series call this chunk by chunk with the windows that touch
+    the chunk, which keeps memory bounded.
+    """
+    recon = np.asarray(reconstructions, dtype=np.float64)
+    k, size, m = recon.shape
+    if len(starts) != k:
+        raise DataError(f"{len(starts)} window starts for {k} reconstructions")
+    if k == 0:
+        return np.full((n_points, m), np.nan)
+    if method == "mean":
+        return _mean_points(recon, starts, first_point, n_points)
+    cap = capacity or _max_coverage(starts, size)
+    points = starts[:, None] + np.arange(size)[None, :] - first_point  # (k, size)
+    slots = np.broadcast_to((np.arange(k) % cap)[:, None], points.shape)
+    inside = (points >= 0) & (points < n_points)
+    buffer = np.full((n_points, cap, m), np.nan)
+    buffer[points[inside], slots[inside]] = recon[inside]
+    return _nan_median(buffer)
+
+
+def _mean_points(recon: np.ndarray, starts: np.ndarray, first_point: int, n_points: int) -> np.ndarray:
+    k, size, m = recon.shape
+    points = (starts[:, None] + np.arange(size)[None, :] - first_point).ravel()
+    inside = (points >= 0) & (points < n_points)
+    sums = np.zeros((n_points, m))
+    counts = np.zeros(n_points)
+    np.add.at(sums, points[inside], recon.reshape(-1, m)[inside])
+    np.add.at(counts, points[inside], 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
+def _max_coverage(starts: np.ndarray, size: int) -> int:
+    """Largest number of windows in ``starts`` that overlap one point."""
+    return int(np.max(np.searchsorted(starts, starts + size) - np.arange(len(starts))))
+
+
+def _nan_median(buffer: np.ndarray) -> np.ndarray:
+    """Median over axis 1 ignoring NaN, vectorised (np.nanmedian loops in Python on small axes)."""
+    ordered = np.sort(buffer, axis=1)  # NaN sort last
+    count = np.sum(~np.isnan(buffer), axis=1)  # (n, m)
+    lo = np.clip((count - 1) // 2, 0, None)
+    hi = np.clip(count // 2, 0, None)
+    low = np.take_along_axis(ordered, lo[:, None, :], axis=1)[:, 0, :]
+    high = np.take_along_axis(ordered, hi[:, None, :], axis=1)[:, 0, :]
+    out = (low + high) / 2.0
+    out[count == 0] = np.nan
+    return out
