@@ -406,9 +406,14 @@ def _noise_sd(values: np.ndarray, spread: float) -> float:
     return sd if sd > 0 else 0.1 * spread
 
 
-def _upper_bound(metric: str) -> float:
-    """Percent-like metrics cannot exceed 100."""
-    return 100.0 if metric == "cpu" or metric.endswith(("_pct", "_percent")) else math.inf
+def _upper_bound(metric: str, column: np.ndarray) -> float:
+    """Percent-like metrics (``cpu``, ``*_pct``, ``*_percent``) cannot exceed 100.
+
+    Only when the data agrees: a column that already goes above 100 is not a
+    percentage whatever its name.
+    """
+    percent_name = metric == "cpu" or metric.endswith(("_pct", "_percent"))
+    return 100.0 if percent_name and not (column > 100.0).any() else math.inf
 
 
 def _apply_bounds(new: np.ndarray, original: np.ndarray, column: np.ndarray, metric: str) -> np.ndarray:
@@ -419,9 +424,9 @@ def _apply_bounds(new: np.ndarray, original: np.ndarray, column: np.ndarray, met
     and percentages stay at or below 100.
     """
     finite = column[np.isfinite(column)]
-    out = np.minimum(new, _upper_bound(metric))
+    out = np.minimum(new, _upper_bound(metric, finite))
     if finite.size and finite.min() > 0:
-        out = np.maximum(out, 0*POSITIVE_FLOOR_FRACTION * np.maximum(original, 0.0))
+        out = np.maximum(out, POSITIVE_FLOOR_FRACTION * np.maximum(original, 0.0))
     elif finite.size and finite.min() >= 0:
         out = np.maximum(out, 0.0)
     return out

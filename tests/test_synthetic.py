@@ -542,6 +542,14 @@ def test_generate_with_the_minimum_length_works_and_one_less_fails() -> None:
     minimum = int(re.search(r"use n_points >= (\d+)", str(info.value)).group(1))
     sample = generate(minimum, seed=0)
     assert len(sample.incidents) == len(INCIDENT_KINDS)
+    # Even with no slack left, incidents keep 3 h of clean data around them.
+    idx = sample.frame.index
+    gap = pd.Timedelta(hours=3)
+    ordered = sorted(sample.incidents, key=lambda i: i.start)
+    assert ordered[0].start - idx[int(round(minimum * 0.5))] >= gap
+    for prev, nxt in zip(ordered, ordered[1:]):
+        assert nxt.start - prev.end > gap
+    assert idx[-1] - ordered[-1].end >= gap
 
 
 def test_sample_data_rejects_incidents_on_unknown_metrics() -> None:
