@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin, get_type_hints
@@ -80,10 +81,11 @@ class PreprocessConfig:
             import pandas as pd
 
             try:
-                offset = pd.tseries.frequencies.to_offset(self.freq)
-                pd.Timedelta(offset)
+                positive = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq)) > pd.Timedelta(0)
             except (ValueError, TypeError):
-                _fail(s, "freq", "a fixed pandas frequency such as '1min' or '5min'", self.freq)
+                positive = False
+            if not positive:
+                _fail(s, "freq", "a fixed positive pandas frequency such as '1min' or '5min'", self.freq)
         _check_choice(s, "aggregate", self.aggregate, AggregateKind)
         _check_int(s, "fill_limit", self.fill_limit, 0)
         _check_choice(s, "fill_method", self.fill_method, FillMethod)
@@ -298,10 +300,10 @@ class DetectorConfig:
         except OSError as exc:
             raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror}") from exc
         try:
-            data = yaml.safe_load(text) if p.suffix in {".yaml", ".yml"} else json.loads(text)
+            data = yaml.load(text, Loader=_YamlLoader) if p.suffix in {".yaml", ".yml"} else json.loads(text)
         except (yaml.YAMLError, json.JSONDecodeError) as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid: {exc}") from exc
-        return cls.from_dict(data or {})
+        return cls.from_dict({} if data is None else data)
 
     def replace(self, **sections: Mapping[str, Any]) -> "DetectorConfig":
         """Copy with some fields of some sections changed, e.g. ``replace(training={"epochs": 2})``."""
@@ -311,6 +313,17 @@ class DetectorConfig:
                 raise ConfigError(f"unknown config section {name!r}; known: {', '.join(merged)}")
             merged[name] = {**merged[name], **dict(values)}
         return DetectorConfig.from_dict(merged)
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML that also reads ``1e-4`` as a float (YAML 1.1 insists on ``1.0e-4``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
 
 
 def _build(cls: type[T], data: Any, path: str) -> T:

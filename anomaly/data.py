@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 TIME_COLUMNS: tuple[str, ...] = ("timestamp", "time", "datetime", "date", "ts")
 LONG_COLUMNS: tuple[str, str] = ("metric", "value")
 _EPOCH = pd.Timestamp(0, tz="UTC")
+EARLY_TOLERANCE = 0.1  # fraction of a step a reading may arrive early and keep its slot
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,9 @@ def parse_timestamps(stamps: pd.Index | pd.Series) -> pd.DatetimeIndex:
     raw = pd.Series(np.asarray(stamps, dtype=object) if not isinstance(stamps, pd.DatetimeIndex) else stamps)
     if raw.isna().any():
         raise DataError(f"missing timestamp at row {int(np.flatnonzero(raw.isna().to_numpy())[0])}")
-    numeric = pd.to_numeric(raw, errors="coerce")
-    if numeric.notna().all() and not isinstance(stamps, pd.DatetimeIndex):
+    kind = pd.api.types.infer_dtype(raw, skipna=False)
+    numeric = pd.to_numeric(raw, errors="coerce") if kind in {"integer", "floating", "mixed-integer-float", "string"} else None
+    if numeric is not None and numeric.notna().all():
         parsed = pd.to_datetime(numeric, unit="s", utc=True)
     else:
         parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
@@ -190,13 +192,26 @@ def normalise(
     frame = read_table(data) if isinstance(data, (str, Path)) else data
     wide = to_wide(frame, cfg.aggregate)
     step = pd.Timedelta(freq or cfg.freq) if (freq or cfg.freq) else infer_freq(wide.index)
-    grid = wide.resample(step, origin="epoch").agg(cfg.aggregate)
-    # resample's sum of an empty bin is 0, not missing: restore the gaps.
-    counts = wide.notna().resample(step, origin="epoch").sum()
-    grid = grid.where(counts > 0)
+    grid = to_grid(wide, step, cfg.aggregate)
     _reject_empty_metrics(grid)
     filled_values, filled = fill_short_gaps(grid, cfg.fill_limit, cfg.fill_method)
     return MetricFrame(filled_values.astype(np.float64), filled, step)
+
+
+def to_grid(wide: pd.DataFrame, step: pd.Timedelta, aggregate: str) -> pd.DataFrame:
+    """Bin timestamps onto a grid anchored at the epoch, aggregate, and fill out the grid.
+
+    A slot ``t`` takes readings in ``[t - 10% of step, t + 90% of step)``: the
+    usual bin below, except that a reading arriving a little early (collector
+    jitter) still lands in its own slot instead of the previous one. The epoch
+    anchor puts every file and every run of the same metric on the same grid.
+    """
+    slots = (wide.index + step * EARLY_TOLERANCE).floor(step)
+    grouped = wide.groupby(slots).agg(aggregate)
+    # An aggregate over no values (e.g. sum) must stay missing, not become 0.
+    grouped = grouped.where(wide.notna().groupby(slots).sum() > 0)
+    full = pd.date_range(grouped.index[0], grouped.index[-1], freq=step, name="timestamp")
+    return grouped.reindex(full)
 
 
 def _reject_empty_metrics(grid: pd.DataFrame) -> None:

@@ -126,12 +126,14 @@ def contributing_metrics(scores: Scores, a: int, b: int) -> list[str]:
     """Metrics behind an event, strongest first.
 
     Those whose own score crossed their own threshold inside the span; if
-    none did on its own, the one that came closest.
+    none did on its own, the one that came closest. A metric with no data in
+    the span is never named.
     """
-    ratios = {
-        m: float(np.nanmax(scores.metric_scores[m].iloc[a:b].to_numpy())) / max(scores.thresholds[m], 1e-12)
-        for m in scores.metrics
-    }
-    crossed = [m for m in scores.metrics if bool(scores.metric_flags[m].iloc[a:b].any())]
-    chosen = crossed or [max(ratios, key=lambda m: ratios[m])]
+    ratios: dict[str, float] = {}
+    for m in scores.metrics:
+        span = scores.metric_scores[m].iloc[a:b].to_numpy(dtype=np.float64)
+        if not np.isnan(span).all():
+            ratios[m] = float(np.nanmax(span)) / max(scores.thresholds[m], 1e-12)
+    crossed = [m for m in ratios if bool(scores.metric_flags[m].iloc[a:b].any())]
+    chosen = crossed or ([max(ratios, key=ratios.__getitem__)] if ratios else [])
     return sorted(chosen, key=lambda m: -ratios[m])

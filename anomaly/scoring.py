@@ -119,7 +119,7 @@ def smooth(errors: np.ndarray, span: int) -> np.ndarray:
     """Causal exponentially weighted mean over time (per column); ``span`` 0 or 1 leaves it."""
     if span <= 1:
         return errors
-    frame = pd.DataFrame(errors)
-    smoothed = frame.ewm(span=span, adjust=False, ignore_na=True).mean().to_numpy()
+    smoothed = pd.DataFrame(errors).ewm(span=span, adjust=False, ignore_na=True).mean().to_numpy(copy=True)
+    smoothed = smoothed.reshape(np.shape(errors))
     smoothed[np.isnan(errors)] = np.nan
     return smoothed

@@ -30,7 +30,7 @@ def window_starts(n_points: int, size: int, stride: int) -> np.ndarray:
     """Start index of every window taken every ``stride`` points.
 
     The last window is always aligned to the end of the series, so with any
-    stride every point is covered by at least one window.
+    stride up to ``size`` every point is covered by at least one window.
     """
     if size < 1 or stride < 1:
         raise DataError(f"window size and stride must be >= 1, got size={size}, stride={stride}")

@@ -1,0 +1,164 @@
+"""Tests for the pure maths of anomaly.scoring: point errors, combining metrics, smoothing."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from anomaly.scoring import combine, point_errors, smooth
+
+NAN = np.nan
+
+
+# --- point_errors ------------------------------------------------------------------------
+
+
+def test_point_errors_abs_exact() -> None:
+    scaled = np.array([[1.0, 2.0], [3.0, 4.0], [-1.0, 0.0]], dtype=np.float32)
+    recon = np.array([[0.5, 2.5], [3.0, 6.0], [1.0, -0.25]])
+    out = point_errors(scaled, recon, "abs")
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, [[0.5, 0.5], [0.0, 2.0], [2.0, 0.25]])
+
+
+def test_point_errors_squared_exact() -> None:
+    scaled = np.array([[1.0, 2.0], [3.0, 4.0], [-1.0, 0.0]])
+    recon = np.array([[0.5, 2.5], [3.0, 6.0], [1.0, -0.25]])
+    np.testing.assert_array_equal(point_errors(scaled, recon, "squared"), [[0.25, 0.25], [0.0, 4.0], [4.0, 0.0625]])
+
+
+def test_point_errors_default_is_abs_and_nan_propagates() -> None:
+    out = point_errors(np.array([[1.0], [NAN]]), np.array([[3.0], [0.0]]))
+    assert out[0, 0] == 2.0 and np.isnan(out[1, 0])
+
+
+# --- combine -------------------------------------------------------------------------------
+
+ERRORS = np.array([[1.0, 3.0, 2.0], [NAN, 2.0, 4.0], [NAN, NAN, NAN], [4.0, 0.0, NAN], [NAN, NAN, 5.0]])
+
+
+def test_combine_mean_exact_with_nan() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = combine(ERRORS, "mean")
+    np.testing.assert_array_equal(out, [2.0, 3.0, NAN, 2.0, 5.0])
+
+
+def test_combine_max_exact_with_nan() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = combine(ERRORS, "max")
+    np.testing.assert_array_equal(out, [3.0, 4.0, NAN, 4.0, 5.0])
+
+
+def test_combine_default_is_mean() -> None:
+    np.testing.assert_array_equal(combine(ERRORS), combine(ERRORS, "mean"))
+
+
+def test_combine_single_metric_is_a_copy() -> None:
+    errors = np.array([[1.0], [NAN], [3.0]])
+    out = combine(errors, "max")
+    np.testing.assert_array_equal(out, [1.0, NAN, 3.0])
+    out[0] = 99.0
+    assert errors[0, 0] == 1.0
+
+
+def test_combine_leaves_warning_filters_alone() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        combine(ERRORS, "mean")
+        combine(ERRORS, "max")
+        np.nanmean(np.array([NAN, NAN]))  # outside combine, the warning is still raised
+    assert len(caught) == 1 and issubclass(caught[0].category, RuntimeWarning)
+
+
+# --- smooth -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("span", [0, 1])
+def test_smooth_span_zero_or_one_is_identity(span: int) -> None:
+    x = np.array([[0.0, 1.0], [4.0, NAN], [8.0, 2.0]])
+    out = smooth(x, span)
+    np.testing.assert_array_equal(out, x)
+    assert out.shape == x.shape
+
+
+def test_smooth_exact_span_three() -> None:
+    # span 3 -> alpha 0.5: y_t = 0.5 x_t + 0.5 y_{t-1}, y_0 = x_0
+    x = np.array([[0.0, 8.0], [4.0, 0.0], [8.0, 0.0], [0.0, 4.0]])
+    out = smooth(x, 3)
+    np.testing.assert_array_equal(out, [[0.0, 8.0], [2.0, 4.0], [5.0, 2.0], [2.5, 3.0]])
+
+
+def test_smooth_equals_pandas_ewm_adjust_false() -> None:
+    x = np.random.default_rng(0).gamma(2.0, 0.1, size=(200, 3))
+    for span in (2, 5, 30):
+        expected = pd.DataFrame(x).ewm(span=span, adjust=False).mean().to_numpy()
+        np.testing.assert_allclose(smooth(x, span), expected, rtol=1e-14)
+
+
+def test_smooth_nan_positions_stay_nan_and_are_skipped() -> None:
+    x = np.array([[NAN], [0.0], [NAN], [4.0], [8.0], [NAN]])
+    out = smooth(x, 3)
+    assert np.isnan(out[[0, 2, 5], 0]).all()
+    # NaN rows are skipped: 0 -> (0.5*4 + 0.5*0) = 2 -> (0.5*8 + 0.5*2) = 5
+    np.testing.assert_array_equal(out[[1, 3, 4], 0], [0.0, 2.0, 5.0])
+
+
+def test_smooth_does_not_modify_input() -> None:
+    x = np.array([[1.0], [NAN], [3.0]])
+    before = x.copy()
+    smooth(x, 4)
+    np.testing.assert_array_equal(x, before)
+
+
+def reference_ewm(x: np.ndarray, span: int) -> np.ndarray:
+    """Plain recursion, per column, skipping NaN."""
+    alpha = 2.0 / (span + 1.0)
+    out = np.full_like(x, np.nan)
+    for j in range(x.shape[1]):
+        prev = np.nan
+        for i in range(x.shape[0]):
+            if np.isnan(x[i, j]):
+                continue
+            prev = x[i, j] if np.isnan(prev) else alpha * x[i, j] + (1 - alpha) * prev
+            out[i, j] = prev
+    return out
+
+
+values = st.floats(0.0, 1e3, allow_nan=False, allow_subnormal=False)
+maybe_nan = st.one_of(values, st.just(np.nan))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    x=hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40), elements=maybe_nan),
+    span=st.integers(2, 50),
+)
+def test_smooth_matches_recursion_property(x: np.ndarray, span: int) -> None:
+    out = smooth(x, span)
+    assert out.shape == x.shape
+    assert np.isnan(out).tolist() == np.isnan(x).tolist()
+    np.testing.assert_allclose(out, reference_ewm(x, span), rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    x=hnp.arrays(np.float64, st.tuples(st.integers(2, 60), st.integers(1, 3)), elements=maybe_nan),
+    span=st.integers(2, 50),
+    data=st.data(),
+)
+def test_smooth_is_causal(x: np.ndarray, span: int, data: st.DataObject) -> None:
+    k = data.draw(st.integers(0, len(x) - 1), label="changed row")
+    new = data.draw(maybe_nan, label="new value")
+    col = data.draw(st.integers(0, x.shape[1] - 1), label="column")
+    changed = x.copy()
+    changed[k:, col] = new  # change the row and everything after it
+    before, after = smooth(x, span), smooth(changed, span)
+    np.testing.assert_array_equal(after[:k], before[:k])
