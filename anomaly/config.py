@@ -122,7 +122,7 @@ class WindowConfig:
 class ModelConfig:
     """Shape of the LSTM autoencoder (see :mod:`anomaly.model`)."""
 
-    hidden_size: int = 64
+    hidden_size: int = 32
     latent_size: int = 16
     num_layers: int = 1
     bidirectional: bool = False
@@ -143,8 +143,8 @@ class TrainingConfig:
     """Optimisation settings: Adam on MSE with early stopping on a time-ordered split."""
 
     epochs: int = 35
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    batch_size: int = 64
+    learning_rate: float = 5e-3
     validation_fraction: float = 0.2
     patience: int = 5
     min_delta: float = 0.0
@@ -181,8 +181,8 @@ class ScoringConfig:
     aggregate: ReconAggregate = "median"
     error: ErrorKind = "abs"
     combine: CombineKind = "mean"
-    smoothing_span: int = 0
-    batch_size: int = 2048
+    smoothing_span: int = 6
+    batch_size: int = 256
 
     def __post_init__(self) -> None:
         s = "scoring"
@@ -210,7 +210,7 @@ class ThresholdConfig:
     (e.g. constant) training series still gets a usable threshold.
     """
 
-    method: ThresholdMethod = "sigma"
+    method: ThresholdMethod = "spot"
     quantile: float = 0.99
     k: float = 4.0
     z_min: float = 2.0
@@ -248,7 +248,7 @@ class EventConfig:
     """
 
     padding: int = 0
-    merge_gap: int = 0
+    merge_gap: int = 12
     min_length: int = 1
     prune: float = 0.0
 

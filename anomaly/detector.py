@@ -142,7 +142,7 @@ class LSTMAutoencoderDetector:
     def _raw_scores(self, frame: MetricFrame) -> _RawScores:
         cfg = self._checked_config()
         scaled = self.scaler_.transform(_model_input(frame))
-        recon = reconstruct(self.model_, scaled, cfg.window, cfg.scoring, self.device_)
+        recon = reconstruct(self.model_, scaled, cfg.window, cfg.scoring, self.device_, phase=_grid_phase(frame))
         missing = frame.missing.to_numpy()
         errors = point_errors(scaled, recon, cfg.scoring.error)
         errors[missing] = np.nan
@@ -210,6 +210,16 @@ class LSTMAutoencoderDetector:
 def _model_input(frame: MetricFrame) -> np.ndarray:
     """Values with long gaps bridged so windows can run; those points are masked later."""
     return frame.values.ffill().bfill().to_numpy(dtype=np.float64)
+
+
+def _grid_phase(frame: MetricFrame) -> int:
+    """Offset that puts strided scoring windows at multiples of the stride in absolute grid time.
+
+    Scoring the same points with more or less history then uses the same
+    windows, so an incremental run agrees with scoring everything at once.
+    """
+    position = (frame.index[0] - pd.Timestamp(0, tz="UTC")) // frame.freq
+    return int(-position)
 
 
 def _training_starts(frame: MetricFrame, cfg: DetectorConfig) -> np.ndarray:

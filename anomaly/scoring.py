@@ -68,14 +68,17 @@ def reconstruct(
     scoring: ScoringConfig,
     device: torch.device | str = "cpu",
     chunk_points: int = CHUNK_POINTS,
+    phase: int = 0,
 ) -> np.ndarray:
     """Per-point reconstruction ``(n, m)`` of ``scaled`` (n, m), in scaled units.
 
     Points are processed ``chunk_points`` at a time with only the windows that
     touch the chunk, so memory is bounded by the chunk, not the series.
+    ``phase`` aligns the strided windows to absolute time (see
+    :func:`~anomaly.windows.window_starts`).
     """
     views = sliding_windows(scaled, window.size)
-    starts = window_starts(len(scaled), window.size, window.score_stride)
+    starts = window_starts(len(scaled), window.size, window.score_stride, phase)
     cap = coverage_capacity(window.size, window.score_stride)
     out = np.empty(scaled.shape if scaled.ndim == 2 else (len(scaled), 1), dtype=np.float64)
     model.eval()

@@ -26,17 +26,21 @@ def sliding_windows(values: np.ndarray, size: int) -> np.ndarray:
     return sliding_window_view(x, size, axis=0).transpose(0, 2, 1)
 
 
-def window_starts(n_points: int, size: int, stride: int) -> np.ndarray:
-    """Start index of every window taken every ``stride`` points.
+def window_starts(n_points: int, size: int, stride: int, phase: int = 0) -> np.ndarray:
+    """Start index of every window taken every ``stride`` points, from ``phase``.
 
-    The last window is always aligned to the end of the series, so with any
-    stride up to ``size`` every point is covered by at least one window.
+    The first window always starts at 0 and the last is always aligned to the
+    end of the series, so with any stride up to ``size`` every point is
+    covered. ``phase`` lets callers align the strided windows to absolute
+    time, so the same points get the same windows whatever the series starts.
     """
     if size < 1 or stride < 1:
         raise DataError(f"window size and stride must be >= 1, got size={size}, stride={stride}")
     if n_points < size:
         raise DataError(f"{n_points} points are fewer than one window (size {size})")
-    starts = np.arange(0, n_points - size + 1, stride, dtype=np.int64)
+    starts = np.arange(phase % stride, n_points - size + 1, stride, dtype=np.int64)
+    if len(starts) == 0 or starts[0] != 0:
+        starts = np.insert(starts, 0, 0)
     if starts[-1] != n_points - size:
         starts = np.append(starts, n_points - size)
     return starts
@@ -44,7 +48,7 @@ def window_starts(n_points: int, size: int, stride: int) -> np.ndarray:
 
 def coverage_capacity(size: int, stride: int) -> int:
     """The most windows (from :func:`window_starts`) that can cover one point."""
-    return -(-size // stride) + 1
+    return -(-size // stride) + 2
 
 
 def aggregate_points(

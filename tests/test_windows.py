@@ -135,17 +135,37 @@ def test_window_starts_errors(args: tuple[int, int, int], pattern: str) -> None:
         window_starts(*args)
 
 
-@pytest.mark.parametrize(("size", "stride", "expected"), [(10, 1, 11), (10, 5, 3), (10, 3, 5), (10, 10, 2), (3, 2, 3)])
+@pytest.mark.parametrize(("size", "stride", "expected"), [(10, 1, 12), (10, 5, 4), (10, 3, 6), (10, 10, 3), (3, 2, 4)])
 def test_coverage_capacity_exact(size: int, stride: int, expected: int) -> None:
     assert coverage_capacity(size, stride) == expected
 
 
+@pytest.mark.parametrize(
+    ("n", "size", "stride", "phase", "expected"),
+    [(10, 4, 3, 0, [0, 3, 6]), (10, 4, 3, 1, [0, 1, 4, 6]), (10, 4, 3, 2, [0, 2, 5, 6]), (10, 4, 3, -1, [0, 2, 5, 6])],
+)
+def test_window_starts_with_phase(n: int, size: int, stride: int, phase: int, expected: list[int]) -> None:
+    assert window_starts(n, size, stride, phase).tolist() == expected
+
+
 @FAST
-@given(n=st.integers(2, 400), data=st.data())
-def test_every_point_covered_within_capacity(n: int, data: st.DataObject) -> None:
+@given(n=st.integers(30, 300), shift=st.integers(0, 20), data=st.data())
+def test_phase_aligns_windows_to_absolute_positions(n: int, shift: int, data: st.DataObject) -> None:
+    """Series starting ``shift`` points later, with phase -shift, share all interior windows."""
+    size = data.draw(st.integers(2, 10))
+    stride = data.draw(st.integers(1, size))
+    whole = set(window_starts(n, size, stride).tolist())
+    later = {s + shift for s in window_starts(n - shift, size, stride, phase=-shift).tolist()} if n - shift >= size else set()
+    interior = {s for s in later if s >= shift + size and s + size <= n - size}
+    assert interior <= whole
+
+
+@FAST
+@given(n=st.integers(2, 400), phase=st.integers(-50, 50), data=st.data())
+def test_every_point_covered_within_capacity(n: int, phase: int, data: st.DataObject) -> None:
     size = data.draw(st.integers(1, n))
     stride = data.draw(st.integers(1, size))
-    starts = window_starts(n, size, stride)
+    starts = window_starts(n, size, stride, phase)
     assert starts[0] == 0 and starts[-1] == n - size
     assert np.all(np.diff(starts) > 0) and np.all(np.diff(starts) <= stride)
     cov = coverage(n, size, starts)

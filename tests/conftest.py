@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny detector configurations and generated data.
+
+Tests train tiny models for a few epochs on generated series, so the whole
+suite runs in minutes on 2 CPU cores. Prefect (used by later flow tests) is
+pointed at a throwaway home so nothing leaks between sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pandas as pd
+import pytest
+import torch
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# Parallel test workers each get one thread, so two workers use two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+from anomaly.config import DetectorConfig  # noqa: E402
+from anomaly.synthetic import clean_metrics  # noqa: E402
+
+TINY = DetectorConfig().replace(
+    window={"size": 32, "score_stride": 4},
+    model={"hidden_size": 16, "latent_size": 8},
+    training={"epochs": 4, "batch_size": 64, "learning_rate": 1e-2, "patience": 2},
+)
+
+
+@pytest.fixture
+def tiny_config() -> DetectorConfig:
+    """A model small enough to train in about a second."""
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def two_metrics() -> pd.DataFrame:
+    """Four days of 5-minute requests and cpu, incident-free."""
+    return clean_metrics(1152, metrics=("requests", "cpu"), seed=3)

@@ -1,0 +1,299 @@
+"""The detector end to end: fit, score, detect, save/load, bad input, incidents."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from anomaly.config import DetectorConfig
+from anomaly.detector import LSTMAutoencoderDetector
+from anomaly.errors import DataError, ModelFileError, NotFittedError
+from anomaly.synthetic import INCIDENT_KINDS, clean_metrics, inject
+
+DAY = 288  # 5-minute points
+
+
+# -- incidents ---------------------------------------------------------------------
+
+INCIDENT_CONFIG = DetectorConfig().replace(
+    window={"size": 48, "score_stride": 4},
+    model={"hidden_size": 16, "latent_size": 8},
+    training={"epochs": 20, "learning_rate": 5e-3, "patience": 4},
+)
+# Incident spans on the first test day; traffic is rising at 09:00, so a stuck
+# value departs from what the model expects.
+INCIDENT_SPANS = {
+    "spike": (9 * 12, 3),
+    "dip": (9 * 12, 3),
+    "level_shift": (9 * 12, 48),
+    "variance_change": (9 * 12, 48),
+    "flatline": (9 * 12, 36),
+    "drift": (9 * 12, 96),
+    "pattern_break": (0, DAY),
+}
+
+
+@pytest.fixture(scope="module")
+def week_and_after() -> tuple[pd.DataFrame, LSTMAutoencoderDetector]:
+    """A detector fitted on a clean week of requests; two more clean days to test on."""
+    frame = clean_metrics(DAY * 9, metrics=("requests",), seed=11)
+    detector = LSTMAutoencoderDetector(INCIDENT_CONFIG).fit(frame.iloc[: DAY * 7], progress=False)
+    return frame, detector
+
+
+def test_clean_days_raise_no_event(week_and_after: tuple[pd.DataFrame, LSTMAutoencoderDetector]) -> None:
+    frame, detector = week_and_after
+    events = detector.detect(frame.iloc[DAY * 7 :], context=frame.iloc[: DAY * 7])
+    assert events.empty, events
+
+
+@pytest.mark.parametrize("kind", INCIDENT_KINDS)
+def test_each_incident_kind_is_detected_and_nothing_else(
+    week_and_after: tuple[pd.DataFrame, LSTMAutoencoderDetector], kind: str
+) -> None:
+    frame, detector = week_and_after
+    offset, length = INCIDENT_SPANS[kind]
+    data, incident = inject(frame, kind, "requests", DAY * 7 + offset, length, seed=1)
+    events = detector.detect(data.iloc[DAY * 7 :], context=data.iloc[: DAY * 7])
+
+    overlapping = events[(events.start <= incident.end) & (events.end >= incident.start)]
+    assert len(overlapping) >= 1, f"{kind} was not detected"
+    # A window that covers the incident reconstructs badly as a whole, so an
+    # event may reach up to one window beyond it, never further.
+    reach = detector.freq_ * INCIDENT_CONFIG.window.size
+    outside = events[(events.end < incident.start - reach) | (events.start > incident.end + reach)]
+    assert outside.empty, f"false events away from the {kind}: {outside[['start', 'end']]}"
+    assert set(overlapping.severity) <= {"low", "medium", "high", "critical"}
+    assert (overlapping.peak_score > overlapping.threshold).all()
+
+
+# -- fitted state and errors -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted(two_metrics: pd.DataFrame) -> LSTMAutoencoderDetector:
+    from tests.conftest import TINY
+
+    return LSTMAutoencoderDetector(TINY).fit(two_metrics.iloc[:800], progress=False)
+
+
+def test_not_fitted_is_a_clear_error(two_metrics: pd.DataFrame) -> None:
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        LSTMAutoencoderDetector().score(two_metrics)
+
+
+def test_constructor_only_stores_the_config(tiny_config: DetectorConfig) -> None:
+    detector = LSTMAutoencoderDetector(tiny_config)
+    assert detector.config is tiny_config
+    assert not [k for k in vars(detector) if k.endswith("_")]
+
+
+def test_fit_learns_state_in_trailing_underscore_attributes(
+    fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame
+) -> None:
+    assert fitted.metrics_ == ["requests", "cpu"]
+    assert fitted.freq_ == pd.Timedelta("5min")
+    assert set(fitted.thresholds_) == {"requests", "cpu"}
+    assert fitted.threshold_ == fitted.combined_threshold_.threshold_ > 0
+    assert len(fitted.decision_scores_) == len(fitted.labels_) == 800
+    assert fitted.labels_.dtype == bool
+    assert fitted.training_data_["rows"] == 800
+    assert len(fitted.history_.train_loss) >= 1
+
+
+def test_scores_follow_the_data_contract(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
+    new = two_metrics.iloc[800:1000]
+    scores = fitted.score(new, context=two_metrics.iloc[:800])
+    assert scores.score.index.equals(new.index)
+    assert list(scores.metric_scores.columns) == ["requests", "cpu"]
+    assert np.isfinite(scores.score).all(), "context must let the first points be scored"
+    assert scores.flags.dtype == bool
+    assert set(scores.thresholds) == {"requests", "cpu"}
+    frame = scores.to_frame()
+    assert {"requests", "cpu", "score_requests", "score_cpu", "anomaly_score", "flag"} <= set(frame.columns)
+    # The reconstruction is in the metrics' own units and follows the data.
+    for metric in ("requests", "cpu"):
+        assert scores.reconstruction[metric].corr(scores.values[metric]) > 0.8
+        assert abs(scores.reconstruction[metric].mean() / scores.values[metric].mean() - 1) < 0.1
+
+
+def test_context_only_changes_the_first_window(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
+    whole = fitted.score(two_metrics.iloc[700:1000])
+    split = fitted.score(two_metrics.iloc[850:1000], context=two_metrics.iloc[700:850])
+    tail = whole.score.loc[split.score.index]
+    size = fitted.config.window.size
+    np.testing.assert_allclose(split.score.to_numpy()[2 * size :], tail.to_numpy()[2 * size :], rtol=1e-5)
+
+
+def test_short_data_needs_context(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
+    short = two_metrics.iloc[800:810]
+    with pytest.raises(DataError, match=r"10 points .* fewer than one window \(window.size=32\)"):
+        fitted.score(short)
+    assert len(fitted.score(short, context=two_metrics.iloc[:800]).score) == 10
+
+
+def test_a_metric_missing_at_scoring_is_named(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="metric 'cpu' is missing"):
+        fitted.score(two_metrics[["requests"]])
+
+
+def test_extra_metrics_at_scoring_are_ignored(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
+    data = two_metrics.iloc[800:1000].assign(extra=1.0)
+    assert list(fitted.score(data).metric_scores.columns) == ["requests", "cpu"]
+
+
+def test_training_data_shorter_than_a_window(tiny_config: DetectorConfig, two_metrics: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="fewer than one window"):
+        LSTMAutoencoderDetector(tiny_config).fit(two_metrics.iloc[:20])
+
+
+def test_filled_points_are_never_flagged(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
+    data = two_metrics.iloc[800:1000].copy()
+    data.iloc[100:104, :] = data.iloc[100:104, :] * 6  # a burst ...
+    data = data.drop(data.index[101:103])  # ... whose middle is a short gap, filled by interpolation
+    scores = fitted.score(data, context=two_metrics.iloc[:800])
+    filled = scores.filled.any(axis=1)
+    assert filled.sum() == 2
+    assert (scores.score[filled] > scores.threshold).all(), "the fabricated values do look anomalous"
+    assert not scores.flags[filled].any()
+    assert scores.flags.iloc[100] and scores.flags.iloc[103]
+
+
+def test_constant_series_is_valid_and_departures_are_flagged(tiny_config: DetectorConfig) -> None:
+    index = pd.date_range("2026-01-01", periods=400, freq="1min", tz="UTC")
+    constant = pd.DataFrame({"temp": 21.5}, index=index)
+    detector = LSTMAutoencoderDetector(tiny_config).fit(constant.iloc[:300], progress=False)
+    assert detector.scaler_.scale_[0] == 1.0
+    assert np.isfinite(detector.threshold_)
+    quiet = detector.score(constant.iloc[300:], context=constant.iloc[:300])
+    assert not quiet.flags.any()
+    bumped = constant.iloc[300:].copy()
+    bumped.iloc[50:55] = 23.0
+    flags = detector.score(bumped, context=constant.iloc[:300]).flags
+    assert flags.iloc[50:55].all()
+    assert not flags.iloc[:40].any()
+
+
+def test_gaps_longer_than_the_fill_limit_are_left_out(tiny_config: DetectorConfig, two_metrics: pd.DataFrame) -> None:
+    data = two_metrics.drop(two_metrics.index[300:320])
+    detector = LSTMAutoencoderDetector(tiny_config).fit(data.iloc[:900], progress=False)
+    scores = detector.score(data.iloc[:900])
+    gap = scores.values["requests"].isna()
+    assert gap.sum() == 20
+    assert scores.score[gap].isna().all() and not scores.flags[gap].any()
+
+
+def test_multivariate_events_name_the_metric_that_moved(
+    fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame
+) -> None:
+    data, incident = inject(two_metrics, "level_shift", "cpu", 900, 40, magnitude=3.0)
+    events = fitted.detect(data.iloc[800:], context=data.iloc[:800])
+    hit = events[(events.start <= incident.end) & (events.end >= incident.start)]
+    assert len(hit) >= 1
+    assert hit.iloc[0].metric.split(",")[0] == "cpu"
+
+
+# -- determinism and persistence ---------------------------------------------------
+
+
+def test_same_seed_same_model_other_seed_other_model(tiny_config: DetectorConfig, two_metrics: pd.DataFrame) -> None:
+    data = two_metrics.iloc[:500]
+    a = LSTMAutoencoderDetector(tiny_config).fit(data, progress=False)
+    b = LSTMAutoencoderDetector(tiny_config).fit(data, progress=False)
+    c = LSTMAutoencoderDetector(tiny_config.replace(training={"seed": 1})).fit(data, progress=False)
+    assert a.history_.train_loss == b.history_.train_loss
+    for (name, wa), wb in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
+        assert torch.equal(wa, wb), name
+    np.testing.assert_array_equal(a.decision_scores_, b.decision_scores_)
+    assert a.history_.train_loss != c.history_.train_loss
+
+
+def test_fit_does_not_disturb_the_callers_random_state(tiny_config: DetectorConfig, two_metrics: pd.DataFrame) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    LSTMAutoencoderDetector(tiny_config).fit(two_metrics.iloc[:300], progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_save_load_scores_identically(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame, tmp_path: Path) -> None:
+    new = two_metrics.iloc[800:]
+    path = fitted.save(tmp_path / "model")
+    loaded = LSTMAutoencoderDetector.load(path)
+    original, again = fitted.score(new, context=two_metrics.iloc[:800]), loaded.score(new, context=two_metrics.iloc[:800])
+    pd.testing.assert_series_equal(original.score, again.score)
+    pd.testing.assert_series_equal(original.flags, again.flags)
+    assert loaded.thresholds_["cpu"].threshold_ == fitted.thresholds_["cpu"].threshold_
+    assert loaded.config == fitted.config
+    assert loaded.freq_ == fitted.freq_
+
+
+def test_scores_match_in_another_process(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame, tmp_path: Path) -> None:
+    model = fitted.save(tmp_path / "model")
+    data = tmp_path / "new.csv"
+    two_metrics.iloc[800:].to_csv(data, index_label="timestamp")
+    script = (
+        "import sys; from anomaly.detector import LSTMAutoencoderDetector as D; "
+        "s = D.load(sys.argv[1]).score(sys.argv[2]).score; s.to_csv(sys.argv[3])"
+    )
+    out = tmp_path / "scores.csv"
+    subprocess.run([sys.executable, "-c", script, str(model), str(data), str(out)], check=True)
+    theirs = pd.read_csv(out, index_col=0)["anomaly_score"].to_numpy()
+    np.testing.assert_array_equal(theirs, fitted.score(data).score.to_numpy())
+
+
+def test_failed_save_keeps_the_existing_model(
+    fitted: LSTMAutoencoderDetector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = fitted.save(tmp_path / "model")
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        fitted.save(path)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"], "no staging folder left behind"
+
+
+def test_loading_a_damaged_model_folder_is_a_clear_error(fitted: LSTMAutoencoderDetector, tmp_path: Path) -> None:
+    path = fitted.save(tmp_path / "model")
+    (path / "scaler.json").unlink()
+    with pytest.raises(ModelFileError, match="missing 'scaler.json'"):
+        LSTMAutoencoderDetector.load(path)
+
+
+def test_a_newer_format_is_refused(fitted: LSTMAutoencoderDetector, tmp_path: Path) -> None:
+    import json
+
+    path = fitted.save(tmp_path / "model")
+    state = json.loads((path / "detector.json").read_text())
+    state["format_version"] = 99
+    (path / "detector.json").write_text(json.dumps(state))
+    with pytest.raises(ModelFileError, match="format 99, newer than this version"):
+        LSTMAutoencoderDetector.load(path)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_weights_are_never_unpickled(fitted: LSTMAutoencoderDetector, tmp_path: Path) -> None:
+    import pickle
+
+    path = fitted.save(tmp_path / "model")
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (marker.touch, ())  # type: ignore[return-value]
+
+    (path / "weights.pt").write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(ModelFileError, match="cannot load weights"):
+        LSTMAutoencoderDetector.load(path)
+    assert not marker.exists()
