@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
-import yaml
 
-from anomaly.config import DetectorConfig
+from anomaly.config import DetectorConfig, parse_value
 from anomaly.errors import AnomalyError, ConfigError
 from anomaly.results import write_results, write_table
 from anomaly.training import EpochResult
@@ -105,7 +104,7 @@ def load_config(path: Path | None, overrides: Sequence[str]) -> DetectorConfig:
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        sections.setdefault(section, {})[name] = yaml.safe_load(raw)
+        sections.setdefault(section, {})[name] = parse_value(raw)
     return config.replace(**sections) if sections else config
 
 

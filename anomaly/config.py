@@ -326,6 +326,11 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value read as YAML (numbers, booleans, null, lists), ``1e-4`` included."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
 def _build(cls: type[T], data: Any, path: str) -> T:
     """Recursively build dataclass ``cls`` from ``data``, naming bad keys by dotted path."""
     if not isinstance(data, Mapping):
