@@ -1,0 +1,9 @@
+"""LSTM-autoencoder anomaly detection for metric streams: the library half.
+
+Front ends (the ``anomaly`` CLI, the Prefect flows in ``flows/``) are thin
+layers over these modules; nothing here imports Prefect. Start with
+:class:`anomaly.detector.LSTMAutoencoderDetector` and
+:class:`anomaly.config.DetectorConfig`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,99 @@
+"""The trainer: time-ordered split, early stopping, callbacks, threads, device choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anomaly.config import ModelConfig, TrainingConfig
+from anomaly.errors import ConfigError
+from anomaly.model import LSTMAutoencoder
+from anomaly.training import EpochResult, History, resolve_device, split_train_validation, torch_threads, train_model
+from anomaly.windows import sliding_windows, window_starts
+
+
+def sine_windows(n: int = 400, size: int = 16) -> np.ndarray:
+    t = np.arange(n, dtype=np.float32)
+    return sliding_windows(np.sin(2 * np.pi * t / 24)[:, None], size)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(20, 500), size=st.integers(2, 20), fraction=st.floats(0.05, 0.5))
+def test_split_is_time_ordered_and_never_overlaps(n: int, size: int, fraction: float) -> None:
+    starts = window_starts(n, size, 1)
+    train, val = split_train_validation(starts, size, fraction)
+    assert len(train) >= 1
+    if len(val):
+        assert train.max() + size <= val.min(), "a training window reaches into validation"
+        assert np.all(np.diff(val) > 0)
+
+
+def test_split_exact_example() -> None:
+    train, val = split_train_validation(np.arange(10), 3, 0.2)
+    assert val.tolist() == [8, 9]
+    assert train.tolist() == [0, 1, 2, 3, 4, 5]  # 6 and 7 would overlap window 8
+
+
+def test_no_validation_when_fraction_is_zero() -> None:
+    train, val = split_train_validation(np.arange(10), 3, 0.0)
+    assert train.tolist() == list(range(10)) and len(val) == 0
+
+
+def test_training_reduces_loss_and_reports_every_epoch() -> None:
+    windows = sine_windows()
+    train, val = split_train_validation(np.arange(len(windows)), 16, 0.2)
+    seen: list[EpochResult] = []
+    torch.manual_seed(0)
+    model = LSTMAutoencoder(1, ModelConfig(hidden_size=16, latent_size=4))
+    config = TrainingConfig(epochs=8, batch_size=32, learning_rate=1e-2, patience=8)
+    history = train_model(model, windows, train, val, config, [seen.append], progress=False)
+    assert [r.epoch for r in seen] == list(range(1, 9))
+    assert history.train_loss == [r.train_loss for r in seen]
+    assert history.val_loss[-1] is not None and history.val_loss[-1] < history.val_loss[0] / 2
+    assert history.windows_seen == 8 * len(train)
+    assert history.windows_per_second > 0
+    assert not model.training, "the model is returned in eval mode"
+
+
+def test_early_stopping_restores_the_best_weights() -> None:
+    windows = sine_windows()
+    train, val = split_train_validation(np.arange(len(windows)), 16, 0.2)
+    model = LSTMAutoencoder(1, ModelConfig(hidden_size=8, latent_size=2))
+    best_state: dict[str, torch.Tensor] = {}
+
+    def remember(result: EpochResult) -> None:
+        if result.best:
+            best_state.update({k: v.clone() for k, v in model.state_dict().items()})
+
+    # A learning rate this high makes validation loss bounce, so patience runs out.
+    config = TrainingConfig(epochs=40, batch_size=16, learning_rate=0.5, patience=2)
+    history = train_model(model, windows, train, val, config, [remember], progress=False)
+    assert history.stopped_early and len(history.train_loss) < 40
+    assert history.best_epoch == 1 + int(np.argmin([v for v in history.val_loss]))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, best_state[name]), name
+
+
+def test_history_round_trips_through_a_dict() -> None:
+    history = History(train_loss=[0.5, 0.25], val_loss=[0.6, None], best_epoch=1, seconds=2.0, windows_seen=10)
+    data = history.to_dict()
+    assert data["windows_per_second"] == 5.0
+    assert History.from_dict(data) == history
+
+
+def test_thread_setting_is_restored() -> None:
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_device_choice() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="training.device is 'cuda' but no CUDA GPU"):
+            resolve_device("cuda")
