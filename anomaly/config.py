@@ -104,7 +104,7 @@ class WindowConfig:
 
     size: int = 100
     train_stride: int = 1
-    score_stride: int = 5
+    score_stride: int = 10
     max_train_windows: int | None = 20_000
 
     def __post_init__(self) -> None:
@@ -140,7 +140,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation settings: Adam on MSE with early stopping on a time-ordered split."""
+    """Optimisation settings: Adam on MSE with early stopping on a time-ordered split.
+
+    ``num_threads`` caps torch's threads for training *and* scoring (None
+    leaves torch's setting alone); set it when several detectors run side by
+    side so they do not oversubscribe the cores.
+    """
 
     epochs: int = 35
     batch_size: int = 64

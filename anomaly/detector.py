@@ -26,7 +26,14 @@ from anomaly.model import LSTMAutoencoder
 from anomaly.scaling import Scaler
 from anomaly.scoring import Scores, combine, point_errors, reconstruct, smooth
 from anomaly.thresholds import Threshold, build_threshold
-from anomaly.training import EpochCallback, History, resolve_device, split_train_validation, train_model
+from anomaly.training import (
+    EpochCallback,
+    History,
+    resolve_device,
+    split_train_validation,
+    torch_threads,
+    train_model,
+)
 from anomaly.windows import sliding_windows, window_starts
 
 DataLike = pd.DataFrame | MetricFrame | str | Path
@@ -142,7 +149,8 @@ class LSTMAutoencoderDetector:
     def _raw_scores(self, frame: MetricFrame) -> _RawScores:
         cfg = self._checked_config()
         scaled = self.scaler_.transform(_model_input(frame))
-        recon = reconstruct(self.model_, scaled, cfg.window, cfg.scoring, self.device_, phase=_grid_phase(frame))
+        with torch_threads(cfg.training.num_threads):
+            recon = reconstruct(self.model_, scaled, cfg.window, cfg.scoring, self.device_, phase=_grid_phase(frame))
         missing = frame.missing.to_numpy()
         errors = point_errors(scaled, recon, cfg.scoring.error)
         errors[missing] = np.nan

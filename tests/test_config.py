@@ -60,10 +60,14 @@ def test_defaults_construct_with_documented_values() -> None:
     assert cfg.preprocess == PreprocessConfig()
     assert cfg.preprocess.freq is None
     assert cfg.preprocess.fill_limit == 3
-    assert cfg.window.size == 100 and cfg.window.score_stride == 5
-    assert cfg.training.epochs == 35
-    assert cfg.training.learning_rate == 1e-3
-    assert cfg.threshold.method == "sigma"
+    # The defaults the README documents.
+    assert cfg.window.size == 100 and cfg.window.score_stride == 10
+    assert cfg.model.hidden_size == 32 and cfg.model.latent_size == 16
+    assert cfg.training.epochs == 35 and cfg.training.batch_size == 64
+    assert cfg.training.learning_rate == 5e-3
+    assert cfg.scoring.smoothing_span == 6
+    assert cfg.threshold.method == "spot"
+    assert cfg.events.merge_gap == 12
     assert cfg.events == EventConfig()
     assert DetectorConfig() == DetectorConfig()
 

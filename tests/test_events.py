@@ -182,7 +182,7 @@ def scores() -> Scores:
 
 
 def test_find_events_exact() -> None:
-    ev = find_events(scores(), EventConfig(), model="lstm", version="v3")
+    ev = find_events(scores(), EventConfig(merge_gap=0), model="lstm", version="v3")
     assert list(ev.columns) == list(EVENT_COLUMNS)
     expected = pd.DataFrame(
         {
@@ -202,7 +202,7 @@ def test_find_events_exact() -> None:
 
 
 def test_find_events_padding_clipped_and_merged() -> None:
-    ev = find_events(scores(), EventConfig(padding=1))
+    ev = find_events(scores(), EventConfig(padding=1, merge_gap=0))
     # runs (0,1)(2,4)(7,8)(10,12) -> padded (0,2)(1,5)(6,9)(9,12) -> merged (0,5)(6,12)
     assert ev["start"].tolist() == [t(0), t(6)]
     assert ev["end"].tolist() == [t(4), t(11)]
@@ -220,21 +220,21 @@ def test_find_events_merge_gap() -> None:
 
 
 def test_find_events_min_length_and_prune() -> None:
-    ev = find_events(scores(), EventConfig(min_length=2))
+    ev = find_events(scores(), EventConfig(min_length=2, merge_gap=0))
     assert list(zip(ev["start"], ev["end"])) == [(t(2), t(3)), (t(10), t(11))]
     # peaks 1.1, 3.0, 1.2, 5.0 over threshold 1: ladder 5, 3, 1.2, 1.1, 1 -> drops .4, .6, .083, .091
-    ev = find_events(scores(), EventConfig(prune=0.3))
+    ev = find_events(scores(), EventConfig(prune=0.3, merge_gap=0))
     assert list(zip(ev["start"], ev["end"])) == [(t(2), t(3)), (t(10), t(11))]
     assert ev["peak_score"].tolist() == [3.0, 5.0]
 
 
 def test_find_runs_in_time_order() -> None:
     s = np.array(SCORE)
-    assert find_runs(s > 1.0, s, 1.0, EventConfig()) == [(0, 1), (2, 4), (7, 8), (10, 12)]
+    assert find_runs(s > 1.0, s, 1.0, EventConfig(merge_gap=0)) == [(0, 1), (2, 4), (7, 8), (10, 12)]
 
 
 def test_find_events_none_flagged_is_empty_with_columns() -> None:
-    ev = find_events(build_scores([0.1] * 5, [0.1] * 5, [0.2] * 5), EventConfig())
+    ev = find_events(build_scores([0.1] * 5, [0.1] * 5, [0.2] * 5), EventConfig(merge_gap=0))
     assert ev.empty
     assert list(ev.columns) == list(EVENT_COLUMNS)
 
@@ -275,7 +275,7 @@ def test_find_events_with_a_metric_missing_in_an_event_warns_nothing() -> None:
     s = build_scores(cpu, mem, SCORE)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ev = find_events(s, EventConfig())
+        ev = find_events(s, EventConfig(merge_gap=0))
     assert ev["metric"].tolist()[-1] == "cpu"
 
 
@@ -343,7 +343,7 @@ def test_event_scores_add() -> None:
 
 
 def test_intervals_from_events_frame() -> None:
-    ev = find_events(scores(), EventConfig(min_length=2))
+    ev = find_events(scores(), EventConfig(min_length=2, merge_gap=0))
     assert intervals(ev) == [(t(2), t(3)), (t(10), t(11))]
     frame = pd.DataFrame({"from": ["2024-01-01 00:00Z"], "to": ["2024-01-01 00:05Z"]})
     assert intervals(frame, "from", "to") == [(t(0), t(5))]
