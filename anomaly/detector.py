@@ -9,7 +9,6 @@ first points are covered by full windows). Learned state ends in ``_``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +18,7 @@ import pandas as pd
 import torch
 
 from anomaly.config import DetectorConfig
-from anomaly.data import MetricFrame, normalise, require_length, with_context
+from anomaly.data import MetricFrame, grid_phase, normalise, require_length, with_context
 from anomaly.errors import ConfigError, DataError, NotFittedError
 from anomaly.events import find_events
 from anomaly.model import LSTMAutoencoder
@@ -34,7 +33,7 @@ from anomaly.training import (
     torch_threads,
     train_model,
 )
-from anomaly.windows import sliding_windows, window_starts
+from anomaly.windows import sliding_windows, training_starts
 
 DataLike = pd.DataFrame | MetricFrame | str | Path
 
@@ -78,9 +77,15 @@ class LSTMAutoencoderDetector:
         self.freq_ = frame.freq
         self.scaler_ = Scaler(cfg.preprocess.scaler).fit(frame.values.to_numpy())
         scaled = self.scaler_.transform(_model_input(frame))
-        starts = _training_starts(frame, cfg)
+        missing = frame.missing.to_numpy().any(axis=1)
+        starts = training_starts(len(frame), cfg.window, missing)
+        if len(starts) == 0:
+            raise DataError(
+                f"no training window of {cfg.window.size} points without a gap: the training data has "
+                f"{int(missing.sum())} missing points on its {frame.freq} grid"
+            )
         train, val = split_train_validation(starts, cfg.window.size, cfg.training.validation_fraction)
-        device = resolve_device(cfg.training.device)
+        self.device_ = resolve_device(cfg.training.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.training.seed)
             self.model_ = LSTMAutoencoder(len(self.metrics_), cfg.model)
@@ -93,7 +98,6 @@ class LSTMAutoencoderDetector:
                 callbacks,
                 progress=progress,
             )
-        self.device_ = device
         raw = self._raw_scores(frame)
         self._fit_thresholds(raw)
         self.decision_scores_ = pd.Series(raw.score, index=frame.index, name="anomaly_score")
@@ -123,12 +127,14 @@ class LSTMAutoencoderDetector:
         reaching back into it; only ``data``'s own points are returned.
         """
         self._check_fitted()
+        cfg = self._checked_config()
         frame = self._prepare(data)
         full = frame
         if context is not None:
-            keep = 2 * self._checked_config().window.size + 10 * self._checked_config().scoring.smoothing_span
+            # Enough history for full windows and for the smoothing to settle.
+            keep = 2 * cfg.window.size + 10 * cfg.scoring.smoothing_span
             full = with_context(self._prepare(context), frame, keep)
-        require_length(full, self._checked_config().window.size, "the data to score (with its context)")
+        require_length(full, cfg.window.size, "the data to score (with its context)")
         raw = self._raw_scores(full)
         rows = slice(len(full) - len(frame), len(full))
         return self._to_scores(full, raw, rows)
@@ -150,7 +156,7 @@ class LSTMAutoencoderDetector:
         cfg = self._checked_config()
         scaled = self.scaler_.transform(_model_input(frame))
         with torch_threads(cfg.training.num_threads):
-            recon = reconstruct(self.model_, scaled, cfg.window, cfg.scoring, self.device_, phase=_grid_phase(frame))
+            recon = reconstruct(self.model_, scaled, cfg.window, cfg.scoring, self.device_, phase=grid_phase(frame.index, frame.freq))
         missing = frame.missing.to_numpy()
         errors = point_errors(scaled, recon, cfg.scoring.error)
         errors[missing] = np.nan
@@ -218,36 +224,6 @@ class LSTMAutoencoderDetector:
 def _model_input(frame: MetricFrame) -> np.ndarray:
     """Values with long gaps bridged so windows can run; those points are masked later."""
     return frame.values.ffill().bfill().to_numpy(dtype=np.float64)
-
-
-def _grid_phase(frame: MetricFrame) -> int:
-    """Offset that puts strided scoring windows at multiples of the stride in absolute grid time.
-
-    Scoring the same points with more or less history then uses the same
-    windows, so an incremental run agrees with scoring everything at once.
-    """
-    position = (frame.index[0] - pd.Timestamp(0, tz="UTC")) // frame.freq
-    return int(-position)
-
-
-def _training_starts(frame: MetricFrame, cfg: DetectorConfig) -> np.ndarray:
-    """Window starts used for training: strided, capped, and free of missing points."""
-    size = cfg.window.size
-    n_windows = len(frame) - size + 1
-    stride = cfg.window.train_stride
-    if cfg.window.max_train_windows is not None:
-        stride = max(stride, math.ceil(n_windows / cfg.window.max_train_windows))
-    starts = window_starts(len(frame), size, stride)
-    missing = frame.missing.to_numpy().any(axis=1)
-    if missing.any():
-        counts = np.concatenate(([0], np.cumsum(missing)))
-        starts = starts[counts[starts + size] - counts[starts] == 0]
-    if len(starts) == 0:
-        raise DataError(
-            f"no training window of {size} points without a gap: the training data has "
-            f"{int(missing.sum())} missing points on its {frame.freq} grid"
-        )
-    return starts
 
 
 def _describe_data(frame: MetricFrame) -> dict[str, Any]:

@@ -8,11 +8,13 @@ each point, the reconstructions of every window that covers it.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from anomaly.config import WindowConfig
 from anomaly.errors import DataError
 
 
@@ -43,6 +45,24 @@ def window_starts(n_points: int, size: int, stride: int, phase: int = 0) -> np.n
         starts = np.insert(starts, 0, 0)
     if starts[-1] != n_points - size:
         starts = np.append(starts, n_points - size)
+    return starts
+
+
+def training_starts(n_points: int, window: WindowConfig, missing: np.ndarray | None = None) -> np.ndarray:
+    """Window starts a model trains on: every ``train_stride`` points, gap-free.
+
+    The stride widens so there are at most ``max_train_windows`` windows
+    (long histories cost bounded time per epoch), and windows that contain a
+    missing point (``missing`` is a boolean per point) are dropped. May be empty.
+    """
+    n_windows = n_points - window.size + 1
+    stride = window.train_stride
+    if window.max_train_windows is not None:
+        stride = max(stride, math.ceil(n_windows / window.max_train_windows))
+    starts = window_starts(n_points, window.size, stride)
+    if missing is not None and missing.any():
+        counts = np.concatenate(([0], np.cumsum(missing)))
+        starts = starts[counts[starts + window.size] - counts[starts] == 0]
     return starts
 
 

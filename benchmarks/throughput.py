@@ -45,11 +45,12 @@ import anomaly.scoring as scoring_module
 from anomaly.config import DetectorConfig, ModelConfig, TrainingConfig, WindowConfig
 from anomaly.detector import LSTMAutoencoderDetector
 from anomaly.model import LSTMAutoencoder
+from anomaly.data import grid_phase
 from anomaly.scaling import Scaler
 from anomaly.scoring import reconstruct
 from anomaly.synthetic import clean_metrics
 from anomaly.training import split_train_validation, torch_threads, train_model
-from anomaly.windows import sliding_windows, window_starts
+from anomaly.windows import sliding_windows, training_starts, window_starts
 
 #: The design notes' reference model ("hidden size 64 on windows of 100 ... roughly 1,000 windows/s").
 REFERENCE_MODEL = ModelConfig(hidden_size=64, latent_size=16, num_layers=1)
@@ -233,21 +234,10 @@ def scaled_values(frame: pd.DataFrame) -> np.ndarray:
     return Scaler("minmax").fit(values).transform(values)
 
 
-def grid_phase(index: pd.DatetimeIndex) -> int:
-    """The ``phase`` ``detector.score`` passes to ``reconstruct`` (restates the private ``_grid_phase``)."""
-    return int(-((index[0] - pd.Timestamp(0, tz="UTC")) // (index[1] - index[0])))
-
-
 def product_training_starts(n_points: int, window: WindowConfig) -> tuple[np.ndarray, int]:
-    """Window starts the detector trains on: stride widened so at most ``max_train_windows``.
-
-    Mirrors ``anomaly.detector._training_starts`` for a gap-free series (a
-    private helper, so it is restated here rather than imported).
-    """
-    stride = window.train_stride
-    if window.max_train_windows is not None:
-        stride = max(stride, math.ceil((n_points - window.size + 1) / window.max_train_windows))
-    return window_starts(n_points, window.size, stride), stride
+    """Window starts the detector trains on (gap-free series), and the stride it ended up with."""
+    starts = training_starts(n_points, window)
+    return starts, int(starts[1] - starts[0]) if len(starts) > 1 else window.train_stride
 
 
 # --------------------------------------------------------------------------- #
@@ -399,7 +389,7 @@ def bench_reconstruct(
     """
     cfg = detector.config or DetectorConfig()
     scaled = detector.scaler_.transform(frame.to_numpy(dtype=np.float64))
-    phase = grid_phase(frame.index)
+    phase = grid_phase(frame.index, frame.index[1] - frame.index[0])
     parts: dict[str, float] = {}
     with torch_threads(threads), meter.measure() as rss, timed_calls(
         scoring_module, ["_reconstruct_windows", "aggregate_points"], parts
@@ -438,7 +428,7 @@ def numpy_peak_during_reconstruct(detector: LSTMAutoencoderDetector, frame: pd.D
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         with torch_threads(threads):
-            out = reconstruct(detector.model_, scaled, cfg.window, cfg.scoring, "cpu", phase=grid_phase(frame.index))
+            out = reconstruct(detector.model_, scaled, cfg.window, cfg.scoring, "cpu", phase=grid_phase(frame.index, frame.index[1] - frame.index[0]))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
