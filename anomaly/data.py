@@ -268,6 +268,11 @@ def grid_phase(index: pd.DatetimeIndex, freq: pd.Timedelta) -> int:
     return int(-((index[0] - _EPOCH) // freq))
 
 
+def epoch_nanoseconds(index: pd.DatetimeIndex) -> np.ndarray:
+    """Integer epoch nanoseconds, whatever resolution pandas parsed at."""
+    return np.asarray((index - _EPOCH) // pd.Timedelta(1, "ns"), dtype=np.int64)
+
+
 def epoch_seconds(index: pd.DatetimeIndex) -> np.ndarray:
     """Integer epoch seconds, independent of the resolution pandas chose to parse at."""
     return np.asarray((index - _EPOCH) // pd.Timedelta("1s"), dtype=np.int64)

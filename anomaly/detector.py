@@ -9,6 +9,8 @@ first points are covered by full windows). Learned state ends in ``_``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +20,7 @@ import pandas as pd
 import torch
 
 from anomaly.config import DetectorConfig
-from anomaly.data import MetricFrame, grid_phase, normalise, require_length, with_context
+from anomaly.data import MetricFrame, epoch_nanoseconds, grid_phase, normalise, require_length, with_context
 from anomaly.errors import ConfigError, DataError, NotFittedError
 from anomaly.events import find_events
 from anomaly.model import LSTMAutoencoder
@@ -227,11 +229,21 @@ def _model_input(frame: MetricFrame) -> np.ndarray:
 
 
 def _describe_data(frame: MetricFrame) -> dict[str, Any]:
-    """Time range and size of the data, recorded with the fitted model."""
+    """Time range, size and content hash of the data, recorded with the fitted model.
+
+    The hash covers the grid timestamps, the metric names and the values as
+    normalised, so two training runs on the same data share a fingerprint
+    whatever file format or row order it came in.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps(frame.metrics).encode())
+    digest.update(np.ascontiguousarray(epoch_nanoseconds(frame.index)).tobytes())
+    digest.update(np.ascontiguousarray(frame.values.to_numpy(dtype=np.float64)).tobytes())
     return {
         "start": frame.index[0].isoformat(),
         "end": frame.index[-1].isoformat(),
         "rows": len(frame),
         "freq_seconds": frame.freq / pd.Timedelta("1s"),
         "metrics": frame.metrics,
+        "sha256": digest.hexdigest(),
     }
