@@ -31,11 +31,17 @@ Find anomalies in metric streams with an LSTM autoencoder.
 Data files are CSV or Parquet, either wide (a 'timestamp' column and one
 column per metric) or long ('timestamp', 'metric', 'value' columns).
 
+Models are kept in a registry folder: --registry, else $ANOMALY_REGISTRY,
+else ./models.
+
 Typical use:
-  anomaly train history.csv --out model/          fit on normal history
-  anomaly detect today.csv --model model/ --out results/
-                                                   score new data with it
-  anomaly detect data.csv --out results/          fit and detect in one go
+  anomaly train history.csv --name checkout-api --promote production
+                                                   fit on normal history, publish a version
+  anomaly detect today.csv --name checkout-api --context history.csv --out results/
+                                                   score new data with the production version
+  anomaly models show checkout-api                versions, data ranges, thresholds, aliases
+  anomaly models rollback checkout-api            production back to the previous version
+  anomaly detect data.csv --out results/          fit and detect in one go, no registry
   anomaly demo                                    all of it on sample data
 """
 
@@ -50,15 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="fit a detector on a data file and save it", description=_doc(cmd_train))
     train.add_argument("data", type=Path, help="CSV or Parquet file of normal history")
-    train.add_argument("--out", type=Path, required=True, help="folder to write the fitted model to")
+    where = train.add_mutually_exclusive_group(required=True)
+    where.add_argument("--name", help="publish as the next version of this model in the registry")
+    where.add_argument("--out", type=Path, help="write the fitted model to this plain folder instead")
+    train.add_argument("--promote", metavar="ALIAS", help="also point ALIAS (e.g. production) at the new version")
+    _add_registry_option(train)
     _add_config_options(train)
     train.set_defaults(func=cmd_train)
 
     detect = sub.add_parser("detect", help="score a data file and write scores and events", description=_doc(cmd_detect))
     detect.add_argument("data", type=Path, help="CSV or Parquet file to score")
     detect.add_argument("--out", type=Path, required=True, help="folder for scores.csv, events.csv, events.json")
-    detect.add_argument("--model", type=Path, help="fitted model folder; without it, fit on DATA first")
+    source = detect.add_mutually_exclusive_group()
+    source.add_argument("--name", help="score with this registry model (production, else latest, unless --version/--alias)")
+    source.add_argument("--model", type=Path, help="score with this plain model folder")
+    pick = detect.add_mutually_exclusive_group()
+    pick.add_argument("--version", type=_version_arg, help="with --name: this version, e.g. 000003 or 3")
+    pick.add_argument("--alias", help="with --name: the version this alias points to")
     detect.add_argument("--context", type=Path, help="earlier history so the first points get full windows")
+    _add_registry_option(detect)
     _add_config_options(detect)
     detect.set_defaults(func=cmd_detect)
 
@@ -71,12 +87,52 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--long", action="store_true", help="write long form (timestamp, metric, value)")
     gen.set_defaults(func=cmd_generate)
 
+    _add_models_parser(sub)
+
     demo = sub.add_parser("demo", help="generate sample data, train, detect and report", description=_doc(cmd_demo))
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default ./demo-output)")
     demo.add_argument("--seed", type=int, default=0)
+    _add_registry_option(demo)
     _add_config_options(demo)
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _add_models_parser(sub: Any) -> None:
+    models = sub.add_parser("models", help="list, inspect, promote, roll back and prune registry models",
+                            description="Manage the model registry folder (--registry, $ANOMALY_REGISTRY, or models/).")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    lst = msub.add_parser("list", help="every model with its versions and aliases")
+    lst.set_defaults(func=cmd_models_list)
+    show = msub.add_parser("show", help="the versions of one model: created, data range, threshold, loss, aliases")
+    show.add_argument("name")
+    show.set_defaults(func=cmd_models_show)
+    promote = msub.add_parser("promote", help="point an alias (default production) at a version")
+    promote.add_argument("name")
+    promote.add_argument("version", type=_version_arg, help="e.g. 000003 or 3")
+    promote.add_argument("--alias", default="production")
+    promote.set_defaults(func=cmd_models_promote)
+    rollback = msub.add_parser("rollback", help="point an alias back at the version it had before")
+    rollback.add_argument("name")
+    rollback.add_argument("--alias", default="production")
+    rollback.set_defaults(func=cmd_models_rollback)
+    prune = msub.add_parser("prune", help="delete old versions, never one an alias points to")
+    prune.add_argument("name")
+    prune.add_argument("--keep", type=int, required=True, help="how many of the newest versions to keep")
+    prune.set_defaults(func=cmd_models_prune)
+    for action in (lst, show, promote, rollback, prune):
+        _add_registry_option(action)
+
+
+def _version_arg(text: str) -> str | int:
+    """``3`` on the command line means version ``000003``."""
+    return int(text) if text.isdigit() and len(text) < 6 else text
+
+
+def _add_registry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry", type=Path, help="registry folder (default: $ANOMALY_REGISTRY, else ./models)"
+    )
 
 
 def _doc(func: Any) -> str:
@@ -109,32 +165,56 @@ def load_config(path: Path | None, overrides: Sequence[str]) -> DetectorConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Fit a detector on DATA (normal history) and save it to --out."""
+    """Fit a detector on DATA (normal history) and publish it as the next
+    version of --name in the registry, or write it to the plain folder --out."""
     from anomaly.detector import LSTMAutoencoderDetector
+    from anomaly.registry import ModelRegistry, check_name
 
     config = load_config(args.config, args.overrides)
+    if args.promote and not args.name:
+        raise ConfigError("--promote sets a registry alias: give --name too")
+    if args.name:  # fail before training, not after
+        check_name(args.name)
+        if args.promote:
+            check_name(args.promote, "alias")
     detector = LSTMAutoencoderDetector(config).fit(args.data, callbacks=[_log_epoch])
-    path = detector.save(args.out)
-    print(f"model: {path}  (metrics {detector.metrics_}, threshold {detector.threshold_:.4g}, "
-         f"{len(detector.history_.train_loss)} epochs)")
+    summary = f"(metrics {detector.metrics_}, threshold {detector.threshold_:.4g}, {len(detector.history_.train_loss)} epochs)"
+    if args.out:
+        print(f"model: {detector.save(args.out)}  {summary}")
+        return 0
+    registry = ModelRegistry(args.registry)
+    published = registry.publish(detector, args.name)
+    print(f"model: {args.name} version {published.version} at {published.path}  {summary}")
+    if args.promote:
+        registry.promote(args.name, published.version, args.promote)
+        print(f"{args.promote} -> {published.version}")
     return 0
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
     """Score DATA and write OUT/scores.csv, OUT/events.csv and OUT/events.json.
 
-    With --model, the saved detector scores DATA without refitting; without
-    it, a detector is fitted on DATA itself and then detects in it.
+    With --name, a registry version (verified against its manifest) scores
+    DATA without refitting: --version or --alias picks it, else the one
+    'production' points to, else the latest. With --model, a plain model
+    folder does. With neither, a detector is fitted on DATA and detects in it.
     """
     from anomaly.detector import LSTMAutoencoderDetector
+    from anomaly.registry import ModelRegistry
 
-    if args.model:
+    if (args.version or args.alias) and not args.name:
+        raise ConfigError("--version and --alias choose a registry version: give --name too")
+    model, version = str(args.model or ""), ""
+    if args.name:
+        detector = ModelRegistry(args.registry).load(args.name, args.version, args.alias)
+        model, version = args.name, detector.registry_version_.version
+    elif args.model:
         detector = LSTMAutoencoderDetector.load(args.model)
     else:
         detector = LSTMAutoencoderDetector(load_config(args.config, args.overrides))
         detector.fit(args.data, callbacks=[_log_epoch])
     scores = detector.score(args.data, context=args.context)
-    events = detector.events(scores, model=str(args.model or ""))
+    events = detector.events(scores, model=model, version=version)
     paths = write_results(scores.to_frame(), events, args.out)
     print(f"{len(events)} event(s) in {len(scores.score)} points; results in {args.out}/")
     for p in paths:
@@ -161,9 +241,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from anomaly.demo import run_demo
 
     config = load_config(args.config, args.overrides)
-    summary = run_demo(args.out, config=config, seed=args.seed, on_epoch=_log_epoch)
+    summary = run_demo(args.out, config=config, seed=args.seed, registry=args.registry, on_epoch=_log_epoch)
     for line in summary.lines():
         print(line)
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """Every model in the registry, one line each."""
+    from anomaly.registry import ModelRegistry, models_table
+
+    registry = ModelRegistry(args.registry)
+    table = models_table(registry)
+    print(f"registry: {registry.root}")
+    print(table.to_string(index=False) if len(table) else "(no models)")
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    """The versions of one model, newest first."""
+    from anomaly.registry import ModelRegistry, versions_table
+
+    print(versions_table(ModelRegistry(args.registry), args.name).to_string(index=False))
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from anomaly.registry import ModelRegistry
+
+    version = ModelRegistry(args.registry).promote(args.name, args.version, args.alias)
+    print(f"{args.name}: {args.alias} -> {version}")
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    from anomaly.registry import ModelRegistry
+
+    version = ModelRegistry(args.registry).rollback(args.name, args.alias)
+    print(f"{args.name}: {args.alias} rolled back to {version}")
+    return 0
+
+
+def cmd_models_prune(args: argparse.Namespace) -> int:
+    from anomaly.registry import ModelRegistry
+
+    removed = ModelRegistry(args.registry).prune(args.name, args.keep)
+    print(f"{args.name}: removed {', '.join(removed) if removed else 'nothing'}")
     return 0
 
 
