@@ -14,7 +14,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-import pandas as pd
 
 from anomaly.config import DetectorConfig, parse_value
 from anomaly.errors import AnomalyError, ConfigError

@@ -11,7 +11,6 @@ half-written model where a good one was.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -26,6 +25,7 @@ import torch
 
 from anomaly.config import DetectorConfig
 from anomaly.errors import AnomalyError, ModelFileError
+from anomaly.fileio import read_json, write_json
 from anomaly.model import LSTMAutoencoder
 from anomaly.scaling import Scaler
 from anomaly.thresholds import THRESHOLDS
@@ -68,10 +68,10 @@ def write_detector_files(detector: "LSTMAutoencoderDetector", folder: Path) -> N
         "training_data": detector.training_data_,
         "versions": library_versions(),
     }
-    _write_json(folder / CONFIG, cfg.to_dict())
-    _write_json(folder / SCALER, detector.scaler_.to_dict())
-    _write_json(folder / STATE, state)
-    _write_json(folder / HISTORY, detector.history_.to_dict())
+    write_json(folder / CONFIG, cfg.to_dict())
+    write_json(folder / SCALER, detector.scaler_.to_dict())
+    write_json(folder / STATE, state)
+    write_json(folder / HISTORY, detector.history_.to_dict())
     cpu_state = {k: v.detach().cpu() for k, v in detector.model_.state_dict().items()}
     torch.save(cpu_state, folder / WEIGHTS)
 
@@ -86,14 +86,14 @@ def load_detector(path: str | Path) -> "LSTMAutoencoderDetector":
     absent = [name for name in MODEL_FILES if not (folder / name).is_file()]
     if absent:
         raise ModelFileError(f"model folder {str(folder)!r} is missing {absent[0]!r}")
-    state = _read_json(folder / STATE)
+    state = read_json(folder / STATE, ModelFileError)
     _check_format(state, folder)
     try:
-        config = DetectorConfig.from_dict(_read_json(folder / CONFIG))
+        config = DetectorConfig.from_dict(read_json(folder / CONFIG, ModelFileError))
         detector = LSTMAutoencoderDetector(config)
         detector.metrics_ = [str(m) for m in state["metrics"]]
         detector.freq_ = pd.Timedelta(seconds=float(state["freq_seconds"]))
-        detector.scaler_ = Scaler.from_dict(_read_json(folder / SCALER))
+        detector.scaler_ = Scaler.from_dict(read_json(folder / SCALER, ModelFileError))
         threshold_cls = THRESHOLDS[state["threshold_method"]]
         detector.thresholds_ = {
             m: threshold_cls.from_state(config.threshold, s) for m, s in state["thresholds"].items()
@@ -101,7 +101,7 @@ def load_detector(path: str | Path) -> "LSTMAutoencoderDetector":
         detector.combined_threshold_ = threshold_cls.from_state(config.threshold, state["combined_threshold"])
         detector.threshold_ = detector.combined_threshold_.threshold_
         detector.training_data_ = state["training_data"]
-        detector.history_ = History.from_dict(_read_json(folder / HISTORY))
+        detector.history_ = History.from_dict(read_json(folder / HISTORY, ModelFileError))
     except AnomalyError as exc:
         raise ModelFileError(f"model folder {str(folder)!r} is invalid: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
@@ -144,17 +144,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"cannot read {str(path)!r}: {exc}") from exc
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:

@@ -26,8 +26,6 @@ Guarantees, each with a test:
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -41,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from filelock import FileLock
 
 from anomaly.errors import AnomalyError, ModelFileError
+from anomaly.fileio import atomic_write_json, fsync_dir, fsync_tree, pid_alive, read_json, sha256_file, write_json
 from anomaly.persistence import FORMAT_VERSION, library_versions, load_detector, write_detector_files
 
 if TYPE_CHECKING:
@@ -139,15 +138,15 @@ class ModelRegistry:
             staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared registry from its readers
             write_detector_files(detector, staging)
             metadata = _metadata(detector, name, run_id, evaluation, parent)
-            _write_json(staging / METADATA, metadata)
+            write_json(staging / METADATA, metadata)
             _plot_history(detector, staging / PLOT)
-            _write_json(staging / MANIFEST, build_manifest(staging))
-            _fsync_tree(staging)
+            write_json(staging / MANIFEST, build_manifest(staging))
+            fsync_tree(staging)
             with self._lock(name):
                 version = self._next_version(name)
                 target = model_dir / "versions" / version
                 os.rename(staging, target)
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
                 self._record_version(name, version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -162,12 +161,12 @@ class ModelRegistry:
         """
         existing = self.versions(name)
         counter = self.root / name / COUNTER
-        last = int(_read_json(counter).get("last_version", 0)) if counter.exists() else 0
+        last = int(read_json(counter, ModelFileError).get("last_version", 0)) if counter.exists() else 0
         version = f"{max(last, int(existing[-1]) if existing else 0) + 1:06d}"
         return version
 
     def _record_version(self, name: str, version: str) -> None:
-        _atomic_write_json(self.root / name / COUNTER, {"last_version": int(version)})
+        atomic_write_json(self.root / name / COUNTER, {"last_version": int(version)})
 
     def _clean_leftovers(self, model_dir: Path) -> None:
         """Remove staging/trash folders whose writing process is gone (killed mid-write)."""
@@ -222,13 +221,13 @@ class ModelRegistry:
         """The verified detector of a version (see :meth:`resolve` for which one)."""
         folder = self.verify(name, version, alias)
         detector = load_detector(folder)
-        detector.registry_version_ = ModelVersion(name, folder.name, folder, _read_json(folder / METADATA))
+        detector.registry_version_ = ModelVersion(name, folder.name, folder, read_json(folder / METADATA, ModelFileError))
         return detector
 
     def get(self, name: str, version: str | int | None = None, alias: str | None = None) -> ModelVersion:
         """Metadata of a version, without loading the model."""
         folder = self.path(name, version, alias)
-        return ModelVersion(name, folder.name, folder, _read_json(folder / METADATA))
+        return ModelVersion(name, folder.name, folder, read_json(folder / METADATA, ModelFileError))
 
     def _require_versions(self, name: str) -> list[str]:
         available = self.versions(name)
@@ -242,7 +241,7 @@ class ModelRegistry:
     def aliases(self, name: str) -> dict[str, str]:
         """``{alias: version}`` for ``name`` (empty when none are set)."""
         path = self.root / check_name(name) / ALIASES
-        return dict(_read_json(path)) if path.exists() else {}
+        return dict(read_json(path, ModelFileError)) if path.exists() else {}
 
     def promote(self, name: str, version: str | int, alias: str = DEFAULT_ALIAS) -> str:
         """Point ``alias`` at ``version``, remembering the previous target for :meth:`rollback`."""
@@ -277,11 +276,11 @@ class ModelRegistry:
 
     def _alias_history(self, name: str) -> dict[str, list[str]]:
         path = self.root / name / ALIAS_HISTORY
-        return {k: list(v) for k, v in _read_json(path).items()} if path.exists() else {}
+        return {k: list(v) for k, v in read_json(path, ModelFileError).items()} if path.exists() else {}
 
     def _write_aliases(self, name: str, aliases: dict[str, str], history: dict[str, list[str]]) -> None:
-        _atomic_write_json(self.root / name / ALIAS_HISTORY, history)
-        _atomic_write_json(self.root / name / ALIASES, aliases)
+        atomic_write_json(self.root / name / ALIAS_HISTORY, history)
+        atomic_write_json(self.root / name / ALIASES, aliases)
 
     # -- retention ---------------------------------------------------------------
 
@@ -376,7 +375,7 @@ def build_manifest(folder: Path) -> dict[str, Any]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
     return {
         "format_version": FORMAT_VERSION,
-        "files": {p.name: {"sha256": _sha256(p), "size": p.stat().st_size} for p in files},
+        "files": {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in files},
     }
 
 
@@ -385,7 +384,7 @@ def verify_manifest(folder: Path) -> None:
     path = folder / MANIFEST
     if not path.is_file():
         raise ModelFileError(f"version folder {str(folder)!r} has no {MANIFEST}: it is incomplete or not a registry version")
-    manifest = _read_json(path)
+    manifest = read_json(path, ModelFileError)
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not all(_valid_entry(e) for e in files.values()):
         raise ModelFileError(f"{str(path)!r} is not a valid manifest: expected files with sha256 and size")
@@ -404,7 +403,7 @@ def verify_manifest(folder: Path) -> None:
         size = file.stat().st_size
         if size != expected["size"]:
             raise ModelFileError(f"{str(file)!r} has {size} bytes, the manifest says {expected['size']}: truncated or replaced")
-        if _sha256(file) != expected["sha256"]:
+        if sha256_file(file) != expected["sha256"]:
             raise ModelFileError(f"{str(file)!r} does not match its sha256 in {MANIFEST}: it was changed")
 
 
@@ -488,65 +487,8 @@ def _plot_history(detector: "LSTMAutoencoderDetector", path: Path) -> None:
 def _owner_alive(folder_name: str) -> bool:
     """Whether the process that made a ``.staging-<pid>-...`` folder still runs."""
     try:
-        pid = int(folder_name.split("-")[1])
+        return pid_alive(int(folder_name.split("-")[1]))
     except (IndexError, ValueError):
         return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    """Write to a temporary file beside ``path``, fsync, then ``os.replace``: readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"cannot read {str(path)!r}: {exc}") from exc
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,7 +24,6 @@ import contextlib
 import ctypes
 import gc
 import json
-import math
 import os
 import re
 import resource

@@ -108,7 +108,7 @@ def stall(original, run_first):
 if point == "model-files":  # config/scaler/detector/history written, weights.pt not yet
     persistence.torch.save = stall(persistence.torch.save, run_first=False)
 elif point == "before-rename":  # every file written and fsynced, the rename not done
-    registry._fsync_tree = stall(registry._fsync_tree, run_first=True)
+    registry.fsync_tree = stall(registry.fsync_tree, run_first=True)
 elif point == "holding-lock":  # under the lock, number picked, not renamed
     registry.ModelRegistry._next_version = stall(registry.ModelRegistry._next_version, run_first=True)
 else:
