@@ -12,10 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from anomaly.events import EVENT_COLUMNS
+
 EVENTS_SCHEMA_VERSION = 1
-EVENT_CSV_COLUMNS: tuple[str, ...] = (
-    "start", "end", "metric", "peak_score", "threshold", "severity", "peak_time", "n_points", "model", "version",
-)
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -24,7 +23,7 @@ def write_results(scores: pd.DataFrame, events: pd.DataFrame, out: Path) -> list
     out.mkdir(parents=True, exist_ok=True)
     scores_path, csv_path, json_path = out / "scores.csv", out / "events.csv", out / "events.json"
     scores.to_csv(scores_path, date_format=_TIME_FORMAT)
-    events[list(EVENT_CSV_COLUMNS)].to_csv(csv_path, index=False, date_format=_TIME_FORMAT)
+    events[list(EVENT_COLUMNS)].to_csv(csv_path, index=False, date_format=_TIME_FORMAT)
     json_path.write_text(json.dumps(events_to_json(events), indent=2) + "\n")
     return [scores_path, csv_path, json_path]
 

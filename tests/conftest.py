@@ -36,6 +36,16 @@ TINY = DetectorConfig().replace(
     training={"epochs": 4, "batch_size": 64, "learning_rate": 1e-2, "patience": 2},
 )
 
+# The same tiny model as command-line overrides, for CLI tests.
+TINY_SETTINGS = [
+    "--set", "window.size=32",
+    "--set", "window.score_stride=4",
+    "--set", "model.hidden_size=16",
+    "--set", "model.latent_size=8",
+    "--set", "training.epochs=3",
+    "--set", "training.learning_rate=1e-2",
+]  # fmt: skip
+
 
 @pytest.fixture
 def tiny_config() -> DetectorConfig:

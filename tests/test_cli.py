@@ -12,15 +12,8 @@ import pytest
 
 from anomaly.cli import main
 from anomaly.synthetic import clean_metrics, inject
+from tests.conftest import TINY_SETTINGS
 
-TINY_SETTINGS = [
-    "--set", "window.size=32",
-    "--set", "window.score_stride=4",
-    "--set", "model.hidden_size=16",
-    "--set", "model.latent_size=8",
-    "--set", "training.epochs=3",
-    "--set", "training.learning_rate=1e-2",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,9 @@ import pytest
 from anomaly.cli import main
 from anomaly.registry import ModelRegistry
 from anomaly.synthetic import clean_metrics, inject
+from tests.conftest import TINY_SETTINGS as CONFTEST_SETTINGS
 
-TINY_SETTINGS = [
-    "--set", "window.size=32",
-    "--set", "window.score_stride=4",
-    "--set", "model.hidden_size=16",
-    "--set", "model.latent_size=8",
-    "--set", "training.epochs=3",
-    "--set", "training.learning_rate=1e-2",
-    "--set", "training.num_threads=1",
-]  # fmt: skip
+TINY_SETTINGS = [*CONFTEST_SETTINGS, "--set", "training.num_threads=1"]
 
 
 @dataclass(frozen=True)
