@@ -1,0 +1,329 @@
+"""Where metric points come from: the :class:`Source` contract, files, and :func:`ingest`.
+
+An ingest flow calls ``ingest(source, store)``: the source is asked for
+points newer than the store's watermarks and the store keeps the new ones.
+Files come first; Prometheus and SQL sources implement the same protocol.
+
+Errors are split by what a caller can do about them. Bad configuration or bad
+content (a missing path, a file that is not CSV/Parquet, a non-numeric value)
+raises :class:`~anomaly.errors.DataError`: retrying cannot help. An I/O
+failure while listing or reading (network, permissions, a vanished mount)
+raises :class:`SourceIOError`, which is also an ``OSError``: a flow may retry
+those (``except OSError`` first). Sources never retry themselves; the flow's
+task retries own that policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
+
+from anomaly.data import LONG_COLUMNS, to_wide
+from anomaly.errors import DataError
+from anomaly.store import (
+    AppendResult,
+    RawStore,
+    check_metric_name,
+    empty_points,
+    validate_points,
+)
+
+log = logging.getLogger(__name__)
+
+PARQUET_SUFFIXES: tuple[str, ...] = (".parquet", ".pq")
+CSV_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".txt")
+COMPRESSION_SUFFIXES: tuple[str, ...] = (".gz", ".bz2", ".xz", ".zst")
+
+
+class SourceIOError(DataError, OSError):
+    """Listing or reading a source failed at the I/O level; the message names the path.
+
+    A :class:`DataError` so the CLI reports it in one line, and an ``OSError``
+    so a flow can tell it apart from bad data and retry it.
+    """
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Anything that can return new metric points: files, Prometheus, SQL.
+
+    Contract for ``fetch(watermarks)``:
+
+    - ``watermarks`` maps a metric to the latest timestamp the store holds
+      for it (UTC). Return points *newer* than that for each metric; for a
+      metric without a watermark, return everything the source is meant to
+      provide (its configured history). Returning some overlap is allowed
+      (a query window rounded down, a file read whole): the store drops
+      points it already has, first stored wins. Late points (older than the
+      watermark) may be returned and are kept if new.
+    - Return long form: columns ``metric``, ``timestamp``, ``value`` as
+      :func:`anomaly.store.validate_points` accepts them (timestamps as UTC
+      datetimes, ISO strings or epoch seconds; float values; NaN is "no
+      reading" and is dropped). :func:`newer_than` does the filtering.
+    - Metric names must pass :func:`anomaly.store.check_metric_name`. A
+      source with label sets (Prometheus series, SQL dimensions) maps each
+      series to a stable safe key (e.g. ``http_requests:job=api`` is *not*
+      safe; ``http_requests.job_api`` is) and documents the mapping.
+    - Nothing new is an empty DataFrame, not an error.
+    - Raise :class:`DataError` for configuration or content problems and an
+      ``OSError`` (e.g. :class:`SourceIOError`) for I/O that may succeed on a
+      retry. Do not retry inside ``fetch``.
+    - Be cheap to construct from plain parameters (URLs, queries, names), so
+      a flow task can build one from its small inputs; hold no open
+      connections between calls. ``name`` identifies the source in logs.
+    """
+
+    name: str
+
+    def fetch(self, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame: ...
+
+
+def newer_than(points: pd.DataFrame, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
+    """Rows of ``points`` strictly after their metric's watermark; every row of a metric without one.
+
+    ``points`` are as :func:`anomaly.store.validate_points` returns them; a
+    naive watermark is taken as UTC, like naive timestamps everywhere else.
+    """
+    if points.empty or not watermarks:
+        return points
+    marks = pd.Series({str(m): _utc(t) for m, t in watermarks.items()}, dtype="datetime64[ns, UTC]")
+    limit = points["metric"].map(marks)
+    keep = limit.isna().to_numpy() | (points["timestamp"] > limit).to_numpy()
+    return points[keep]
+
+
+def _utc(stamp: object) -> pd.Timestamp:
+    ts = pd.Timestamp(stamp)  # type: ignore[arg-type]
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def ingest(source: Source, store: RawStore) -> AppendResult:
+    """Fetch what ``source`` has after the store's watermarks and append it.
+
+    Safe to re-run: an overlapping or repeated fetch only adds duplicates,
+    which the store drops.
+    """
+    points = source.fetch(store.watermarks())
+    if not isinstance(points, pd.DataFrame):
+        raise DataError(f"source {source.name!r} returned {type(points).__name__}, expected a pandas DataFrame")
+    result = store.append(points)
+    log.info(
+        "ingest from %s into %s: %d rows in, %d new, %d duplicates, %d missing",
+        source.name, store.root, result.rows_in, result.rows_written, result.duplicates_dropped, result.missing_dropped,
+    )  # fmt: skip
+    return result
+
+
+@dataclass(frozen=True)
+class _File:
+    """One data file found by a :class:`FileSource`: its filesystem, path and a name for people."""
+
+    fs: fsspec.AbstractFileSystem
+    path: str
+    shown: str
+
+
+class FileSource:
+    """CSV/Parquet files, folders of them or glob patterns, local or any fsspec URL.
+
+    ``paths`` entries may be files (``data/cpu.csv``), folders (their data
+    files, non-recursive unless ``recursive=True``), glob patterns
+    (``data/2024-*.parquet``, ``**`` for depth) or URLs (``memory://``,
+    ``file://``, ``s3://bucket/prefix/`` with the matching fsspec driver
+    installed; ``storage_options`` are passed to it). Each file may be wide
+    (a time column or index, one column per metric) or long (``timestamp,
+    metric, value``); parsing is :mod:`anomaly.data`'s. In folders and globs,
+    files of other types and names starting with ``.`` or ``_`` are skipped;
+    a file named explicitly must be CSV (``.csv``, ``.tsv``, ``.txt``,
+    optionally compressed) or Parquet (``.parquet``, ``.pq``).
+
+    Paths are expanded on every fetch, so files that appear later are picked
+    up. Every matching file is read whole on every fetch and filtered by the
+    watermarks: fine for a working set of files, not for an ever-growing
+    archive (point the source at the recent files instead). Files are read in
+    path order, so where two files hold the same point in one fetch, the
+    later path wins. Repeated timestamps inside one *wide* file are averaged
+    (:func:`anomaly.data.to_wide`); inside a long file the last row wins.
+    """
+
+    def __init__(
+        self,
+        paths: str | Sequence[str],
+        *,
+        recursive: bool = False,
+        name: str = "files",
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.paths = [paths] if isinstance(paths, str) else list(paths)
+        self.recursive = recursive
+        self.name = name
+        self.storage_options = dict(storage_options or {})
+        if not self.paths or not all(isinstance(p, str) and p for p in self.paths):
+            raise DataError(f"FileSource needs one or more non-empty path strings, got {paths!r}")
+
+    def __repr__(self) -> str:
+        return f"FileSource({self.paths!r}, recursive={self.recursive})"
+
+    def fetch(self, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
+        """Points of every matched file newer than their metric's watermark (see :class:`Source`)."""
+        frames = [newer_than(self._read(file), watermarks) for file in self._expand_all()]
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            return empty_points()
+        return pd.concat(frames, ignore_index=True)
+
+    def files(self) -> list[str]:
+        """The data files the paths match now, as fetch would read them (for logs and dry runs)."""
+        return [f.shown for f in self._expand_all()]
+
+    # -- finding files ---------------------------------------------------------------
+
+    def _expand_all(self) -> list[_File]:
+        found: dict[tuple[int, str], _File] = {}
+        for spec in self.paths:
+            for file in self._expand(spec):
+                found.setdefault((id(file.fs), file.path), file)
+        return sorted(found.values(), key=lambda f: f.shown)
+
+    def _expand(self, spec: str) -> list[_File]:
+        """The data files one path entry names: a file, a folder's data files or a glob's matches."""
+        try:
+            fs, path = fsspec.core.url_to_fs(spec, **self.storage_options)
+        except (ImportError, ValueError) as exc:
+            raise DataError(f"cannot open data path {spec!r}: {exc}") from exc
+        try:
+            if any(ch in path for ch in "*?["):
+                entries = fs.glob(path, detail=True)
+                what = f"match the pattern {spec!r}"
+            elif fs.isdir(path):
+                entries = fs.find(path, detail=True) if self.recursive else fs.ls(path, detail=True)
+                what = f"in the folder {spec!r}" + ("" if self.recursive else " (not recursive)")
+            elif fs.isfile(path):
+                _kind(path, spec)  # a file named explicitly must be readable: refuse other types now
+                return [_File(fs, path, _shown(fs, path, spec))]
+            else:
+                raise DataError(f"data path not found: {spec!r}")
+        except OSError as exc:
+            raise SourceIOError(f"cannot list data path {spec!r}: {exc}") from exc
+        items = entries.values() if isinstance(entries, dict) else entries
+        files = sorted(
+            e["name"] for e in items if e.get("type") == "file" and _is_data_file(e["name"])
+        )
+        if not files:
+            raise DataError(f"no data files (.csv, .tsv, .parquet, .pq) {what}")
+        return [_File(fs, p, _shown(fs, p, spec)) for p in files]
+
+    # -- reading files ---------------------------------------------------------------
+
+    def _read(self, file: _File) -> pd.DataFrame:
+        """One file as validated long-form points, without missing values; errors name the file."""
+        kind = _kind(file.path, file.shown)
+        try:
+            if kind == "parquet":
+                with file.fs.open(file.path, "rb") as handle:
+                    frame = pd.read_parquet(handle)
+            else:
+                with file.fs.open(file.path, "rb", compression="infer") as handle:
+                    frame = pd.read_csv(handle, sep="\t" if kind == "tsv" else ",")
+        except OSError as exc:
+            raise SourceIOError(f"cannot read {file.shown!r}: {exc}") from exc
+        except (ValueError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
+            raise DataError(f"cannot read {file.shown!r} as {kind.upper()}: {exc}") from exc
+        try:
+            points = _to_points(frame)
+        except DataError as exc:
+            raise DataError(f"{file.shown!r}: {exc}") from exc
+        return points[points["value"].notna().to_numpy()]
+
+
+def _to_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """Long-form points from a wide or long frame, parsed by :mod:`anomaly.data`."""
+    if len(frame) == 0:
+        return empty_points()
+    lower = {str(c).lower() for c in frame.columns}
+    if all(c in lower for c in LONG_COLUMNS):
+        return validate_points(frame)
+    wide = to_wide(frame)
+    for column in wide.columns:
+        try:
+            check_metric_name(column)
+        except DataError as exc:
+            raise DataError(f"column {column!r} cannot be a metric: {exc}") from None
+    long = wide.rename_axis(columns="metric").stack(future_stack=True).rename("value").reset_index()
+    return validate_points(long)
+
+
+def _kind(path: str, shown: str) -> str:
+    """``parquet``, ``csv`` or ``tsv`` from the file name; anything else is refused by name."""
+    name = posixpath.basename(path).lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    stem, ext = posixpath.splitext(name)
+    if ext in COMPRESSION_SUFFIXES:
+        name = stem
+    if name.endswith(".tsv"):
+        return "tsv"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    raise DataError(
+        f"unsupported file type for {shown!r}: expected .csv, .tsv, .txt (optionally compressed) or .parquet"
+    )
+
+
+def _is_data_file(path: str) -> bool:
+    """Whether a folder or glob entry is data: CSV/TSV/Parquet, not hidden, not ``_SUCCESS``-like.
+
+    ``.txt`` counts only when named explicitly, so a folder's README.txt is not read as data.
+    """
+    base = posixpath.basename(path).lower()
+    stem, ext = posixpath.splitext(base)
+    if base.startswith((".", "_")) or (stem if ext in COMPRESSION_SUFFIXES else base).endswith(".txt"):
+        return False
+    try:
+        _kind(path, path)
+    except DataError:
+        return False
+    return True
+
+
+def _shown(fs: fsspec.AbstractFileSystem, path: str, spec: str) -> str:
+    """The path as a person gave it: plain for local paths, a URL for other filesystems."""
+    if isinstance(fs, LocalFileSystem) and "://" not in spec:
+        return path
+    return fs.unstrip_protocol(path)
+
+
+#: Source kinds a spec may name, with the class that builds them. Later sources register here.
+SOURCE_KINDS: dict[str, type] = {"files": FileSource}
+
+
+def build_source(spec: str | Sequence[str] | Mapping[str, Any]) -> Source:
+    """A source from the plain parameters a flow or ``prefect.yaml`` carries.
+
+    A path or a list of paths means files. A mapping names its ``kind``
+    (``files`` by default) and passes the rest to that source, e.g.
+    ``{"kind": "files", "paths": ["s3://bucket/metrics/"], "recursive": true}``.
+    Parameters are small and JSON-shaped so a scheduled run can carry them.
+    """
+    if isinstance(spec, str) or (isinstance(spec, Sequence) and not isinstance(spec, Mapping)):
+        return FileSource(spec)
+    if not isinstance(spec, Mapping):
+        raise DataError(f"a source is a path, a list of paths or a mapping with a 'kind', got {spec!r}")
+    options = dict(spec)
+    kind = options.pop("kind", "files")
+    if kind not in SOURCE_KINDS:
+        raise DataError(f"unknown source kind {kind!r}; expected one of {sorted(SOURCE_KINDS)}")
+    try:
+        return SOURCE_KINDS[kind](**options)
+    except TypeError as exc:
+        raise DataError(f"bad options for a {kind!r} source {sorted(options)}: {exc}") from exc
+
+
+__all__ = ["FileSource", "SOURCE_KINDS", "Source", "SourceIOError", "build_source", "ingest", "newer_than"]
