@@ -101,3 +101,30 @@ def run_demo(
     return DemoSummary(
         out, data_path, published.path, published.version, results, len(events), len(incidents), quality, missed
     )
+
+
+@dataclass(frozen=True)
+class PipelineDemoData:
+    """Files for the scheduled-pipeline demo: what has arrived so far, what arrives next, the answer key."""
+
+    history: Path
+    new: Path
+    incidents: Path
+
+
+def write_pipeline_demo_data(folder: Path, *, seed: int = 0) -> PipelineDemoData:
+    """Write generated metrics as two arrivals: the clean history, then the days with incidents.
+
+    The pipeline demo ingests the first file, trains and scores; then
+    ingests the second as the next scheduled run would, and scores only it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = generate(seed=seed)
+    first_incident = min(i.start for i in sample.incidents)
+    frame = sample.frame.reset_index(names="timestamp")
+    history, new = folder / "history.csv", folder / "new.csv"
+    write_table(frame[frame["timestamp"] < first_incident], history)
+    write_table(frame[frame["timestamp"] >= first_incident], new)
+    incidents = folder / "incidents.csv"
+    sample.incidents_frame().to_csv(incidents, index=False)
+    return PipelineDemoData(history, new, incidents)

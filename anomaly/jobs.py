@@ -1,0 +1,319 @@
+"""The units of scheduled work: train a group, score a group, write a report.
+
+The Prefect flows in ``flows/`` call these functions, one per task, with
+small arguments (folder paths, group names); the functions do the I/O
+themselves so no DataFrame or model crosses a task boundary. Each returns a
+small JSON-ready dict for the flow's summary. They work just as well from a
+notebook or a cron job.
+
+Folders (all under one *workspace*, ``data/`` by default)::
+
+    store/       raw points (:class:`anomaly.store.RawStore`)
+    scores/<group>/part-*.parquet   per-point scores, appended by each score run
+    events/<group>/part-*.parquet   events found by each score run
+    scores/<group>/state.json       the last scored timestamp and the version used
+    reports/report-<time>.md        one alert report per report run
+    reports/state.json              which event files were already reported
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from anomaly.config import DetectorConfig
+from anomaly.detector import LSTMAutoencoderDetector
+from anomaly.errors import DataError
+from anomaly.events import EVENT_COLUMNS, SEVERITY_LEVELS
+from anomaly.fileio import atomic_write_json, read_json
+from anomaly.registry import DEFAULT_ALIAS, ModelRegistry, check_name
+from anomaly.store import RawStore
+
+log = logging.getLogger(__name__)
+
+STORE, SCORES, EVENTS, REPORTS, STATE = "store", "scores", "events", "reports", "state.json"
+#: Most severe first, for reports and summaries.
+SEVERITY_RANK = {level: rank for rank, level in enumerate(reversed(SEVERITY_LEVELS))}
+#: A new version is promoted when its error on the recent slice is at most this much worse.
+PROMOTION_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class Group:
+    """Metrics modelled together by one registry model."""
+
+    name: str
+    metrics: tuple[str, ...]
+
+
+def plan_groups(metrics: Sequence[str], groups: Mapping[str, Sequence[str]] | None = None) -> list[Group]:
+    """One model per metric by default; configured groups model their metrics together.
+
+    ``groups`` maps a model name to its metrics; every metric not in a group
+    gets a model of its own, named after it.
+    """
+    planned: list[Group] = []
+    grouped: set[str] = set()
+    for name, members in (groups or {}).items():
+        if not members:
+            raise DataError(f"group {name!r} has no metrics")
+        planned.append(Group(check_name(name, "group name"), tuple(members)))
+        grouped.update(members)
+    planned += [Group(_model_name(m), (m,)) for m in metrics if m not in grouped]
+    return planned
+
+
+def _model_name(metric: str) -> str:
+    """A registry-safe model name for a metric (store names are already nearly safe)."""
+    return check_name(re.sub(r"[^A-Za-z0-9_.-]", "_", metric).strip("._-") or "metric", "model name")
+
+
+# -- training ----------------------------------------------------------------------------
+
+
+def train_group(
+    group: Group,
+    workspace: str | Path,
+    registry_root: str | Path,
+    config: DetectorConfig | None = None,
+    *,
+    history: pd.Timedelta | str = "14D",
+    validation: pd.Timedelta | str = "1D",
+    tolerance: float = PROMOTION_TOLERANCE,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Fit on recent history, publish a version, promote it when it earns it.
+
+    The newest ``validation`` of data is held out and the new model is fitted
+    on the ``history`` before it. Both it and the current production model
+    reconstruct the held-out slice (see :func:`holdout_error`); the new
+    version is promoted when there is no production model yet or its error
+    there is at most ``tolerance`` worse, so a retrain on fresh data replaces
+    an older model unless it fits recent behaviour clearly worse. Otherwise
+    it is published but left unpromoted, for a person to review.
+    """
+    store, registry = RawStore(Path(workspace) / STORE), ModelRegistry(registry_root)
+    end = _latest(store, group)
+    holdout_start = end - _duration(validation, "validation")
+    train = store.read_wide(list(group.metrics), start=end - _duration(history, "history"), end=holdout_start)
+    recent = store.read_wide(list(group.metrics), start=holdout_start)
+    detector = LSTMAutoencoderDetector(config).fit(train, progress=False)
+    new_error = holdout_error(detector, recent, train)
+    current = _production(registry, group.name)
+    current_error = holdout_error(current, recent, train) if current is not None else None
+    promote, reason = promotion(new_error, current_error, tolerance)
+    evaluation = {
+        "holdout_start": holdout_start.isoformat(),
+        "holdout_end": end.isoformat(),
+        "holdout_points": len(recent),
+        "holdout_error": new_error,
+        "production_holdout_error": current_error,
+        "production_version": current.registry_version_.version if current is not None else None,
+        "promoted": promote,
+        "reason": reason,
+    }
+    published = registry.publish(detector, group.name, evaluation=evaluation, run_id=run_id)
+    if promote:
+        registry.promote(group.name, published.version)
+    log.info("trained %s version %s: %s", group.name, published.version, reason)
+    return {
+        "group": group.name,
+        "metrics": list(group.metrics),
+        "version": published.version,
+        "path": str(published.path),
+        "promoted": promote,
+        "reason": reason,
+        "holdout_error": new_error,
+        "train_points": len(train),
+        "epochs": len(detector.history_.train_loss),
+    }
+
+
+def _latest(store: RawStore, group: Group) -> pd.Timestamp:
+    """The newest point of the group's metrics: training windows are measured back from it."""
+    marks = store.watermarks()
+    missing = [m for m in group.metrics if m not in marks]
+    if missing:
+        raise DataError(f"group {group.name!r}: no stored points for {missing}; stored metrics: {sorted(marks)}")
+    return max(marks[m] for m in group.metrics)
+
+
+def _duration(value: pd.Timedelta | str, what: str) -> pd.Timedelta:
+    try:
+        duration = pd.Timedelta(value)
+    except ValueError as exc:
+        raise DataError(f"{what} {value!r} is not a duration like '14D' or '6h'") from exc
+    if duration <= pd.Timedelta(0):
+        raise DataError(f"{what} must be a positive duration, got {value!r}")
+    return duration
+
+
+def _production(registry: ModelRegistry, name: str) -> LSTMAutoencoderDetector | None:
+    if DEFAULT_ALIAS not in registry.aliases(name):
+        return None
+    return registry.load(name, alias=DEFAULT_ALIAS)
+
+
+def holdout_error(detector: LSTMAutoencoderDetector, recent: pd.DataFrame, context: pd.DataFrame) -> float | None:
+    """Mean reconstruction error on ``recent`` in units of each metric's spread there.
+
+    Two models are compared on the same points in the same units: each
+    model's own scaled score would not do, since a retrain refits the
+    scaler. None when there is nothing observed to compare on.
+    """
+    if recent.empty:
+        return None
+    scores = detector.score(recent, context=context if not context.empty else None)
+    observed = ~scores.filled.to_numpy() & np.isfinite(scores.values.to_numpy())
+    spread = np.nanstd(np.where(observed, scores.values.to_numpy(), np.nan), axis=0)
+    spread = np.where(np.isfinite(spread) & (spread > 1e-12), spread, 1.0)
+    error = np.abs(scores.values.to_numpy() - scores.reconstruction.to_numpy()) / spread
+    error = error[observed & np.isfinite(error)]
+    return float(error.mean()) if error.size else None
+
+
+def promotion(new: float | None, current: float | None, tolerance: float) -> tuple[bool, str]:
+    """Whether a new version replaces production, and the reason in words (kept in its metadata)."""
+    if current is None:
+        return True, "first model for this group: promoted"
+    if new is None:
+        return False, "no recent data to compare with production: left for review"
+    if new <= current * (1 + tolerance):
+        return True, f"holdout error {new:.4g} vs production {current:.4g}: promoted"
+    return False, f"holdout error {new:.4g} is more than {tolerance:.0%} above production's {current:.4g}: left for review"
+
+
+# -- scoring -----------------------------------------------------------------------------
+
+
+def score_group(group: Group, workspace: str | Path, registry_root: str | Path) -> dict[str, Any]:
+    """Score the points that arrived since the last scored one with the production model.
+
+    The first run of a group starts after the data its model was trained on.
+    The model's window of earlier points is read as context so the first new
+    points are scored fully; nothing already scored is scored again. Scores
+    and events are appended to the workspace, then the state moves forward
+    (the commit point: a crash before it means the same points are scored
+    again next time, never skipped).
+    """
+    root, registry = Path(workspace), ModelRegistry(registry_root)
+    if DEFAULT_ALIAS not in registry.aliases(group.name):
+        return {"group": group.name, "status": "no-model", "message": f"no {DEFAULT_ALIAS} model {group.name!r} in {str(registry.root)!r}"}
+    detector = registry.load(group.name, alias=DEFAULT_ALIAS)
+    version = detector.registry_version_.version
+    state_path = root / SCORES / group.name / STATE
+    if state_path.exists():
+        last = pd.Timestamp(read_json(state_path, DataError)["last_scored"])
+    else:
+        last = pd.Timestamp(detector.training_data_["end"])
+    store, step = RawStore(root / STORE), detector.freq_
+    new = store.read_wide(list(group.metrics), start=last + step)
+    if new.empty:
+        return {"group": group.name, "status": "no-new-data", "version": version, "points": 0, "events": 0}
+    context = store.read_wide(list(group.metrics), start=new.index[0] - _context_points(detector) * step, end=new.index[0])
+    scores = detector.score(new, context=context if not context.empty else None)
+    events = detector.events(scores, model=group.name, version=version)
+    stamp = f"{scores.score.index[-1].strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    scores_file = _write_part(scores.to_frame().reset_index(), root / SCORES / group.name, stamp)
+    events_file = _write_part(events, root / EVENTS / group.name, stamp) if len(events) else None
+    atomic_write_json(state_path, {"last_scored": scores.score.index[-1].isoformat(), "version": version})
+    return {
+        "group": group.name,
+        "status": "scored",
+        "version": version,
+        "points": len(scores.score),
+        "events": len(events),
+        "from": scores.score.index[0].isoformat(),
+        "to": scores.score.index[-1].isoformat(),
+        "scores_file": str(scores_file),
+        "events_file": str(events_file) if events_file else None,
+    }
+
+
+def _context_points(detector: LSTMAutoencoderDetector) -> int:
+    """Earlier points a score run reads: full windows for the first new point, and the smoothing's memory."""
+    config = detector.config or DetectorConfig()
+    return 2 * config.window.size + 10 * config.scoring.smoothing_span
+
+
+def _write_part(frame: pd.DataFrame, folder: Path, stamp: str) -> Path:
+    """Write one Parquet part beside its final name, then rename: readers never see half a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"part-{stamp}.parquet"
+    tmp = folder / f".{final.name}.{os.getpid()}.tmp"
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, final)
+    return final
+
+
+def new_events(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The events a score run wrote, from its groups' results, most severe first."""
+    files = [r["events_file"] for r in results if r.get("events_file")]
+    if not files:
+        return pd.DataFrame(columns=list(EVENT_COLUMNS))
+    events = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    rank = events["severity"].map(SEVERITY_RANK)
+    return events.assign(_rank=rank).sort_values(["_rank", "peak_score"], ascending=[True, False]).drop(columns="_rank")
+
+
+def read_parts(folder: Path) -> pd.DataFrame:
+    """All committed parts of a scores or events folder, oldest first."""
+    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+
+def write_report(workspace: str | Path, *, now: datetime | None = None) -> dict[str, Any]:
+    """A Markdown alert report of the events written since the last report.
+
+    Which event files were reported is kept in ``reports/state.json``,
+    updated after the report is written: each event is reported once
+    however often this runs (twice only if a crash falls between the two
+    writes, never zero times). A quiet run still writes a short "No new
+    anomalies." report.
+    """
+    root = Path(workspace)
+    reports = root / REPORTS
+    reports.mkdir(parents=True, exist_ok=True)
+    state_path = reports / STATE
+    done = set(read_json(state_path, DataError)["reported"]) if state_path.exists() else set()
+    parts = sorted(str(p.relative_to(root)) for p in (root / EVENTS).glob("*/part-*.parquet"))
+    fresh = [p for p in parts if p not in done]
+    events = new_events([{"events_file": str(root / p)} for p in fresh])
+    moment = now or datetime.now(timezone.utc)
+    markdown = render_markdown(events, moment)
+    path = reports / f"report-{moment.strftime('%Y%m%dT%H%M%S%fZ')}.md"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(markdown)
+    os.replace(tmp, path)
+    atomic_write_json(state_path, {"reported": sorted(done | set(fresh))})
+    table = [{k: str(v) for k, v in row.items()} for row in events.to_dict("records")]
+    return {"path": str(path), "events": len(events), "markdown": markdown, "table": table}
+
+
+def render_markdown(events: pd.DataFrame, moment: datetime) -> str:
+    """The report text: a summary line, then one row per event, most severe first."""
+    lines = [f"# Anomaly report — {moment.strftime('%Y-%m-%d %H:%M UTC')}", ""]
+    if events.empty:
+        return "\n".join(lines + ["No new anomalies.", ""])
+    counts = events["severity"].value_counts()
+    summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITY_RANK if s in counts)
+    lines += [f"**{len(events)} new anomaly event(s)**: {summary}.", ""]
+    lines += ["| severity | metric(s) | start | end | peak / threshold | model |", "|---|---|---|---|---|---|"]
+    for e in events.itertuples():
+        lines.append(
+            f"| {e.severity} | {e.metric} | {pd.Timestamp(e.start):%Y-%m-%d %H:%M} | {pd.Timestamp(e.end):%Y-%m-%d %H:%M} "
+            f"| {e.peak_score:.3g} / {e.threshold:.3g} | {e.model} {e.version} |"
+        )
+    return "\n".join(lines + [""])

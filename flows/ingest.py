@@ -1,0 +1,67 @@
+"""Ingest: pull new points from a source into the workspace's raw store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from anomaly.jobs import STORE
+from anomaly.sources import build_source, ingest
+from anomaly.store import RawStore
+from flows.common import file_link, publish, workspace_path
+
+SourceSpec = str | list[str] | dict[str, Any]
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O errors (an unreachable share, a timeout); bad data or configuration fails at once."""
+    return isinstance(state.result(raise_on_failure=False), OSError)
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_transient,
+    cache_policy=NO_CACHE,
+)
+def pull(source: SourceSpec, store_root: str) -> dict[str, Any]:
+    """Fetch what the source has after the store's watermarks and append it as one atomic batch."""
+    return ingest(build_source(source), RawStore(store_root)).as_dict()
+
+
+@flow(name="ingest")
+def ingest_flow(source: SourceSpec, workspace: str | None = None) -> dict[str, Any]:
+    """Append new points from a source to the raw store; nothing new is a quiet, normal run.
+
+    ``source`` is a path, a list of paths (CSV/Parquet files, folders, globs
+    or fsspec URLs, wide or long) or a mapping with a ``kind``. A run that
+    fails after its retries leaves the store as it was; a re-run or an
+    overlapping pull adds nothing twice.
+    """
+    store_root = workspace_path(workspace) / STORE
+    result = pull(source, str(store_root))
+    get_run_logger().info(
+        "ingested %d new point(s) in %d metric(s); %d duplicate(s) dropped",
+        result["rows_written"], len(result["rows_by_metric"]), result["duplicates_dropped"],
+    )  # fmt: skip
+    rows = [
+        {"metric": m, "new_points": n, "watermark": result["watermarks"].get(m)}
+        for m, n in result["rows_by_metric"].items()
+    ]
+    publish(
+        "ingest",
+        "Ingest",
+        [
+            f"- source: `{source}`",
+            f"- new points: **{result['rows_written']}** in {len(rows)} metric(s)",
+            f"- duplicates dropped: {result['duplicates_dropped']}; empty readings dropped: {result['missing_dropped']}",
+        ],
+        rows,
+        file_link(store_root),
+        "the raw store",
+    )
+    return result

@@ -1,0 +1,64 @@
+"""Train: one model per group on recent history, published to the registry, promoted when earned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from anomaly.config import DetectorConfig
+from anomaly.jobs import STORE, Group, plan_groups, train_group
+from anomaly.store import RawStore
+from flows.common import file_link, gather, limit_torch_threads, outcome, publish, registry_root, task_runner, workspace_path
+
+
+@task(cache_policy=NO_CACHE)
+def train_one(
+    group: Group, workspace: str, registry: str, config_path: str | None, history: str, validation: str, run_id: str
+) -> dict[str, Any]:
+    """Fit, publish and maybe promote one group's model."""
+    limit_torch_threads()
+    config = DetectorConfig.from_file(config_path) if config_path else None
+    return train_group(group, workspace, registry, config, history=history, validation=validation, run_id=run_id)
+
+
+@flow(name="train", task_runner=task_runner())
+def train_flow(
+    workspace: str | None = None,
+    registry: str | None = None,
+    groups: dict[str, list[str]] | None = None,
+    config_path: str | None = None,
+    history: str = "14D",
+    validation: str = "1D",
+) -> Any:
+    """Train every group in parallel: one model per metric unless ``groups`` names metrics to model together.
+
+    Each group is fitted on the ``history`` before its newest ``validation``
+    slice and promoted to production when it is the first model or is not
+    worse than production on that slice. A group that fails fails its own
+    task; the others finish, and the run ends Failed naming the ones that failed.
+    """
+    root, models = workspace_path(workspace), registry_root(registry)
+    planned = plan_groups(RawStore(root / STORE).metrics(), groups)
+    run_id = str(flow_run.id or "")
+    futures = train_one.map(planned, str(root), models, config_path, history, validation, run_id)
+    done, failures = gather([g.name for g in planned], futures)
+    logger = get_run_logger()
+    for line in failures:
+        logger.error("training failed for %s", line)
+    publish(
+        "train",
+        "Train",
+        [
+            f"- registry: `{models}`",
+            f"- trained {len(done)} of {len(planned)} group(s); promoted {sum(r['promoted'] for r in done)}",
+            *[f"- {r['group']} version {r['version']}: {r['reason']}" for r in done],
+            *[f"- **failed** {line}" for line in failures],
+        ],
+        [{k: r[k] for k in ("group", "version", "promoted", "holdout_error", "train_points", "epochs", "reason")} for r in done],
+        file_link(done[0]["path"] if len(done) == 1 else models),
+        "the registry version" if len(done) == 1 else "the registry",
+    )
+    return outcome(done, failures, len(planned), "group(s)")
