@@ -41,6 +41,7 @@ from anomaly.store import RawStore
 log = logging.getLogger(__name__)
 
 STORE, SCORES, EVENTS, REPORTS, STATE = "store", "scores", "events", "reports", "state.json"
+_JUST_AFTER = pd.Timedelta(1, "ns")
 #: Most severe first, for reports and summaries.
 SEVERITY_RANK = {level: rank for rank, level in enumerate(reversed(SEVERITY_LEVELS))}
 #: A new version is promoted when its error on the recent slice is at most this much worse.
@@ -94,7 +95,7 @@ def train_group(
     """Fit on recent history, publish a version, promote it when it earns it.
 
     The newest ``validation`` of data is held out and the new model is fitted
-    on the ``history`` before it. Both it and the current production model
+    on the rest of the newest ``history``. Both it and the current production model
     reconstruct the held-out slice (see :func:`holdout_error`); the new
     version is promoted when there is no production model yet or its error
     there is at most ``tolerance`` worse, so a retrain on fresh data replaces
@@ -103,8 +104,15 @@ def train_group(
     """
     store, registry = RawStore(Path(workspace) / STORE), ModelRegistry(registry_root)
     end = _latest(store, group)
-    holdout_start = end - _duration(validation, "validation")
-    train = store.read_wide(list(group.metrics), start=end - _duration(history, "history"), end=holdout_start)
+    # "the last day" is the points after end - 1 day: a day's worth, not a day plus one point
+    holdout_start = end - _duration(validation, "validation") + _JUST_AFTER
+    train_start = end - _duration(history, "history") + _JUST_AFTER
+    train = store.read_wide(list(group.metrics), start=train_start, end=holdout_start)
+    if train.empty:
+        raise DataError(
+            f"group {group.name!r}: no points to train on from {train_start} to {holdout_start} "
+            f"(history {history} less the newest {validation} held out); the newest point is {end}"
+        )
     recent = store.read_wide(list(group.metrics), start=holdout_start)
     detector = LSTMAutoencoderDetector(config).fit(train, progress=False)
     new_error = holdout_error(detector, recent, train)

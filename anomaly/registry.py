@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -460,8 +461,18 @@ def _best(values: list[float | None]) -> float | None:
     return min(present) if present else None
 
 
+#: Matplotlib's text layout (the mathtext parser behind log-scale tick labels)
+#: is not thread-safe, and flows train groups in parallel threads.
+_PLOT_LOCK = threading.Lock()
+
+
 def _plot_history(detector: "LSTMAutoencoderDetector", path: Path) -> None:
-    """The loss curve as a PNG, drawn off-screen."""
+    """The loss curve as a PNG, drawn off-screen, one figure at a time."""
+    with _PLOT_LOCK:
+        _draw_history(detector, path)
+
+
+def _draw_history(detector: "LSTMAutoencoderDetector", path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)

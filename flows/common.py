@@ -33,13 +33,14 @@ def registry_root(registry: str | None) -> str:
     return str(resolve_root(registry))
 
 
-def task_runner() -> Any:
-    """Threads on this machine, or an existing Dask cluster when ``$ANOMALY_DASK_ADDRESS`` is set.
+def task_runner(address: str | None = None) -> Any:
+    """Threads on this machine, or the Dask cluster at ``address`` (default ``$ANOMALY_DASK_ADDRESS``).
 
-    Read when a flow module is imported, which a deployment's worker does
-    for every run, so the variable in the work pool's environment decides.
+    Flows call this when their module is imported, which a deployment's
+    worker does for every run, so the variable in the work pool's
+    environment decides where a scheduled run's tasks go.
     """
-    address = os.environ.get(DASK_ADDRESS_ENV)
+    address = address or os.environ.get(DASK_ADDRESS_ENV)
     if address:
         from prefect_dask import DaskTaskRunner
 

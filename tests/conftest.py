@@ -57,3 +57,12 @@ def tiny_config() -> DetectorConfig:
 def two_metrics() -> pd.DataFrame:
     """Four days of 5-minute requests and cpu, incident-free."""
     return clean_metrics(1152, metrics=("requests", "cpu"), seed=3)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API for every flow test of a session (each start costs seconds)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

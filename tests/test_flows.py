@@ -1,0 +1,134 @@
+"""The Prefect flows run for real under one test harness: ingest, train, score, report, pipeline.
+
+Flow runs cost about a second each, so one scenario runs the flows in the
+order a day of schedules would and each test checks one stage of it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from anomaly.jobs import EVENTS, SCORES, STORE, read_parts
+from anomaly.registry import ModelRegistry
+from anomaly.store import RawStore
+from anomaly.synthetic import clean_metrics, inject
+from flows.ingest import ingest_flow
+from flows.pipeline import pipeline_flow
+from flows.report import report_flow
+from flows.score import score_flow
+from flows.train import train_flow
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def artifacts(state: Any) -> dict[str, Any]:
+    """The artifacts a flow run published, by key."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+def wide_csv(frame: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.rename_axis("timestamp").reset_index().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A workspace taken through ingest → train → ingest → score → report, with every run's state."""
+    root = tmp_path_factory.mktemp("flows")
+    workspace, registry, incoming = root / "ws", root / "models", root / "incoming"
+    config = root / "tiny.json"
+    config.write_text(TINY.to_json())
+    series = clean_metrics(1152, metrics=("requests", "cpu"), seed=5)
+    broken, incident = inject(series, "level_shift", "cpu", 1000, 48, magnitude=3.0, seed=4)
+    wide_csv(series.iloc[:864], incoming / "history.csv")
+    # a metric with too few points to train on: its task fails, the others go on
+    wide_csv(series[["cpu"]].iloc[850:864].rename(columns={"cpu": "sparse"}), incoming / "sparse.csv")
+    run: dict[str, Any] = {"root": root, "workspace": workspace, "registry": registry, "incident": incident}
+    run["ingest"] = ingest_flow(str(incoming), str(workspace), return_state=True)
+    run["ingest_again"] = ingest_flow(str(incoming), str(workspace), return_state=True)
+    run["train"] = train_flow(str(workspace), str(registry), None, str(config), "3D", "12h", return_state=True)
+    wide_csv(broken.iloc[864:], incoming / "new.csv")
+    run["ingest_new"] = ingest_flow(str(incoming), str(workspace), return_state=True)
+    run["score"] = score_flow(str(workspace), str(registry), return_state=True)
+    run["report"] = report_flow(str(workspace), return_state=True)
+    run["report_quiet"] = report_flow(str(workspace), return_state=True)
+    return run
+
+
+def test_ingest_stores_every_point_once(day: dict[str, Any]) -> None:
+    first, again = day["ingest"], day["ingest_again"]
+    assert first.is_completed() and again.is_completed()
+    assert first.result()["rows_written"] == 864 * 2 + 14
+    assert again.result()["rows_written"] == 0  # a re-run over the same files adds nothing
+    store = RawStore(day["workspace"] / STORE)
+    assert store.metrics() == ["cpu", "requests", "sparse"]
+    assert len(store.read("cpu")) == len(clean_metrics(1152, metrics=("requests", "cpu"), seed=5))
+    found = artifacts(first)
+    assert {"ingest-summary", "ingest-table", "ingest-link"} <= set(found)
+    assert "new points: **1742** in 3 metric(s)" in found["ingest-summary"].data
+
+
+def test_a_metric_that_cannot_train_fails_alone_and_the_run_says_so(day: dict[str, Any]) -> None:
+    state = day["train"]
+    assert state.is_failed()
+    assert "1 of 3 group(s) failed: sparse: DataError:" in state.message
+    registry = ModelRegistry(day["registry"])
+    assert registry.names() == ["cpu", "requests"]
+    assert all(registry.aliases(name) == {"production": "000001"} for name in ("cpu", "requests"))
+    found = artifacts(state)
+    assert "**failed** sparse: DataError" in found["train-summary"].data
+    table = json.loads(found["train-table"].data)
+    assert sorted(row["group"] for row in table) == ["cpu", "requests"] and all(row["promoted"] for row in table)
+    assert found["train-link"].data == f"[the registry]({day['registry'].resolve().as_uri()})"
+
+
+def test_score_runs_every_group_with_a_model_and_reports_those_without(day: dict[str, Any]) -> None:
+    state = day["score"]
+    assert state.is_completed()
+    results = {r["group"]: r for r in state.result()}
+    assert results["sparse"]["status"] == "no-model"
+    # the held-out 12 hours plus the new day
+    assert results["cpu"]["points"] == results["requests"]["points"] == 144 + 288
+    scores = read_parts(day["workspace"] / SCORES / "cpu")
+    assert scores["timestamp"].is_unique and len(scores) == 432
+    events = read_parts(day["workspace"] / EVENTS / "cpu")
+    incident = day["incident"]
+    assert any(pd.Timestamp(e.start) <= incident.end and incident.start <= pd.Timestamp(e.end) for e in events.itertuples())
+    found = artifacts(state)
+    assert "sparse: no-model" in found["score-summary"].data
+    rows = json.loads(found["score-table"].data)
+    assert len(rows) == results["cpu"]["events"] + results["requests"]["events"] and rows[0]["metric"]
+
+
+def test_the_report_covers_new_events_once(day: dict[str, Any]) -> None:
+    report, quiet = day["report"].result(), day["report_quiet"].result()
+    total = sum(r["events"] for r in day["score"].result() if r["status"] == "scored")
+    assert report["events"] == total > 0
+    assert "No new anomalies." in Path(quiet["path"]).read_text() and quiet["events"] == 0
+    found = artifacts(day["report"])
+    assert {"anomaly-report", "report-summary", "report-table", "report-link"} <= set(found)
+    assert found["anomaly-report"].data == Path(report["path"]).read_text()
+
+
+def test_the_pipeline_chains_the_flows_and_goes_on_past_a_failed_group(day: dict[str, Any]) -> None:
+    root = day["root"]
+    config = root / "tiny.json"
+    incoming = root / "incoming"
+    result = pipeline_flow(str(incoming), str(root / "ws2"), str(root / "models2"), None, str(config), "3D", "12h")
+    assert result["ingested"]["rows_written"] > 0
+    assert result["trained"]["failed"].startswith("1 of 3 group(s) failed: sparse")
+    assert {r["group"]: r["status"] for r in result["scored"]} == {"cpu": "scored", "requests": "scored", "sparse": "no-model"}
+    assert Path(result["report"]["path"]).is_file()

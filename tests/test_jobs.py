@@ -1,0 +1,270 @@
+"""The scheduled units of work without Prefect: planning groups, training, scoring, reporting."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly.errors import DataError
+from anomaly.jobs import (
+    EVENTS,
+    REPORTS,
+    SCORES,
+    STORE,
+    Group,
+    holdout_error,
+    new_events,
+    plan_groups,
+    promotion,
+    read_parts,
+    score_group,
+    train_group,
+    write_report,
+)
+from anomaly.registry import ModelRegistry
+from anomaly.store import RawStore
+from anomaly.synthetic import clean_metrics, inject
+from tests.conftest import TINY
+
+STEP = pd.Timedelta("5min")
+
+
+def long_points(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename_axis("timestamp").reset_index().melt("timestamp", var_name="metric", value_name="value")
+
+
+@pytest.fixture(scope="module")
+def series() -> pd.DataFrame:
+    """Five days of 5-minute requests and cpu: three for history, two arriving later."""
+    return clean_metrics(1440, metrics=("requests", "cpu"), seed=11)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, series: pd.DataFrame) -> tuple[Path, Path, list[dict]]:
+    """A workspace whose store holds three days, and one promoted tiny model per metric."""
+    root = tmp_path_factory.mktemp("jobs")
+    workspace, registry = root / "ws", root / "models"
+    RawStore(workspace / STORE).append(long_points(series.iloc[:864]))
+    results = [
+        train_group(g, workspace, registry, TINY, history="3D", validation="12h")
+        for g in plan_groups(["cpu", "requests"])
+    ]
+    return workspace, registry, results
+
+
+def copy_workspace(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+# -- planning ---------------------------------------------------------------------------
+
+
+def test_one_model_per_metric_by_default_and_configured_groups_together() -> None:
+    assert plan_groups(["cpu", "mem"]) == [Group("cpu", ("cpu",)), Group("mem", ("mem",))]
+    planned = plan_groups(["cpu", "mem", "disk"], {"host": ["cpu", "mem"]})
+    assert planned == [Group("host", ("cpu", "mem")), Group("disk", ("disk",))]
+
+
+def test_metric_names_become_valid_model_names() -> None:
+    assert plan_groups(["http:requests.rate"])[0].name == "http_requests.rate"
+    assert plan_groups([":x"])[0].name == "x"
+
+
+def test_a_group_without_metrics_is_refused() -> None:
+    with pytest.raises(DataError, match="group 'host' has no metrics"):
+        plan_groups(["cpu"], {"host": []})
+
+
+# -- training ---------------------------------------------------------------------------
+
+
+def test_the_first_model_of_each_group_is_published_and_promoted(trained: tuple[Path, Path, list[dict]]) -> None:
+    workspace, registry_root, results = trained
+    registry = ModelRegistry(registry_root)
+    assert [r["group"] for r in results] == ["cpu", "requests"]
+    for r in results:
+        assert r["promoted"] and r["reason"] == "first model for this group: promoted"
+        assert registry.aliases(r["group"]) == {"production": r["version"]}
+        evaluation = registry.get(r["group"], r["version"]).metadata["evaluation"]
+        assert evaluation["holdout_points"] == 144  # the newest 12 hours were held out
+        assert evaluation["holdout_error"] == pytest.approx(r["holdout_error"]) and r["holdout_error"] > 0
+        assert evaluation["production_version"] is None
+        # trained on the history before the holdout
+        assert r["train_points"] == 864 - 144
+
+
+def test_a_retrain_that_is_not_worse_replaces_production(trained: tuple[Path, Path, list[dict]], tmp_path: Path) -> None:
+    workspace, registry_root, _ = trained
+    registry_root = copy_workspace(registry_root, tmp_path / "models")
+    result = train_group(Group("cpu", ("cpu",)), workspace, registry_root, TINY, history="3D", validation="12h")
+    registry = ModelRegistry(registry_root)
+    evaluation = registry.get("cpu", result["version"]).metadata["evaluation"]
+    assert evaluation["production_version"] == "000001"
+    # the same data and seed give the same model, so the errors match and the new one is promoted
+    assert evaluation["holdout_error"] == pytest.approx(evaluation["production_holdout_error"], rel=1e-6)
+    assert result["promoted"] and registry.aliases("cpu")["production"] == result["version"] == "000002"
+
+
+def test_a_retrain_that_is_worse_is_left_for_review(trained: tuple[Path, Path, list[dict]], tmp_path: Path) -> None:
+    workspace, registry_root, _ = trained
+    registry_root = copy_workspace(registry_root, tmp_path / "models")
+    # a required improvement of 90% cannot be met by a model identical to production
+    result = train_group(Group("cpu", ("cpu",)), workspace, registry_root, TINY, history="3D", validation="12h", tolerance=-0.9)
+    registry = ModelRegistry(registry_root)
+    assert not result["promoted"] and "left for review" in result["reason"]
+    assert registry.versions("cpu") == ["000001", "000002"]
+    assert registry.aliases("cpu") == {"production": "000001"}
+    assert registry.get("cpu", "000002").metadata["evaluation"]["promoted"] is False
+
+
+@pytest.mark.parametrize(
+    ("new", "current", "promoted", "words"),
+    [
+        (1.0, None, True, "first model"),
+        (None, 1.0, False, "no recent data"),
+        (1.1, 1.0, True, "promoted"),
+        (1.11, 1.0, False, "more than 10% above production's 1"),
+        (0.5, 1.0, True, "promoted"),
+    ],
+)
+def test_the_promotion_rule(new: float | None, current: float | None, promoted: bool, words: str) -> None:
+    decision, reason = promotion(new, current, 0.10)
+    assert decision is promoted and words in reason
+
+
+def test_holdout_error_grows_with_behaviour_the_model_has_not_seen(trained: tuple[Path, Path, list[dict]], series: pd.DataFrame) -> None:
+    _, registry_root, _ = trained
+    detector = ModelRegistry(registry_root).load("cpu", alias="production")
+    recent, context = series[["cpu"]].iloc[720:864], series[["cpu"]].iloc[:720]
+    error = holdout_error(detector, recent, context)
+    assert error is not None and 0 < error < 1
+    # behaviour the model has not learned reconstructs worse
+    shifted, _ = inject(series[["cpu"]], "level_shift", "cpu", 760, 72, magnitude=3.0, seed=2)
+    worse = holdout_error(detector, shifted.iloc[720:864], context)
+    assert worse is not None and worse > 1.5 * error
+    assert holdout_error(detector, recent.iloc[:0], context) is None
+
+
+def test_training_a_group_whose_metric_is_not_stored_names_it(trained: tuple[Path, Path, list[dict]], tmp_path: Path) -> None:
+    workspace, _, _ = trained
+    with pytest.raises(DataError, match=r"group 'disk': no stored points for \['disk'\]"):
+        train_group(Group("disk", ("disk",)), workspace, tmp_path / "models", TINY)
+
+
+@pytest.mark.parametrize(("history", "message"), [("soon", "history 'soon' is not a duration"), ("-1D", "history must be a positive")])
+def test_bad_training_windows_are_named(trained: tuple[Path, Path, list[dict]], tmp_path: Path, history: str, message: str) -> None:
+    workspace, _, _ = trained
+    with pytest.raises(DataError, match=message):
+        train_group(Group("cpu", ("cpu",)), workspace, tmp_path / "models", TINY, history=history)
+
+
+# -- scoring ----------------------------------------------------------------------------
+
+
+def test_a_group_without_a_production_model_is_reported_not_raised(trained: tuple[Path, Path, list[dict]], tmp_path: Path) -> None:
+    workspace, _, _ = trained
+    result = score_group(Group("cpu", ("cpu",)), workspace, tmp_path / "empty-registry")
+    assert result["status"] == "no-model" and "no production model 'cpu'" in result["message"]
+
+
+def test_scoring_starts_after_the_training_data_and_never_rescores(
+    trained: tuple[Path, Path, list[dict]], series: pd.DataFrame, tmp_path: Path
+) -> None:
+    source, registry, _ = trained
+    workspace = copy_workspace(source, tmp_path / "ws")
+    group = Group("cpu", ("cpu",))
+    first = score_group(group, workspace, registry)
+    # the model was trained up to the holdout: the first run scores the held-out 12 hours
+    assert first["status"] == "scored" and first["points"] == 144
+    assert pd.Timestamp(first["from"]) == series.index[720] and pd.Timestamp(first["to"]) == series.index[863]
+    assert score_group(group, workspace, registry)["status"] == "no-new-data"
+
+    store = RawStore(workspace / STORE)
+    store.append(long_points(series.iloc[864:900]))
+    second = score_group(group, workspace, registry)
+    assert second["points"] == 36 and pd.Timestamp(second["from"]) == series.index[864]
+    scores = read_parts(workspace / SCORES / "cpu")
+    assert len(scores) == 180 and scores["timestamp"].is_unique and scores["timestamp"].is_monotonic_increasing
+    # the context of earlier points gives the first new point a full-window score
+    first_new = scores.set_index("timestamp").loc[series.index[864]]
+    assert np.isfinite(first_new["anomaly_score"])
+    state = json.loads((workspace / SCORES / "cpu" / "state.json").read_text())
+    assert pd.Timestamp(state["last_scored"]) == series.index[899] and state["version"] == "000001"
+
+
+def test_an_incident_in_new_data_is_written_as_an_event_once(
+    trained: tuple[Path, Path, list[dict]], series: pd.DataFrame, tmp_path: Path
+) -> None:
+    source, registry, _ = trained
+    workspace = copy_workspace(source, tmp_path / "ws")
+    broken, incident = inject(series, "level_shift", "requests", 900, 36, magnitude=3.0, seed=1)
+    store = RawStore(workspace / STORE)
+    store.append(long_points(broken.iloc[864:1000]))
+    group = Group("requests", ("requests",))
+    result = score_group(group, workspace, registry)
+    assert result["events"] >= 1 and result["events_file"]
+    events = new_events([result])
+    assert any(pd.Timestamp(e.start) <= incident.end and incident.start <= pd.Timestamp(e.end) for e in events.itertuples())
+    assert set(events["model"]) == {"requests"} and set(events["version"]) == {"000001"}
+    store.append(long_points(broken.iloc[1000:1010]))
+    later = score_group(group, workspace, registry)
+    assert later["points"] == 10 and later["events"] == 0 and later["events_file"] is None
+    assert len(read_parts(workspace / EVENTS / "requests")) == result["events"]
+
+
+def test_a_crash_before_the_state_is_saved_rescores_rather_than_skips(
+    trained: tuple[Path, Path, list[dict]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import anomaly.jobs as jobs
+
+    source, registry, _ = trained
+    workspace = copy_workspace(source, tmp_path / "ws")
+
+    def crash(path: Path, data: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(jobs, "atomic_write_json", crash)
+    with pytest.raises(OSError, match="disk full"):
+        score_group(Group("cpu", ("cpu",)), workspace, registry)
+    monkeypatch.undo()
+    again = score_group(Group("cpu", ("cpu",)), workspace, registry)
+    assert again["status"] == "scored" and again["points"] == 144
+
+
+# -- reporting --------------------------------------------------------------------------
+
+
+def test_reports_cover_each_event_once_and_a_quiet_run_says_so(tmp_path: Path) -> None:
+    events = pd.DataFrame(
+        {
+            "start": pd.to_datetime(["2026-01-05 10:00", "2026-01-05 12:00"], utc=True),
+            "end": pd.to_datetime(["2026-01-05 10:30", "2026-01-05 12:05"], utc=True),
+            "metric": ["cpu", "mem"],
+            "peak_score": [0.9, 4.2],
+            "threshold": [0.5, 1.0],
+            "severity": ["medium", "critical"],
+            "model": ["cpu", "mem"],
+            "version": ["000001", "000003"],
+        }
+    )
+    for name, part in (("cpu", events.iloc[:1]), ("mem", events.iloc[1:])):
+        (tmp_path / EVENTS / name).mkdir(parents=True)
+        part.to_parquet(tmp_path / EVENTS / name / "part-1.parquet", index=False)
+    moment = datetime(2026, 1, 5, 13, tzinfo=timezone.utc)
+    first = write_report(tmp_path, now=moment)
+    text = Path(first["path"]).read_text()
+    assert first["events"] == 2 and "**2 new anomaly event(s)**: 1 critical, 1 medium." in text
+    # most severe first
+    assert text.index("| critical | mem |") < text.index("| medium | cpu |")
+    assert "| 4.2 / 1 | mem 000003 |" in text
+    second = write_report(tmp_path, now=moment + pd.Timedelta("1h"))
+    assert second["events"] == 0 and "No new anomalies." in Path(second["path"]).read_text()
+    assert first["path"] != second["path"] and len(list((tmp_path / REPORTS).glob("report-*.md"))) == 2
