@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-flows install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,13 +20,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/anomaly demo --out demo-output
+	$(BIN)/python -m flows.pipeline --out demo-output
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
+
+bench-flows: $(STAMP)
+	$(BIN)/python benchmarks/flows_scale.py
 
 clean:
 	rm -rf demo-output bench-output .pytest_cache .hypothesis

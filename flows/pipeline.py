@@ -11,6 +11,7 @@ reports are.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="detector configuration file (YAML or JSON)")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    try:
+        fresh_demo_folder(out)
+    except FileExistsError as exc:
+        parser.error(str(exc))
     demo = write_pipeline_demo_data(out / "incoming")
     first = pipeline_flow(str(demo.history), str(out), args.registry, config_path=args.config)
     second = pipeline_flow(str(demo.new), str(out), args.registry, config_path=args.config, train=False)
     for line in [*summary_lines(first, second, demo.incidents), quality_line(out, demo.incidents)]:
         print(line)
     return 0
+
+
+DEMO_MARKER = ".anomaly-demo"
+
+
+def fresh_demo_folder(out: Path) -> None:
+    """Start the demo from an empty workspace, removing only a folder an earlier demo made.
+
+    A folder that holds anything else is refused rather than emptied, so a
+    mistyped ``--out`` cannot delete a real workspace.
+    """
+    if out.exists() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).exists():
+            raise FileExistsError(f"{str(out)!r} is not empty and was not made by the demo; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by python -m flows.pipeline; removed and rewritten by the next demo run\n")
 
 
 def summary_lines(first: dict[str, Any], second: dict[str, Any], incidents: Path) -> list[str]:

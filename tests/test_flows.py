@@ -20,7 +20,7 @@ from anomaly.registry import ModelRegistry
 from anomaly.store import RawStore
 from anomaly.synthetic import clean_metrics, inject
 from flows.ingest import ingest_flow
-from flows.pipeline import pipeline_flow
+from flows.pipeline import fresh_demo_folder, main, pipeline_flow
 from flows.report import report_flow
 from flows.score import score_flow
 from flows.train import train_flow
@@ -132,3 +132,29 @@ def test_the_pipeline_chains_the_flows_and_goes_on_past_a_failed_group(day: dict
     assert result["trained"]["failed"].startswith("1 of 3 group(s) failed: sparse")
     assert {r["group"]: r["status"] for r in result["scored"]} == {"cpu": "scored", "requests": "scored", "sparse": "no-model"}
     assert Path(result["report"]["path"]).is_file()
+
+
+def test_the_main_command_runs_the_pipeline_on_generated_data_and_says_where_things_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tiny.json"
+    config.write_text(TINY.to_json())
+    out, models = tmp_path / "demo", tmp_path / "models"
+    assert main(["--out", str(out), "--registry", str(models), "--config", str(config)]) == 0
+    printed = capsys.readouterr().out
+    for metric in ("requests", "cpu", "latency_ms"):
+        assert f"registry version: {models / metric / 'versions' / '000001'}" in printed
+        assert f"scores:           {out / 'scores' / metric}/part-" in printed
+    reports = sorted((out / "reports").glob("report-*.md"))
+    assert len(reports) == 2 and all(f"report:           {r}" in printed for r in reports)
+    assert "event quality vs the answer key: precision" in printed
+    # the next demo run starts from a fresh workspace
+    fresh_demo_folder(out)
+    assert [p.name for p in out.iterdir()] == [".anomaly-demo"]
+
+
+def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "precious.csv").write_text("timestamp,cpu\n")
+    with pytest.raises(FileExistsError, match="is not empty and was not made by the demo"):
+        fresh_demo_folder(tmp_path)
+    assert (tmp_path / "precious.csv").exists()
