@@ -79,10 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", metavar="NAME", help="serve only this deployment (repeatable)")
     parser.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS instead of the file's schedules")
     args = parser.parse_args(argv)
-    specs = [d for d in read_deployments(args.file) if not args.only or d["name"] in args.only]
-    if not specs:
-        parser.error(f"no deployment named {args.only} in {args.file}")
-    serve(*[to_deployment(spec, args.interval) for spec in specs])
+    try:
+        specs = [d for d in read_deployments(args.file) if not args.only or d["name"] in args.only]
+        if not specs:
+            raise ConfigError(f"no deployment named {args.only} in {args.file}")
+        deployments = [to_deployment(spec, args.interval) for spec in specs]
+    except ConfigError as exc:
+        parser.error(str(exc))
+    serve(*deployments)
     return 0
 
 

@@ -65,3 +65,12 @@ def test_a_project_file_without_deployments_is_named(tmp_path: Path) -> None:
     bad.write_text("deployments:\n  - name: x\n    entrypoint: flows/score.py:EVENT_FIELDS\n")
     with pytest.raises(ConfigError, match="does not name a Prefect flow"):
         to_deployment(read_deployments(bad)[0])
+
+
+def test_serve_names_a_missing_deployment_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.serve import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--only", "nightly"])
+    assert exit_info.value.code == 2
+    assert "no deployment named ['nightly'] in" in capsys.readouterr().err
