@@ -224,10 +224,11 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     else:
         last = pd.Timestamp(detector.training_data_["end"])
     store, step = RawStore(root / STORE), detector.freq_
-    new = store.read_wide(list(group.metrics), start=last + step)
+    # one read covers the new points and the context before them
+    recent = store.read_wide(list(group.metrics), start=last - _context_points(detector) * step + _JUST_AFTER)
+    new, context = recent[recent.index > last], recent[recent.index <= last]
     if new.empty:
         return {"group": group.name, "status": "no-new-data", "version": version, "points": 0, "events": 0}
-    context = store.read_wide(list(group.metrics), start=new.index[0] - _context_points(detector) * step, end=new.index[0])
     scores = detector.score(new, context=context if not context.empty else None)
     events = detector.events(scores, model=group.name, version=version)
     stamp = f"{scores.score.index[-1].strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -245,6 +246,25 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
         "scores_file": str(scores_file),
         "events_file": str(events_file) if events_file else None,
     }
+
+
+def score_groups(groups: Sequence[Group], workspace: str | Path, registry_root: str | Path) -> list[dict[str, Any]]:
+    """Score several groups one after another, each isolated from the others' failures.
+
+    A group that raises gets ``status: failed`` and the error in one line
+    (the traceback goes to the log); the rest are scored as usual. Flows
+    give each task a batch of groups this way when there are many, because
+    a task of its own per group costs more in orchestration than scoring a
+    metric's new points does.
+    """
+    results = []
+    for group in groups:
+        try:
+            results.append(score_group(group, workspace, registry_root))
+        except Exception as exc:  # the isolation boundary: one group's failure is its own
+            log.exception("scoring group %s failed", group.name)
+            results.append({"group": group.name, "status": "failed", "message": f"{type(exc).__name__}: {exc}"})
+    return results
 
 
 def _context_points(detector: LSTMAutoencoderDetector) -> int:

@@ -87,11 +87,11 @@ def _reason(state: State) -> str:
 def outcome(result: Any, failures: Sequence[str], total: int, what: str) -> Any:
     """The flow's return value, or a Failed state naming every group that failed.
 
-    The groups that succeeded have already written their results; the
-    artifacts of the run list both.
+    The failed state still carries the results (``state.result(raise_on_failure=False)``):
+    the groups that succeeded have written theirs, and the run's artifacts list both.
     """
     if failures:
-        return Failed(message=f"{len(failures)} of {total} {what} failed: " + "; ".join(failures))
+        return Failed(message=f"{len(failures)} of {total} {what} failed: " + "; ".join(failures), data=result)
     return result
 
 

@@ -55,10 +55,13 @@ def pipeline_flow(
 
 
 def _outcome(state: Any) -> Any:
-    """A subflow's result, or what failed in it (the later steps still ran)."""
+    """A subflow's results, or what failed in it and the results of the rest (the later steps still ran)."""
     if state is None:
         return None
-    return state.result() if state.is_completed() else {"failed": state.message}
+    if state.is_completed():
+        return state.result()
+    data = state.result(raise_on_failure=False)
+    return {"failed": state.message, "results": data if isinstance(data, list) else []}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,19 +102,19 @@ def fresh_demo_folder(out: Path) -> None:
 
 
 def summary_lines(first: dict[str, Any], second: dict[str, Any], incidents: Path) -> list[str]:
-    trained = first["trained"]
     lines = []
-    if isinstance(trained, list):
-        lines += [f"registry version: {r['path']}  ({r['reason']})" for r in trained]
-    else:
-        lines.append(f"training: {trained}")
+    trained = first["trained"]
+    if isinstance(trained, dict):
+        lines.append(f"training FAILED: {trained['failed']}")
+        trained = trained["results"]
+    lines += [f"registry version: {r['path']}  ({r['reason']})" for r in trained]
     for run in (first, second):
         scored = run["scored"]
-        if isinstance(scored, list):
-            lines += [f"scores:           {r['scores_file']}  ({r['points']} points, {r['events']} events)"
-                      for r in scored if r["status"] == "scored"]  # fmt: skip
-        else:
-            lines.append(f"scoring: {scored}")
+        if isinstance(scored, dict):
+            lines.append(f"scoring FAILED: {scored['failed']}")
+            scored = scored["results"]
+        lines += [f"scores:           {r['scores_file']}  ({r['points']} points, {r['events']} events)"
+                  for r in scored if r["status"] == "scored"]  # fmt: skip
         lines.append(f"report:           {run['report']['path']}  ({run['report']['events']} new events)")
     lines.append(f"injected incidents (the answer key): {incidents}")
     return lines

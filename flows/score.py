@@ -2,32 +2,59 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, wait
+from prefect.states import Failed
 
-from anomaly.jobs import SCORES, STORE, Group, new_events, plan_groups, score_group
+from anomaly.jobs import SCORES, STORE, Group, new_events, plan_groups, score_groups
 from anomaly.store import RawStore
-from flows.common import file_link, gather, limit_torch_threads, outcome, publish, registry_root, task_runner, workspace_path
+from flows.common import file_link, limit_torch_threads, outcome, publish, registry_root, task_runner, workspace_path
 
 EVENT_FIELDS = ("metric", "start", "end", "severity", "peak_score", "threshold", "model", "version")
 
 
+#: Up to this many groups get a task each; beyond it, groups are batched so there are about this many tasks.
+MAX_TASKS = 64
+
+
 @task(cache_policy=NO_CACHE)
-def score_one(group: Group, workspace: str, registry: str) -> dict[str, Any]:
-    """Score one group's new points and append its scores and events."""
+def score_batch(groups: list[Group], workspace: str, registry: str) -> Any:
+    """Score a batch of groups; the task fails, naming them, when any of its groups failed.
+
+    The other groups of the batch are scored and written all the same, and
+    their results travel with the failed state.
+    """
     limit_torch_threads()
-    return score_group(group, workspace, registry)
+    results = score_groups(groups, workspace, registry)
+    failed = [f"{r['group']}: {r['message']}" for r in results if r["status"] == "failed"]
+    return Failed(message="; ".join(failed), data=results) if failed else results
+
+
+def batches(groups: list[Group], max_tasks: int = MAX_TASKS) -> list[list[Group]]:
+    """One group per task while there are few; about ``max_tasks`` even batches when there are many."""
+    size = max(1, math.ceil(len(groups) / max_tasks))
+    return [groups[i : i + size] for i in range(0, len(groups), size)]
 
 
 @flow(name="score", task_runner=task_runner())
 def score_flow(workspace: str | None = None, registry: str | None = None, groups: dict[str, list[str]] | None = None) -> Any:
-    """Score the new points of every group; a group with no production model is reported, not crashed on."""
+    """Score the new points of every group; a group with no production model is reported, not crashed on.
+
+    Each group runs in a task of its own up to 64 groups; beyond that,
+    groups are batched into about 64 tasks, since orchestrating a task
+    costs more than scoring one metric's new points. Either way a failed
+    group fails its task and the run, and only its own results are missing.
+    """
     root, models = workspace_path(workspace), registry_root(registry)
-    planned = plan_groups(RawStore(root / STORE).metrics(), groups)
-    futures = score_one.map(planned, str(root), models)
-    results, failures = gather([g.name for g in planned], futures)
+    planned = batches(plan_groups(RawStore(root / STORE).metrics(), groups))
+    futures = score_batch.map(planned, str(root), models)
+    wait(futures)
+    results = [r for batch, future in zip(planned, futures) for r in _batch_results(batch, future)]
+    failures = [f"{r['group']}: {r['message']}" for r in results if r["status"] == "failed"]
     logger = get_run_logger()
     for r in results:
         if r["status"] == "no-model":
@@ -40,7 +67,7 @@ def score_flow(workspace: str | None = None, registry: str | None = None, groups
         "score",
         "Score",
         [
-            f"- scored **{sum(r['points'] for r in scored)}** new point(s) in {len(scored)} of {len(planned)} group(s); "
+            f"- scored **{sum(r['points'] for r in scored)}** new point(s) in {len(scored)} of {len(results)} group(s); "
             f"**{len(events)} new event(s)**",
             *[f"- {r['group']}: version {r['version']}, {r['points']} point(s) {r['from']} → {r['to']}, "
               f"{r['events']} event(s)" for r in scored],
@@ -52,5 +79,14 @@ def score_flow(workspace: str | None = None, registry: str | None = None, groups
         file_link(root / SCORES),
         "scores of every group",
     )  # fmt: skip
-    return outcome(results, failures, len(planned), "group(s)")
+    return outcome(results, failures, len(results), "group(s)")
+
+
+def _batch_results(batch: list[Group], future: PrefectFuture) -> list[dict[str, Any]]:
+    """A batch's per-group results, also from a failed batch; a batch that crashed fails all its groups."""
+    data = future.state.result(raise_on_failure=False)
+    if isinstance(data, list):
+        return data
+    why = f"{type(data).__name__}: {data}" if isinstance(data, BaseException) else str(future.state.message)
+    return [{"group": name, "status": "failed", "message": why} for name in (g.name for g in batch)]
 

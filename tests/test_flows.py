@@ -15,14 +15,14 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from anomaly.jobs import EVENTS, SCORES, STORE, read_parts
+from anomaly.jobs import EVENTS, SCORES, STORE, Group, read_parts
 from anomaly.registry import ModelRegistry
 from anomaly.store import RawStore
 from anomaly.synthetic import clean_metrics, inject
 from flows.ingest import ingest_flow
 from flows.pipeline import fresh_demo_folder, main, pipeline_flow
 from flows.report import report_flow
-from flows.score import score_flow
+from flows.score import batches, score_flow
 from flows.train import train_flow
 from tests.conftest import TINY
 
@@ -51,7 +51,7 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     workspace, registry, incoming = root / "ws", root / "models", root / "incoming"
     config = root / "tiny.json"
     config.write_text(TINY.to_json())
-    series = clean_metrics(1152, metrics=("requests", "cpu"), seed=5)
+    series = clean_metrics(1152, metrics=("requests", "cpu", "mem"), seed=5)
     broken, incident = inject(series, "level_shift", "cpu", 1000, 48, magnitude=3.0, seed=4)
     wide_csv(series.iloc[:864], incoming / "history.csv")
     # a metric with too few points to train on: its task fails, the others go on
@@ -62,6 +62,9 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run["train"] = train_flow(str(workspace), str(registry), None, str(config), "3D", "12h", return_state=True)
     wide_csv(broken.iloc[864:], incoming / "new.csv")
     run["ingest_new"] = ingest_flow(str(incoming), str(workspace), return_state=True)
+    # mem's production model is damaged on disk: its scoring fails, the others go on
+    with open(registry / "mem" / "versions" / "000001" / "weights.pt", "ab") as weights:
+        weights.write(b"bit rot")
     run["score"] = score_flow(str(workspace), str(registry), return_state=True)
     run["report"] = report_flow(str(workspace), return_state=True)
     run["report_quiet"] = report_flow(str(workspace), return_state=True)
@@ -71,35 +74,39 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_ingest_stores_every_point_once(day: dict[str, Any]) -> None:
     first, again = day["ingest"], day["ingest_again"]
     assert first.is_completed() and again.is_completed()
-    assert first.result()["rows_written"] == 864 * 2 + 14
+    assert first.result()["rows_written"] == 864 * 3 + 14
     assert again.result()["rows_written"] == 0  # a re-run over the same files adds nothing
     store = RawStore(day["workspace"] / STORE)
-    assert store.metrics() == ["cpu", "requests", "sparse"]
-    assert len(store.read("cpu")) == len(clean_metrics(1152, metrics=("requests", "cpu"), seed=5))
+    assert store.metrics() == ["cpu", "mem", "requests", "sparse"]
+    assert len(store.read("cpu")) == 1152  # after the second ingest
     found = artifacts(first)
     assert {"ingest-summary", "ingest-table", "ingest-link"} <= set(found)
-    assert "new points: **1742** in 3 metric(s)" in found["ingest-summary"].data
+    assert "new points: **2606** in 4 metric(s)" in found["ingest-summary"].data
 
 
 def test_a_metric_that_cannot_train_fails_alone_and_the_run_says_so(day: dict[str, Any]) -> None:
     state = day["train"]
     assert state.is_failed()
-    assert "1 of 3 group(s) failed: sparse: DataError:" in state.message
+    assert "1 of 4 group(s) failed: sparse: DataError: group 'sparse': no points to train on" in state.message
     registry = ModelRegistry(day["registry"])
-    assert registry.names() == ["cpu", "requests"]
-    assert all(registry.aliases(name) == {"production": "000001"} for name in ("cpu", "requests"))
+    assert registry.names() == ["cpu", "mem", "requests"]
+    assert all(registry.aliases(name) == {"production": "000001"} for name in ("cpu", "mem", "requests"))
+    # the failed state still carries the groups that were trained
+    assert sorted(r["group"] for r in state.result(raise_on_failure=False)) == ["cpu", "mem", "requests"]
     found = artifacts(state)
     assert "**failed** sparse: DataError" in found["train-summary"].data
     table = json.loads(found["train-table"].data)
-    assert sorted(row["group"] for row in table) == ["cpu", "requests"] and all(row["promoted"] for row in table)
+    assert sorted(row["group"] for row in table) == ["cpu", "mem", "requests"] and all(row["promoted"] for row in table)
     assert found["train-link"].data == f"[the registry]({day['registry'].resolve().as_uri()})"
 
 
 def test_score_runs_every_group_with_a_model_and_reports_those_without(day: dict[str, Any]) -> None:
     state = day["score"]
-    assert state.is_completed()
-    results = {r["group"]: r for r in state.result()}
-    assert results["sparse"]["status"] == "no-model"
+    assert state.is_failed()
+    assert state.message.startswith("1 of 4 group(s) failed: mem: ModelFileError:")
+    results = {r["group"]: r for r in state.result(raise_on_failure=False)}
+    assert results["sparse"]["status"] == "no-model" and results["mem"]["status"] == "failed"
+    assert not (day["workspace"] / SCORES / "mem").exists()
     # the held-out 12 hours plus the new day
     assert results["cpu"]["points"] == results["requests"]["points"] == 144 + 288
     scores = read_parts(day["workspace"] / SCORES / "cpu")
@@ -109,13 +116,14 @@ def test_score_runs_every_group_with_a_model_and_reports_those_without(day: dict
     assert any(pd.Timestamp(e.start) <= incident.end and incident.start <= pd.Timestamp(e.end) for e in events.itertuples())
     found = artifacts(state)
     assert "sparse: no-model" in found["score-summary"].data
+    assert "**failed** mem: ModelFileError" in found["score-summary"].data
     rows = json.loads(found["score-table"].data)
     assert len(rows) == results["cpu"]["events"] + results["requests"]["events"] and rows[0]["metric"]
 
 
 def test_the_report_covers_new_events_once(day: dict[str, Any]) -> None:
     report, quiet = day["report"].result(), day["report_quiet"].result()
-    total = sum(r["events"] for r in day["score"].result() if r["status"] == "scored")
+    total = sum(r["events"] for r in day["score"].result(raise_on_failure=False) if r["status"] == "scored")
     assert report["events"] == total > 0
     assert "No new anomalies." in Path(quiet["path"]).read_text() and quiet["events"] == 0
     found = artifacts(day["report"])
@@ -129,8 +137,10 @@ def test_the_pipeline_chains_the_flows_and_goes_on_past_a_failed_group(day: dict
     incoming = root / "incoming"
     result = pipeline_flow(str(incoming), str(root / "ws2"), str(root / "models2"), None, str(config), "3D", "12h")
     assert result["ingested"]["rows_written"] > 0
-    assert result["trained"]["failed"].startswith("1 of 3 group(s) failed: sparse")
-    assert {r["group"]: r["status"] for r in result["scored"]} == {"cpu": "scored", "requests": "scored", "sparse": "no-model"}
+    assert result["trained"]["failed"].startswith("1 of 4 group(s) failed: sparse")
+    assert len(result["trained"]["results"]) == 3
+    statuses = {r["group"]: r["status"] for r in result["scored"]}
+    assert statuses == {"cpu": "scored", "mem": "scored", "requests": "scored", "sparse": "no-model"}
     assert Path(result["report"]["path"]).is_file()
 
 
@@ -158,3 +168,11 @@ def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="is not empty and was not made by the demo"):
         fresh_demo_folder(tmp_path)
     assert (tmp_path / "precious.csv").exists()
+
+
+def test_many_groups_are_batched_into_a_bounded_number_of_tasks() -> None:
+    groups = [Group(f"m{i}", (f"m{i}",)) for i in range(1000)]
+    assert batches(groups[:64]) == [[g] for g in groups[:64]]
+    batched = batches(groups)
+    assert len(batched) == 63 and {len(b) for b in batched[:-1]} == {16}
+    assert [g for b in batched for g in b] == groups

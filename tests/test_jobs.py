@@ -23,6 +23,7 @@ from anomaly.jobs import (
     promotion,
     read_parts,
     score_group,
+    score_groups,
     train_group,
     write_report,
 )
@@ -268,3 +269,14 @@ def test_reports_cover_each_event_once_and_a_quiet_run_says_so(tmp_path: Path) -
     second = write_report(tmp_path, now=moment + pd.Timedelta("1h"))
     assert second["events"] == 0 and "No new anomalies." in Path(second["path"]).read_text()
     assert first["path"] != second["path"] and len(list((tmp_path / REPORTS).glob("report-*.md"))) == 2
+
+
+def test_score_groups_isolates_a_failing_group(trained: tuple[Path, Path, list[dict]], tmp_path: Path) -> None:
+    source, registry_source, _ = trained
+    workspace = copy_workspace(source, tmp_path / "ws")
+    registry = copy_workspace(registry_source, tmp_path / "models")
+    (registry / "cpu" / "versions" / "000001" / "scaler.json").write_text("{}")
+    results = score_groups([Group("cpu", ("cpu",)), Group("requests", ("requests",))], workspace, registry)
+    assert [r["status"] for r in results] == ["failed", "scored"]
+    assert results[0]["message"].startswith("ModelFileError:") and "scaler.json" in results[0]["message"]
+    assert not (workspace / SCORES / "cpu").exists() and results[1]["points"] == 144
