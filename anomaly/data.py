@@ -207,9 +207,12 @@ def to_grid(wide: pd.DataFrame, step: pd.Timedelta, aggregate: str) -> pd.DataFr
     anchor puts every file and every run of the same metric on the same grid.
     """
     slots = (wide.index + step * EARLY_TOLERANCE).floor(step)
-    grouped = wide.groupby(slots).agg(aggregate)
-    # An aggregate over no values (e.g. sum) must stay missing, not become 0.
-    grouped = grouped.where(wide.notna().groupby(slots).sum() > 0)
+    if slots.equals(wide.index) and wide.index.is_unique:
+        grouped = wide  # already one reading per slot (the store's data): nothing to aggregate
+    else:
+        grouped = wide.groupby(slots).agg(aggregate)
+        # An aggregate over no values (e.g. sum) must stay missing, not become 0.
+        grouped = grouped.where(wide.notna().groupby(slots).sum() > 0)
     full = pd.date_range(grouped.index[0], grouped.index[-1], freq=step, name="timestamp")
     return grouped.reindex(full)
 

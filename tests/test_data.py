@@ -18,6 +18,7 @@ from anomaly.data import (
     normalise,
     read_table,
     require_length,
+    to_grid,
     with_context,
 )
 from anomaly.errors import DataError
@@ -573,3 +574,15 @@ def test_with_context_rejects_other_interval() -> None:
     context = MetricFrame(pd.DataFrame({"a": [1.0, 2.0, 3.0]}, index=idx), pd.DataFrame({"a": [False] * 3}, index=idx), pd.Timedelta("5min"))
     with pytest.raises(DataError, match=r"context interval 0 days 00:05:00 differs from the data's 0 days 00:01:00"):
         with_context(context, frame_at(20, [1.0]), 3)
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "median", "max", "min", "sum", "last"])
+def test_data_already_on_the_grid_takes_the_short_path_with_the_same_result(aggregate: str) -> None:
+    step = pd.Timedelta("1min")
+    index = pd.date_range("2026-01-05", periods=6, freq=step, tz="UTC").as_unit("ns").delete(3)  # and a missing slot
+    wide = pd.DataFrame({"cpu": [1.0, np.nan, 3.0, 4.0, 5.0], "mem": [2.0, 2.5, np.nan, np.nan, 1.0]}, index=index)
+    on_grid = to_grid(wide, step, aggregate)
+    # a nanosecond off the grid forces the binning path
+    binned = to_grid(wide.set_axis(index + pd.Timedelta(1, "ns")), step, aggregate)
+    pd.testing.assert_frame_equal(on_grid, binned, check_freq=False)
+    assert len(on_grid) == 6 and on_grid.iloc[3].isna().all()
