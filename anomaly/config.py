@@ -11,6 +11,7 @@ how a saved model records exactly what it was built with.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -340,7 +341,7 @@ def _build(cls: type[T], data: Any, path: str) -> T:
     """Recursively build dataclass ``cls`` from ``data``, naming bad keys by dotted path."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path} must be a mapping, got {data!r}")
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
@@ -355,6 +356,12 @@ def _build(cls: type[T], data: Any, path: str) -> T:
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Resolved field types of a config class; cached because every model load rebuilds its config."""
+    return get_type_hints(cls)
 
 
 def _accepts_float(hint: Any) -> bool:

@@ -449,7 +449,32 @@ class RawStore:
         committed, but are dropped here too, first stored wins.
         """
         committed = self._committed()
+        return self._read(self._requested(metrics, committed), start, end, committed)
+
+    def read_wide(
+        self,
+        metrics: Sequence[str] | str | None = None,
+        start: object = None,
+        end: object = None,
+    ) -> pd.DataFrame:
+        """The same points as a wide frame: UTC DatetimeIndex, one float column per metric.
+
+        This is the form :func:`anomaly.data.normalise` accepts. Columns follow
+        ``metrics`` (sorted when None); a timestamp a metric lacks is NaN.
+        """
+        committed = self._committed()
         names = self._requested(metrics, committed)
+        long = self._read(names, start, end, committed)
+        if len(names) == 1:  # one metric: its points are already unique and sorted
+            wide = pd.DataFrame({names[0]: long["value"].to_numpy()}, index=pd.Index(long["timestamp"]))
+        else:
+            wide = long.pivot(index="timestamp", columns="metric", values="value").reindex(columns=names)
+            wide.columns = pd.Index([str(c) for c in wide.columns])
+        wide.index = pd.DatetimeIndex(wide.index, dtype="datetime64[ns, UTC]", name="timestamp")
+        return wide.astype(np.float64)
+
+    def _read(self, names: list[str], start: object, end: object, committed: set[str]) -> pd.DataFrame:
+        """Committed points of ``names`` in ``[start, end)``, from one listing of the commits."""
         lo, hi = _bound(start, "start"), _bound(end, "end")
         if lo is not None and hi is not None and lo > hi:
             raise DataError(f"start {lo} is after end {hi}")
@@ -465,24 +490,6 @@ class RawStore:
         frame = _read_parts(files, condition=condition)
         frame = frame.sort_values(["metric", "timestamp"], kind="stable")
         return frame.drop_duplicates(["metric", "timestamp"], keep="first").reset_index(drop=True)
-
-    def read_wide(
-        self,
-        metrics: Sequence[str] | str | None = None,
-        start: object = None,
-        end: object = None,
-    ) -> pd.DataFrame:
-        """The same points as a wide frame: UTC DatetimeIndex, one float column per metric.
-
-        This is the form :func:`anomaly.data.normalise` accepts. Columns follow
-        ``metrics`` (sorted when None); a timestamp a metric lacks is NaN.
-        """
-        names = self._requested(metrics, self._committed())
-        long = self.read(names, start, end)
-        wide = long.pivot(index="timestamp", columns="metric", values="value").reindex(columns=names)
-        wide.columns = pd.Index([str(c) for c in wide.columns])
-        wide.index = pd.DatetimeIndex(wide.index, dtype="datetime64[ns, UTC]", name="timestamp")
-        return wide.astype(np.float64)
 
     # -- internals -------------------------------------------------------------------
 
