@@ -68,6 +68,14 @@ class MetricFrame:
         cols = list(metrics)
         return MetricFrame(self.values[cols], self.filled[cols], self.freq)
 
+    def split(self, at: pd.Timestamp) -> tuple["MetricFrame", "MetricFrame"]:
+        """The points at or before ``at`` and those after it (e.g. context and new points)."""
+        after = self.index > at
+        return (
+            MetricFrame(self.values[~after], self.filled[~after], self.freq),
+            MetricFrame(self.values[after], self.filled[after], self.freq),
+        )
+
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file as it is; the form is worked out by :func:`to_wide`."""

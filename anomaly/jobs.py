@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly.config import DetectorConfig
+from anomaly.data import normalise
 from anomaly.detector import LSTMAutoencoderDetector
 from anomaly.errors import DataError
 from anomaly.events import EVENT_COLUMNS, SEVERITY_LEVELS
@@ -226,10 +227,11 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     store, step = RawStore(root / STORE), detector.freq_
     # one read covers the new points and the context before them
     recent = store.read_wide(list(group.metrics), start=last - _context_points(detector) * step + _JUST_AFTER)
-    new, context = recent[recent.index > last], recent[recent.index <= last]
-    if new.empty:
+    if not (recent.index > last).any():
         return {"group": group.name, "status": "no-new-data", "version": version, "points": 0, "events": 0}
-    scores = detector.score(new, context=context if not context.empty else None)
+    # normalised once, then split: gaps across the boundary are filled as in one series
+    context, new = normalise(recent, (detector.config or DetectorConfig()).preprocess, freq=step).split(last)
+    scores = detector.score(new, context=context if len(context) else None)
     events = detector.events(scores, model=group.name, version=version)
     stamp = f"{scores.score.index[-1].strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     scores_file = _write_part(scores.to_frame().reset_index(), root / SCORES / group.name, stamp)
