@@ -491,7 +491,9 @@ def _draw_history(detector: "LSTMAutoencoderDetector", path: Path) -> None:
     axes.set_ylabel("MSE (scaled units)")
     axes.set_yscale("log")
     axes.legend()
-    figure.tight_layout()
+    # fixed margins: tight_layout would draw the figure twice, and a daily retrain of
+    # a thousand models publishes a thousand of these
+    figure.subplots_adjust(left=0.14, right=0.97, bottom=0.15, top=0.95)
     figure.savefig(path)
 
 
