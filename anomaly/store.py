@@ -80,6 +80,8 @@ FORMAT_VERSION = 1
 RAW, COMMITS, PENDING, WATERMARKS, LOCK = "raw", "commits", "pending", "watermarks.json", ".lock"
 METRIC_PREFIX, DATE_PREFIX, PART_PREFIX, PART_SUFFIX = "metric=", "date=", "part-", ".parquet"
 LOCK_TIMEOUT_S = 60.0
+#: Times a read starts over when a file it listed was compacted away meanwhile.
+READ_ATTEMPTS = 3
 COLUMNS: tuple[str, str, str] = ("metric", "timestamp", "value")
 TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
 SCHEMA = pa.schema([("metric", pa.string()), ("timestamp", TIMESTAMP_TYPE), ("value", pa.float64())])
@@ -424,6 +426,62 @@ class RawStore:
             atomic_write_json(self.root / WATERMARKS, _iso(current))
         return current
 
+    def compact(self, before: object = None) -> dict[str, int]:
+        """Merge each closed day's part files into one file per metric; what reads return is unchanged.
+
+        Every ingest run adds a part file per metric and day (288 a day at a
+        5-minute schedule), and a read opens each one. Compaction rewrites the
+        partitions of days before ``before`` (default: today, UTC) that hold
+        more than one file as one committed batch per day, removes the files
+        it replaced, then the commit records none of whose files remain.
+        Until the old files are gone a read may see both copies; reads drop
+        duplicates, first stored wins, and the values are the same. The train
+        flow runs it before training. Returns counts for the flow's summary.
+        """
+        cutoff = _day_dir(pd.Timestamp.now(tz="UTC") if before is None else _bound(before, "before"))
+        merged = replaced = 0
+        if not self.root.is_dir():
+            return {"partitions": 0, "files_replaced": 0, "records_removed": 0}
+        with self._lock():
+            self._recover()
+            committed = self._committed()
+            days = sorted({d for m in self._metric_dirs() for d in self._day_dirs(m) if d < cutoff})
+            for day in days:
+                files = [
+                    fs
+                    for m in self._metric_dirs()
+                    if len(fs := self._partition_files(self._raw / f"{METRIC_PREFIX}{m}" / day, committed)) > 1
+                ]
+                if not files:
+                    continue
+                points = _read_parts([f for fs in files for f in fs])
+                points = points.drop_duplicates(["metric", "timestamp"], keep="first")
+                self._write_batch(points)
+                for f in (f for fs in files for f in fs):
+                    f.unlink()
+                merged, replaced = merged + len(files), replaced + sum(len(fs) for fs in files)
+            removed = self._drop_empty_commits() if replaced else 0
+        log.info("compacted %d partition(s) of %d file(s) in %s; %d commit record(s) removed", merged, replaced, self.root, removed)
+        return {"partitions": merged, "files_replaced": replaced, "records_removed": removed}
+
+    def _drop_empty_commits(self) -> int:
+        """Remove commit records none of whose files exist any more. Called under the lock.
+
+        The newest record stays whatever it lists: the watermarks are folded from it.
+        """
+        records = sorted(self._committed())[:-1]
+        removed = 0
+        for batch_id in records:
+            path = self.root / COMMITS / f"{batch_id}.json"
+            record = _read_json(path)
+            files = record.get("files", []) if isinstance(record, dict) else None
+            if files is not None and not any((self.root / f).exists() for f in files):
+                path.unlink()
+                removed += 1
+        if removed:
+            fsync_dir(self.root / COMMITS)
+        return removed
+
     # -- reading ---------------------------------------------------------------------
 
     def metrics(self) -> list[str]:
@@ -474,7 +532,19 @@ class RawStore:
         return wide.astype(np.float64)
 
     def _read(self, names: list[str], start: object, end: object, committed: set[str]) -> pd.DataFrame:
-        """Committed points of ``names`` in ``[start, end)``, from one listing of the commits."""
+        """Committed points of ``names`` in ``[start, end)``, from one listing of the commits.
+
+        A compaction may remove a file between listing and opening it; the
+        read then starts again from a fresh listing, where its merged copy is.
+        """
+        for _ in range(READ_ATTEMPTS - 1):
+            try:
+                return self._read_once(names, start, end, committed)
+            except FileNotFoundError:
+                committed = self._committed()
+        return self._read_once(names, start, end, committed)
+
+    def _read_once(self, names: list[str], start: object, end: object, committed: set[str]) -> pd.DataFrame:
         lo, hi = _bound(start, "start"), _bound(end, "end")
         if lo is not None and hi is not None and lo > hi:
             raise DataError(f"start {lo} is after end {hi}")

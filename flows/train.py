@@ -24,6 +24,12 @@ def train_one(
     return train_group(group, workspace, registry, config, history=history, validation=validation, run_id=run_id)
 
 
+@task(cache_policy=NO_CACHE)
+def compact_store(store_root: str) -> dict[str, int]:
+    """Merge the raw store's closed days into one file per metric, so training reads few files."""
+    return RawStore(store_root).compact()
+
+
 @flow(name="train", task_runner=task_runner())
 def train_flow(
     workspace: str | None = None,
@@ -35,12 +41,14 @@ def train_flow(
 ) -> Any:
     """Train every group in parallel: one model per metric unless ``groups`` names metrics to model together.
 
-    Each group is fitted on the ``history`` before its newest ``validation``
+    The raw store's closed days are compacted first. Each group is fitted
+    on the ``history`` before its newest ``validation``
     slice and promoted to production when it is the first model or is not
     worse than production on that slice. A group that fails fails its own
     task; the others finish, and the run ends Failed naming the ones that failed.
     """
     root, models = workspace_path(workspace), registry_root(registry)
+    compacted = compact_store(str(root / STORE))
     planned = plan_groups(RawStore(root / STORE).metrics(), groups)
     run_id = str(flow_run.id or "")
     futures = train_one.map(planned, str(root), models, config_path, history, validation, run_id)
@@ -53,6 +61,7 @@ def train_flow(
         "Train",
         [
             f"- registry: `{models}`",
+            f"- raw store: {compacted['files_replaced']} part file(s) of closed days merged into {compacted['partitions']}",
             f"- trained {len(done)} of {len(planned)} group(s); promoted {sum(r['promoted'] for r in done)}",
             *[f"- {r['group']} version {r['version']}: {r['reason']}" for r in done],
             *[f"- **failed** {line}" for line in failures],

@@ -621,3 +621,57 @@ def test_the_store_holds_the_deduplicated_union_of_every_batch(batches: list[lis
         assert all(np.float64(got[k]).view(np.int64) == np.float64(v).view(np.int64) for k, v in expected.items())
         marks = {m: max(t for mm, t in expected if mm == m) for m, _ in expected}
         assert store.watermarks() == marks
+
+
+# -- compaction ---------------------------------------------------------------------
+
+
+def files_per_day(store: RawStore, metric: str) -> dict[str, int]:
+    """Part files per day folder of one metric."""
+    folder = store.root / "raw" / f"metric={metric}"
+    return {d.name: len(list(d.glob("part-*.parquet"))) for d in sorted(folder.iterdir())}
+
+
+def test_compaction_merges_closed_days_into_one_file_and_reads_the_same(store: RawStore) -> None:
+    for h in range(0, 30, 2):  # two-hourly ingests from 22:00 on day 1 to 03:00 on day 3
+        store.append(pd.concat([points("cpu", [h, h + 1]), points("mem", [h])]))
+    before_points, before_marks = store.read(), store.watermarks()
+    assert files_per_day(store, "cpu") == {"date=2024-03-01": 1, "date=2024-03-02": 12, "date=2024-03-03": 2}
+    records = len(list((store.root / "commits").glob("*.json")))
+
+    result = store.compact(before="2024-03-03")
+    assert result["partitions"] == 2 and result["files_replaced"] == 12 + 12  # cpu and mem on 03-02
+    assert files_per_day(store, "cpu") == {"date=2024-03-01": 1, "date=2024-03-02": 1, "date=2024-03-03": 2}
+    pd.testing.assert_frame_equal(store.read(), before_points)
+    assert store.watermarks() == before_marks
+    # batches that only wrote to 03-02 are gone; those with files elsewhere stay, plus the compaction's
+    assert len(list((store.root / "commits").glob("*.json"))) < records
+    # the store still refuses points it already has, and takes new ones
+    assert store.append(points("cpu", range(0, 30))).rows_written == 0
+    assert store.append(points("cpu", [40])).rows_written == 1
+    # a second compaction finds nothing left to merge before that day
+    assert store.compact(before="2024-03-03")["partitions"] == 0
+
+
+def test_compaction_leaves_today_alone_by_default(store: RawStore) -> None:
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    for k in range(3):
+        store.append(pd.DataFrame({"metric": "cpu", "timestamp": [now - pd.Timedelta(minutes=10 * k)], "value": [1.0 * k]}))
+    assert store.compact() == {"partitions": 0, "files_replaced": 0, "records_removed": 0}
+    assert sum(files_per_day(store, "cpu").values()) == 3
+
+
+def test_a_read_that_finds_a_file_compacted_away_starts_again(store: RawStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.append(points("cpu", range(3)))
+    expected = store.read("cpu")
+    original, calls = store_module._read_parts, []
+
+    def vanished_once(*args: object, **kwargs: object) -> pd.DataFrame:
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError("part file removed by a compaction")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "_read_parts", vanished_once)
+    pd.testing.assert_frame_equal(store.read("cpu"), expected)
+    assert len(calls) == 2
