@@ -1,6 +1,6 @@
 """The units of scheduled work: train a group, score a group, write a report.
 
-The Prefect flows in ``flows/`` call these functions, one per task, with
+The Prefect flows in ``flows/`` call these functions from their tasks with
 small arguments (folder paths, group names); the functions do the I/O
 themselves so no DataFrame or model crosses a task boundary. Each returns a
 small JSON-ready dict for the flow's summary. They work just as well from a
@@ -71,6 +71,11 @@ def plan_groups(metrics: Sequence[str], groups: Mapping[str, Sequence[str]] | No
         planned.append(Group(check_name(name, "group name"), tuple(members)))
         grouped.update(members)
     planned += [Group(_model_name(m), (m,)) for m in metrics if m not in grouped]
+    seen: dict[str, Group] = {}
+    for group in planned:
+        if group.name in seen:  # two models would share a registry entry and a score state
+            raise DataError(f"groups {seen[group.name].metrics} and {group.metrics} would share the model name {group.name!r}")
+        seen[group.name] = group
     return planned
 
 
@@ -211,8 +216,9 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     The model's window of earlier points is read as context so the first new
     points are scored fully; nothing already scored is scored again. Scores
     and events are appended to the workspace, then the state moves forward
-    (the commit point: a crash before it means the same points are scored
-    again next time, never skipped).
+    (the commit point: after a crash before it, the next run scores the same
+    points again and replaces what the crashed run wrote, so nothing is
+    skipped or doubled; a report run in between may see such an event twice).
     """
     root, registry = Path(workspace), ModelRegistry(registry_root)
     if DEFAULT_ALIAS not in registry.aliases(group.name):
@@ -233,7 +239,13 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     context, new = normalise(recent, (detector.config or DetectorConfig()).preprocess, freq=step).split(last)
     scores = detector.score(new, context=context if len(context) else None)
     events = detector.events(scores, model=group.name, version=version)
-    stamp = f"{scores.score.index[-1].strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    # parts are named after the state they continue from: any already named so were
+    # left by a run that crashed before moving the state, and are replaced, not added to
+    prefix = f"part-{last.strftime('%Y%m%dT%H%M%S%f')}-"
+    for folder in (root / SCORES / group.name, root / EVENTS / group.name):
+        for orphan in folder.glob(f"{prefix}*.parquet"):
+            orphan.unlink()
+    stamp = f"{last.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
     scores_file = _write_part(scores.to_frame().reset_index(), root / SCORES / group.name, stamp)
     events_file = _write_part(events, root / EVENTS / group.name, stamp) if len(events) else None
     atomic_write_json(state_path, {"last_scored": scores.score.index[-1].isoformat(), "version": version})

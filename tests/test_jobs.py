@@ -221,7 +221,7 @@ def test_an_incident_in_new_data_is_written_as_an_event_once(
     assert len(read_parts(workspace / EVENTS / "requests")) == result["events"]
 
 
-def test_a_crash_before_the_state_is_saved_rescores_rather_than_skips(
+def test_a_crash_before_the_state_is_saved_rescores_once_rather_than_skips_or_doubles(
     trained: tuple[Path, Path, list[dict]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import anomaly.jobs as jobs
@@ -236,8 +236,11 @@ def test_a_crash_before_the_state_is_saved_rescores_rather_than_skips(
     with pytest.raises(OSError, match="disk full"):
         score_group(Group("cpu", ("cpu",)), workspace, registry)
     monkeypatch.undo()
+    assert len(read_parts(workspace / SCORES / "cpu")) == 144  # written, but the state did not move
     again = score_group(Group("cpu", ("cpu",)), workspace, registry)
     assert again["status"] == "scored" and again["points"] == 144
+    # the crashed run's part was replaced, not added to
+    assert len(read_parts(workspace / SCORES / "cpu")) == 144
 
 
 # -- reporting --------------------------------------------------------------------------
@@ -307,3 +310,8 @@ def test_incremental_scores_match_scoring_everything_at_once_away_from_each_runs
         settled[end - 720 - window : end - 720] = False
     np.testing.assert_allclose(incremental.to_numpy()[settled], whole.to_numpy()[settled], rtol=1e-5, atol=1e-7)
     assert not np.allclose(incremental.to_numpy()[~settled], whole.to_numpy()[~settled], rtol=1e-5, atol=1e-7)
+
+
+def test_two_metrics_that_would_share_a_model_name_are_refused() -> None:
+    with pytest.raises(DataError, match=r"groups \('a:b',\) and \('a_b',\) would share the model name 'a_b'"):
+        plan_groups(["a:b", "a_b"])
