@@ -30,7 +30,29 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 )
 def pull(source: SourceSpec, store_root: str) -> dict[str, Any]:
     """Fetch what the source has after the store's watermarks and append it as one atomic batch."""
-    return ingest(build_source(source), RawStore(store_root)).as_dict()
+    built = build_source(resolve_secrets(source))
+    return {**ingest(built, RawStore(store_root)).as_dict(), "source": repr(built)}
+
+
+#: ``<key>_secret: <Prefect Secret block name>`` in a source spec becomes ``<key>: <its value>``.
+SECRET_KEYS = {"password_secret": "password", "token_secret": "token"}
+
+
+def resolve_secrets(source: SourceSpec) -> SourceSpec:
+    """Credentials from Prefect Secret blocks, looked up inside the task.
+
+    The spec (a flow parameter, shown in the UI and logs) names the block;
+    the value only ever lives in the source object, whose repr hides it.
+    """
+    if not isinstance(source, dict) or not any(k in source for k in SECRET_KEYS):
+        return source
+    from prefect.blocks.system import Secret
+
+    resolved = dict(source)
+    for key, target in SECRET_KEYS.items():
+        if key in resolved:
+            resolved[target] = Secret.load(resolved.pop(key)).get()
+    return resolved
 
 
 @flow(name="ingest")
@@ -56,7 +78,7 @@ def ingest_flow(source: SourceSpec, workspace: str | None = None) -> dict[str, A
         "ingest",
         "Ingest",
         [
-            f"- source: `{source}`",
+            f"- source: `{result['source']}`",
             f"- new points: **{result['rows_written']}** in {len(rows)} metric(s)",
             f"- duplicates dropped: {result['duplicates_dropped']}; empty readings dropped: {result['missing_dropped']}",
         ],

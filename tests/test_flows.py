@@ -176,3 +176,15 @@ def test_many_groups_are_batched_into_a_bounded_number_of_tasks() -> None:
     batched = batches(groups)
     assert len(batched) == 63 and {len(b) for b in batched[:-1]} == {16}
     assert [g for b in batched for g in b] == groups
+
+
+def test_credentials_come_from_secret_blocks_named_in_the_spec() -> None:
+    from prefect.blocks.system import Secret
+
+    from flows.ingest import resolve_secrets
+
+    Secret(value="s3cr3t").save("metrics-db-password", overwrite=True)
+    spec = {"kind": "sql", "url": "postgresql://reader@db/metrics", "password_secret": "metrics-db-password"}
+    assert resolve_secrets(spec) == {"kind": "sql", "url": "postgresql://reader@db/metrics", "password": "s3cr3t"}
+    assert spec["password_secret"] == "metrics-db-password"  # the parameter itself is untouched
+    assert resolve_secrets(["incoming/"]) == ["incoming/"]
