@@ -15,6 +15,7 @@ task retries own that policy.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import posixpath
 from dataclasses import dataclass
@@ -300,8 +301,9 @@ def _shown(fs: fsspec.AbstractFileSystem, path: str, spec: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-#: Source kinds a spec may name, with the class that builds them. Later sources register here.
-SOURCE_KINDS: dict[str, type] = {"files": FileSource}
+#: Source kinds a spec may name, as ``module:Class``; imported only when used, so a
+#: deployment reading files never needs a database driver.
+SOURCE_KINDS: dict[str, str] = {"files": "anomaly.sources:FileSource"}
 
 
 def build_source(spec: str | Sequence[str] | Mapping[str, Any]) -> Source:
@@ -320,8 +322,9 @@ def build_source(spec: str | Sequence[str] | Mapping[str, Any]) -> Source:
     kind = options.pop("kind", "files")
     if kind not in SOURCE_KINDS:
         raise DataError(f"unknown source kind {kind!r}; expected one of {sorted(SOURCE_KINDS)}")
+    module, _, attribute = SOURCE_KINDS[kind].partition(":")
     try:
-        return SOURCE_KINDS[kind](**options)
+        return getattr(importlib.import_module(module), attribute)(**options)
     except TypeError as exc:
         raise DataError(f"bad options for a {kind!r} source {sorted(options)}: {exc}") from exc
 
