@@ -303,7 +303,10 @@ def _shown(fs: fsspec.AbstractFileSystem, path: str, spec: str) -> str:
 
 #: Source kinds a spec may name, as ``module:Class``; imported only when used, so a
 #: deployment reading files never needs a database driver.
-SOURCE_KINDS: dict[str, str] = {"files": "anomaly.sources:FileSource"}
+SOURCE_KINDS: dict[str, str] = {
+    "files": "anomaly.sources:FileSource",
+    "sql": "anomaly.sql_source:SQLSource",
+}
 
 
 def build_source(spec: str | Sequence[str] | Mapping[str, Any]) -> Source:
