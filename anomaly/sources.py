@@ -306,6 +306,7 @@ def _shown(fs: fsspec.AbstractFileSystem, path: str, spec: str) -> str:
 SOURCE_KINDS: dict[str, str] = {
     "files": "anomaly.sources:FileSource",
     "sql": "anomaly.sql_source:SQLSource",
+    "prometheus": "anomaly.prometheus_source:PrometheusSource",
 }
 
 
