@@ -501,6 +501,17 @@ def check_results(results: list[dict[str, Any]], groups: list[Group], new_from: 
     return problems
 
 
+def check_run(
+    fig: dict[str, Any], results: list[dict[str, Any]], groups: list[Group], workspace: Path,
+    new_from: pd.Timestamp, new_to: pd.Timestamp, *, files: bool,
+) -> list[str]:
+    """Every problem of one timed score_flow run; ``files`` also checks what it wrote (done for a first run)."""
+    problems = check_results(results, groups, new_from, new_to) + fig["failures"]
+    if files and not problems:
+        problems += check_files(results, workspace, new_from, new_to)
+    return problems
+
+
 def check_files(results: list[dict[str, Any]], workspace: Path, new_from: pd.Timestamp, new_to: pd.Timestamp) -> list[str]:
     """The new scores file of every group holds exactly the new hour, and its state moved to its end."""
     problems = []
@@ -1022,9 +1033,7 @@ def dask_runs(
         for i in range(args.repeats):
             copy = copy_workspace(base, work / f"run-dask-{i}")
             fig, results = timed_dask_run(copy, registry, groups, cluster.scheduler_address, client, meter, server)
-            fig["problems"] = check_results(results, groups, new_from, new_to) + fig["failures"]
-            if i == 0 and not fig["problems"]:
-                fig["problems"] += check_files(results, copy, new_from, new_to)
+            fig["problems"] = check_run(fig, results, groups, copy, new_from, new_to, files=i == 0)
             problems += [f"Dask run {i + 1}: {p}" for p in fig["problems"]]
             runs.append(fig)
             print(f"== score_flow on the Dask cluster, run {i + 1}: {fig['wall_s']:.1f} s wall, state {fig['state']}, "
@@ -1293,9 +1302,7 @@ def run(args: argparse.Namespace, work: Path, command: str, server: Server | Non
         for i in range(args.repeats):
             copy = copy_workspace(base, work / f"run-flow-{i}")
             fig, results = timed_flow_run(copy, registry, groups, timers, meter, workers)
-            fig["problems"] = check_results(results, groups, new_from, new_to) + fig["failures"]
-            if i == 0 and not fig["problems"]:
-                fig["problems"] += check_files(results, copy, new_from, new_to)
+            fig["problems"] = check_run(fig, results, groups, copy, new_from, new_to, files=i == 0)
             problems += [f"flow run {i + 1}: {p}" for p in fig["problems"]]
             flow_runs.append(fig)
             print(f"== score_flow run {i + 1}: {fig['wall_s']:.1f} s wall, state {fig['state']}, "

@@ -10,7 +10,12 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -66,3 +71,45 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+#: Children that tests kill mid-write: one thread each, the repository importable.
+REPO = Path(__file__).resolve().parents[1]
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def kill_when_stalled(code: str, args: list[str], marker: Path, point: str, timeout_s: float = 120) -> int:
+    """Run ``python -c code *args``, SIGKILL it once it creates ``marker`` (stalled at ``point``); return its pid.
+
+    Crash-safety tests use this to stop a writer at an exact step, as a power
+    cut or an OOM kill would, and then check what it left behind.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not marker.exists():
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                pytest.fail(f"child exited ({proc.returncode}) before stalling at {point}:\n{out}\n{err}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"child never reached {point}")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    return proc.pid
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], env=CHILD_ENV)
+    proc.wait()
+    return proc.pid

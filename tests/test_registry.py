@@ -8,7 +8,6 @@ import os
 import pickle
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,14 +23,19 @@ import anomaly.registry as registry_module
 from anomaly.detector import LSTMAutoencoderDetector
 from anomaly.errors import ModelFileError
 from anomaly.persistence import FORMAT_VERSION
-from anomaly.registry import ModelRegistry, RegistryError, check_name, check_version, resolve_root, verify_manifest
-from tests.conftest import TINY
+from anomaly.registry import (
+    ModelRegistry,
+    RegistryError,
+    check_name,
+    check_version,
+    resolve_root,
+    verify_manifest,
+)
+from tests.conftest import CHILD_ENV, REPO, TINY, dead_pid, kill_when_stalled
 
-REPO = Path(__file__).resolve().parents[1]
 # One torch thread: the box has two cores shared with other work, and spinning
 # thread pools make tiny models crawl when a core is busy.
 CONFIG = TINY.replace(training={"num_threads": 1})
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VERSION_FILES = {
     "manifest.json", "metadata.json", "config.json", "weights.pt",
@@ -75,12 +79,6 @@ def _staging_folders(model_dir: Path) -> list[str]:
     return sorted(p.name for p in model_dir.iterdir() if p.name.startswith(".staging-"))
 
 
-def _dead_pid() -> int:
-    """The pid of a process that has exited and been reaped."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"], env=CHILD_ENV)
-    proc.wait()
-    return proc.pid
-
 
 # -- 1. atomic publish, with a writer killed mid-write ---------------------------------
 
@@ -120,28 +118,7 @@ print("published; should have been killed", flush=True)
 
 def _start_and_kill(saved_model: Path, root: Path, point: str, marker: Path) -> int:
     """Run a publishing child, SIGKILL it once it stalls at ``point``; return its (now dead) pid."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, str(saved_model), str(root), point, str(marker)],
-        cwd=REPO, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            if proc.poll() is not None:
-                out, err = proc.communicate()
-                pytest.fail(f"child exited ({proc.returncode}) before stalling at {point}:\n{out}\n{err}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"child never reached {point}")
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
-    return proc.pid
+    return kill_when_stalled(KILLED_WRITER, [str(saved_model), str(root), point, str(marker)], marker, point)
 
 
 @pytest.mark.parametrize(
@@ -192,7 +169,7 @@ def test_staging_folders_of_live_processes_are_kept(
     registry = ModelRegistry(root)
     registry.publish(fitted, "m")
     model_dir = root / "m"
-    dead = _dead_pid()
+    dead = dead_pid()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=CHILD_ENV)
     try:
         folders = {

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,9 +19,8 @@ import anomaly.store as store_module
 from anomaly.data import normalise
 from anomaly.errors import DataError
 from anomaly.store import RawStore, check_metric_name, validate_points
+from tests.conftest import dead_pid, kill_when_stalled
 
-REPO = Path(__file__).resolve().parents[1]
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 T0 = pd.Timestamp("2024-03-01 22:00", tz="UTC")  # batches of a few hours cross midnight
 
 
@@ -46,11 +42,6 @@ def part_files(root: Path) -> list[str]:
 def committed_files(root: Path) -> list[str]:
     return sorted(f for rec in (root / "commits").glob("*.json") for f in json.loads(rec.read_text())["files"])
 
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"], env=CHILD_ENV)
-    proc.wait()
-    return proc.pid
 
 
 @pytest.fixture
@@ -410,7 +401,7 @@ def _fake_pending_batch(store: RawStore, pid: int) -> tuple[str, Path]:
 def test_uncommitted_files_of_a_live_writer_are_kept_and_of_a_dead_one_removed(store: RawStore) -> None:
     store.append(points("cpu", [0]))
     _, live_file = _fake_pending_batch(store, os.getppid())
-    _, dead_file = _fake_pending_batch(store, _dead_pid())
+    _, dead_file = _fake_pending_batch(store, dead_pid())
     assert list(store.read()["value"]) == [0.5], "uncommitted files are never read"
     store.append(points("cpu", [2]))
     assert live_file.exists() and not dead_file.exists()
@@ -423,7 +414,7 @@ def test_a_damaged_intent_record_never_removes_anything_but_its_own_part_files(s
     outside = tmp_path / "precious.txt"
     outside.write_text("keep me")
     committed = part_files(store.root)
-    batch_id, own = _fake_pending_batch(store, _dead_pid())
+    batch_id, own = _fake_pending_batch(store, dead_pid())
     record = store.root / "pending" / f"{batch_id}.json"
     listed = [str(own.relative_to(store.root)), "../precious.txt", committed[0], f"raw/metric=../date=2024-03-01/part-{batch_id}.parquet"]
     record.write_text(json.dumps({"files": listed}))
@@ -473,28 +464,7 @@ print("appended; should have been killed", flush=True)
 
 def _start_and_kill(root: Path, point: str, marker: Path) -> int:
     """Run an appending child, SIGKILL it once it stalls at ``point``; return its (now dead) pid."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, str(root), point, str(marker)],
-        cwd=REPO, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            if proc.poll() is not None:
-                out, err = proc.communicate()
-                pytest.fail(f"child exited ({proc.returncode}) before stalling at {point}:\n{out}\n{err}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"child never reached {point}")
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
-    return proc.pid
+    return kill_when_stalled(KILLED_WRITER, [str(root), point, str(marker)], marker, point, timeout_s=60)
 
 
 def test_a_writer_killed_before_its_commit_changes_nothing_and_is_cleaned_up(store: RawStore, tmp_path: Path) -> None:
