@@ -250,13 +250,17 @@ class EventConfig:
     ``min_length`` points are dropped, and weak events are pruned: events are
     ranked by peak score and cut where the peak drops by less than ``prune``
     (relative) to the next one, the threshold being the last rung (Hundman et
-    al.'s pruning; 0 keeps all).
+    al.'s pruning; 0 keeps all). An event whose score stayed above the
+    threshold for at least ``sustained`` points is one severity level higher
+    than its peak alone says (0 turns that off): a long excursion deserves
+    more attention than a blip of the same height.
     """
 
     padding: int = 0
     merge_gap: int = 12
     min_length: int = 1
     prune: float = 0.0
+    sustained: int = 30
 
     def __post_init__(self) -> None:
         s = "events"
@@ -264,6 +268,7 @@ class EventConfig:
         _check_int(s, "merge_gap", self.merge_gap, 0)
         _check_int(s, "min_length", self.min_length, 1)
         _check_float(s, "prune", self.prune, 0.0, 1.0)
+        _check_int(s, "sustained", self.sustained, 0)
 
 
 @dataclass(frozen=True)

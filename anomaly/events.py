@@ -26,6 +26,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "severity",
     "peak_time",
     "n_points",
+    "n_above",
     "model",
     "version",
 )
@@ -79,11 +80,18 @@ def prune_runs(runs: Sequence[Run], peaks: Sequence[float], threshold: float, mi
     return [run for i, run in enumerate(runs) if i in keep]
 
 
-def severity(peak: float, threshold: float) -> str:
-    """Level from how far the peak rose above the threshold (see SEVERITY_RATIOS)."""
+def severity(peak: float, threshold: float, above: int = 0, sustained: int = 0) -> str:
+    """Level from how far and how long the score rose above the threshold.
+
+    The peak's ratio to the threshold picks the level (see SEVERITY_RATIOS);
+    ``above`` points over the threshold, when at least ``sustained`` (> 0),
+    raise it one level, up to critical.
+    """
     ratio = peak / threshold if threshold > 0 else float("inf")
-    level = int(np.searchsorted(SEVERITY_RATIOS, ratio, side="right")) - 1
-    return SEVERITY_LEVELS[max(level, 0)]
+    level = max(int(np.searchsorted(SEVERITY_RATIOS, ratio, side="right")) - 1, 0)
+    if sustained > 0 and above >= sustained:
+        level += 1
+    return SEVERITY_LEVELS[min(level, len(SEVERITY_LEVELS) - 1)]
 
 
 def find_runs(flags: np.ndarray, score: np.ndarray, threshold: float, config: EventConfig) -> list[Run]:
@@ -100,14 +108,15 @@ def find_events(
     """One row per event (columns :data:`EVENT_COLUMNS`), most recent last."""
     score = scores.score.to_numpy(dtype=np.float64)
     runs = find_runs(scores.flags.to_numpy(dtype=bool), score, scores.threshold, config)
-    rows = [_describe(scores, a, b, model, version) for a, b in runs]
+    rows = [_describe(scores, a, b, model, version, config.sustained) for a, b in runs]
     return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
 
 
-def _describe(scores: Scores, a: int, b: int, model: str, version: str) -> dict[str, object]:
+def _describe(scores: Scores, a: int, b: int, model: str, version: str, sustained: int) -> dict[str, object]:
     span = scores.score.iloc[a:b]
     peak_at = int(np.nanargmax(span.to_numpy()))
     peak = float(span.iloc[peak_at])
+    above = int(scores.flags.iloc[a:b].sum())
     return {
         "start": scores.score.index[a],
         "end": scores.score.index[b - 1],
@@ -115,8 +124,9 @@ def _describe(scores: Scores, a: int, b: int, model: str, version: str) -> dict[
         "peak_score": peak,
         "peak_time": span.index[peak_at],
         "threshold": scores.threshold,
-        "severity": severity(peak, scores.threshold),
+        "severity": severity(peak, scores.threshold, above, sustained),
         "n_points": b - a,
+        "n_above": above,
         "model": model,
         "version": version,
     }

@@ -12,8 +12,9 @@ Folders (all under one *workspace*, ``data/`` by default)::
     scores/<group>/part-*.parquet   per-point scores, appended by each score run
     events/<group>/part-*.parquet   events found by each score run
     scores/<group>/state.json       the last scored timestamp and the version used
-    reports/report-<time>.md        one alert report per report run
-    reports/state.json              which event files were already reported
+    runs/score-<time>.json          what each score run did, group by group
+    reports/report-<time>.{md,html,json}   one alert report per report run
+    reports/state.json              the alerts' states and the webhook outbox
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from anomaly.store import RawStore
 
 log = logging.getLogger(__name__)
 
-STORE, SCORES, EVENTS, REPORTS, STATE = "store", "scores", "events", "reports", "state.json"
+STORE, SCORES, EVENTS, REPORTS, RUNS, STATE = "store", "scores", "events", "reports", "runs", "state.json"
 _JUST_AFTER = pd.Timedelta(1, "ns")
 #: Most severe first, for reports and summaries.
 SEVERITY_RANK = {level: rank for rank, level in enumerate(reversed(SEVERITY_LEVELS))}
@@ -248,11 +249,23 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     stamp = f"{last.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
     scores_file = _write_part(scores.to_frame().reset_index(), root / SCORES / group.name, stamp)
     events_file = _write_part(events, root / EVENTS / group.name, stamp) if len(events) else None
-    atomic_write_json(state_path, {"last_scored": scores.score.index[-1].isoformat(), "version": version})
+    events_config = (detector.config or DetectorConfig()).events
+    atomic_write_json(
+        state_path,
+        {
+            "last_scored": scores.score.index[-1].isoformat(),
+            "version": version,
+            # for the report: how far apart two events still make one incident, and what "sustained" means
+            "step_s": step / pd.Timedelta("1s"),
+            "gap_s": (events_config.merge_gap + 1) * (step / pd.Timedelta("1s")),
+            "sustained": events_config.sustained,
+        },
+    )
     return {
         "group": group.name,
         "status": "scored",
         "version": version,
+        "metrics": list(detector.metrics_),
         "points": len(scores.score),
         "events": len(events),
         "from": scores.score.index[0].isoformat(),
@@ -274,11 +287,29 @@ def score_groups(groups: Sequence[Group], workspace: str | Path, registry_root: 
     results = []
     for group in groups:
         try:
-            results.append(score_group(group, workspace, registry_root))
+            results.append({"metrics": list(group.metrics), **score_group(group, workspace, registry_root)})
         except Exception as exc:  # the isolation boundary: one group's failure is its own
             log.exception("scoring group %s failed", group.name)
-            results.append({"group": group.name, "status": "failed", "message": f"{type(exc).__name__}: {exc}"})
+            results.append(
+                {"group": group.name, "status": "failed", "metrics": list(group.metrics), "message": f"{type(exc).__name__}: {exc}"}
+            )
+    record_run(workspace, results)
     return results
+
+
+def record_run(workspace: str | Path, results: Sequence[Mapping[str, Any]], now: datetime | None = None) -> Path:
+    """Keep what a score run did in ``runs/`` for the next report.
+
+    The report runs on its own schedule, so the groups that could not be
+    scored, the versions used and the time covered reach it on disk. Scores
+    and events are committed before this; a crash before it loses only the
+    summary lines, never an event.
+    """
+    moment = now or datetime.now(timezone.utc)
+    (Path(workspace) / RUNS).mkdir(parents=True, exist_ok=True)
+    path = Path(workspace) / RUNS / f"score-{moment.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.json"
+    atomic_write_json(path, {"at": moment.isoformat(), "results": [dict(r) for r in results]})
+    return path
 
 
 def _context_points(detector: LSTMAutoencoderDetector) -> int:
@@ -311,51 +342,3 @@ def read_parts(folder: Path) -> pd.DataFrame:
     """All committed parts of a scores or events folder, oldest first."""
     parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
-
-
-# -- reporting ---------------------------------------------------------------------------
-
-
-def write_report(workspace: str | Path, *, now: datetime | None = None) -> dict[str, Any]:
-    """A Markdown alert report of the events written since the last report.
-
-    Which event files were reported is kept in ``reports/state.json``,
-    updated after the report is written: each event is reported once
-    however often this runs (twice only if a crash falls between the two
-    writes, never zero times). A quiet run still writes a short "No new
-    anomalies." report.
-    """
-    root = Path(workspace)
-    reports = root / REPORTS
-    reports.mkdir(parents=True, exist_ok=True)
-    state_path = reports / STATE
-    done = set(read_json(state_path, DataError)["reported"]) if state_path.exists() else set()
-    parts = sorted(str(p.relative_to(root)) for p in (root / EVENTS).glob("*/part-*.parquet"))
-    fresh = [p for p in parts if p not in done]
-    events = new_events([{"events_file": str(root / p)} for p in fresh])
-    moment = now or datetime.now(timezone.utc)
-    markdown = render_markdown(events, moment)
-    path = reports / f"report-{moment.strftime('%Y%m%dT%H%M%S%fZ')}.md"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(markdown)
-    os.replace(tmp, path)
-    atomic_write_json(state_path, {"reported": sorted(done | set(fresh))})
-    table = [{k: str(v) for k, v in row.items()} for row in events.to_dict("records")]
-    return {"path": str(path), "events": len(events), "markdown": markdown, "table": table}
-
-
-def render_markdown(events: pd.DataFrame, moment: datetime) -> str:
-    """The report text: a summary line, then one row per event, most severe first."""
-    lines = [f"# Anomaly report — {moment.strftime('%Y-%m-%d %H:%M UTC')}", ""]
-    if events.empty:
-        return "\n".join(lines + ["No new anomalies.", ""])
-    counts = events["severity"].value_counts()
-    summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITY_RANK if s in counts)
-    lines += [f"**{len(events)} new anomaly event(s)**: {summary}.", ""]
-    lines += ["| severity | metric(s) | start | end | peak / threshold | model |", "|---|---|---|---|---|---|"]
-    for e in events.itertuples():
-        lines.append(
-            f"| {e.severity} | {e.metric} | {pd.Timestamp(e.start):%Y-%m-%d %H:%M} | {pd.Timestamp(e.end):%Y-%m-%d %H:%M} "
-            f"| {e.peak_score:.3g} / {e.threshold:.3g} | {e.model} {e.version} |"
-        )
-    return "\n".join(lines + [""])

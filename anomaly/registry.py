@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,8 +39,22 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from filelock import FileLock
 
 from anomaly.errors import AnomalyError, ModelFileError
-from anomaly.fileio import atomic_write_json, fsync_dir, fsync_tree, pid_alive, read_json, sha256_file, write_json
-from anomaly.persistence import FORMAT_VERSION, library_versions, load_detector, write_detector_files
+from anomaly.fileio import (
+    atomic_write_json,
+    fsync_dir,
+    fsync_tree,
+    pid_alive,
+    read_json,
+    sha256_file,
+    write_json,
+)
+from anomaly.persistence import (
+    FORMAT_VERSION,
+    library_versions,
+    load_detector,
+    write_detector_files,
+)
+from anomaly.plotting import PLOT_LOCK, figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -461,26 +474,16 @@ def _best(values: list[float | None]) -> float | None:
     return min(present) if present else None
 
 
-#: Matplotlib's text layout (the mathtext parser behind log-scale tick labels)
-#: is not thread-safe, and flows train groups in parallel threads.
-_PLOT_LOCK = threading.Lock()
-
-
 def _plot_history(detector: "LSTMAutoencoderDetector", path: Path) -> None:
-    """The loss curve as a PNG, drawn off-screen, one figure at a time."""
-    with _PLOT_LOCK:
+    """The loss curve as a PNG, drawn off-screen, one figure at a time (see :mod:`anomaly.plotting`)."""
+    with PLOT_LOCK:
         _draw_history(detector, path)
 
 
 def _draw_history(detector: "LSTMAutoencoderDetector", path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     history = detector.history_
-    figure = Figure(figsize=(6, 3.5), dpi=100)
-    axes = figure.add_subplot()
+    fig = figure(6, 3.5)
+    axes = fig.add_subplot()
     epochs = range(1, len(history.train_loss) + 1)
     axes.plot(epochs, history.train_loss, label="training loss")
     if any(v is not None for v in history.val_loss):
@@ -493,8 +496,8 @@ def _draw_history(detector: "LSTMAutoencoderDetector", path: Path) -> None:
     axes.legend()
     # fixed margins: tight_layout would draw the figure twice, and a daily retrain of
     # a thousand models publishes a thousand of these
-    figure.subplots_adjust(left=0.14, right=0.97, bottom=0.15, top=0.95)
-    figure.savefig(path)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.15, top=0.95)
+    fig.savefig(path)
 
 
 def _owner_alive(folder_name: str) -> bool:

@@ -42,6 +42,7 @@ def events_to_json(events: pd.DataFrame) -> dict[str, Any]:
                 "threshold": float(row.threshold),
                 "severity": row.severity,
                 "n_points": int(row.n_points),
+                "n_above": int(row.n_above),
                 "model": row.model,
                 "version": row.version,
             }

@@ -48,8 +48,12 @@ class Scores:
         return [str(c) for c in self.values.columns]
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per timestamp: values, per-metric scores, combined score, threshold, flag."""
-        parts = [self.values]
+        """One row per timestamp: values, reconstructions, per-metric scores, combined score, threshold, flag.
+
+        Reconstructions (``reconstruction_<metric>``) are kept so a report can
+        draw what the model expected next to what happened.
+        """
+        parts = [self.values, self.reconstruction.add_prefix("reconstruction_")]
         if len(self.metrics) > 1:
             parts.append(self.metric_scores.add_prefix("score_"))
         out = pd.concat(parts, axis=1)

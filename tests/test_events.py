@@ -146,6 +146,29 @@ def test_severity(peak: float, threshold: float, expected: str) -> None:
     assert severity(peak, threshold) == expected
 
 
+@pytest.mark.parametrize(
+    ("peak", "above", "sustained", "expected"),
+    [
+        (1.2, 29, 30, "low"),  # not long enough
+        (1.2, 30, 30, "medium"),  # as long as "sustained": one level up
+        (2.5, 100, 30, "critical"),
+        (5.0, 100, 30, "critical"),  # never above critical
+        (1.2, 1000, 0, "low"),  # 0 turns the rule off
+    ],
+)
+def test_a_sustained_excursion_is_one_level_more_severe(peak: float, above: int, sustained: int, expected: str) -> None:
+    assert severity(peak, 1.0, above, sustained) == expected
+
+
+def test_events_count_the_points_above_the_threshold_and_long_ones_are_raised() -> None:
+    # padding widens the runs to (0,5) and (6,12), each holding 3 points above the threshold
+    padded = find_events(scores(), EventConfig(padding=1, merge_gap=0, sustained=3))
+    assert padded["n_points"].tolist() == [5, 6] and padded["n_above"].tolist() == [3, 3]
+    assert padded["severity"].tolist() == ["critical", "critical"]  # high raised to critical; critical stays
+    merged = find_events(scores(), EventConfig(merge_gap=1, sustained=3))
+    assert merged["n_above"].tolist() == [3, 1, 2] and merged["severity"].tolist() == ["critical", "low", "critical"]
+
+
 # --- find_events -----------------------------------------------------------------------------------
 
 
@@ -194,6 +217,7 @@ def test_find_events_exact() -> None:
             "severity": ["low", "high", "low", "critical"],
             "peak_time": [t(0), t(3), t(7), t(11)],
             "n_points": [1, 2, 1, 2],
+            "n_above": [1, 2, 1, 2],
             "model": ["lstm"] * 4,
             "version": ["v3"] * 4,
         }

@@ -1,9 +1,8 @@
-"""The scheduled units of work without Prefect: planning groups, training, scoring, reporting."""
+"""The scheduled units of work without Prefect: planning groups, training, scoring (reports: test_reports.py)."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 from anomaly.errors import DataError
 from anomaly.jobs import (
     EVENTS,
-    REPORTS,
     SCORES,
     STORE,
     Group,
@@ -25,7 +23,6 @@ from anomaly.jobs import (
     score_group,
     score_groups,
     train_group,
-    write_report,
 )
 from anomaly.registry import ModelRegistry
 from anomaly.store import RawStore
@@ -241,37 +238,6 @@ def test_a_crash_before_the_state_is_saved_rescores_once_rather_than_skips_or_do
     assert again["status"] == "scored" and again["points"] == 144
     # the crashed run's part was replaced, not added to
     assert len(read_parts(workspace / SCORES / "cpu")) == 144
-
-
-# -- reporting --------------------------------------------------------------------------
-
-
-def test_reports_cover_each_event_once_and_a_quiet_run_says_so(tmp_path: Path) -> None:
-    events = pd.DataFrame(
-        {
-            "start": pd.to_datetime(["2026-01-05 10:00", "2026-01-05 12:00"], utc=True),
-            "end": pd.to_datetime(["2026-01-05 10:30", "2026-01-05 12:05"], utc=True),
-            "metric": ["cpu", "mem"],
-            "peak_score": [0.9, 4.2],
-            "threshold": [0.5, 1.0],
-            "severity": ["medium", "critical"],
-            "model": ["cpu", "mem"],
-            "version": ["000001", "000003"],
-        }
-    )
-    for name, part in (("cpu", events.iloc[:1]), ("mem", events.iloc[1:])):
-        (tmp_path / EVENTS / name).mkdir(parents=True)
-        part.to_parquet(tmp_path / EVENTS / name / "part-1.parquet", index=False)
-    moment = datetime(2026, 1, 5, 13, tzinfo=timezone.utc)
-    first = write_report(tmp_path, now=moment)
-    text = Path(first["path"]).read_text()
-    assert first["events"] == 2 and "**2 new anomaly event(s)**: 1 critical, 1 medium." in text
-    # most severe first
-    assert text.index("| critical | mem |") < text.index("| medium | cpu |")
-    assert "| 4.2 / 1 | mem 000003 |" in text
-    second = write_report(tmp_path, now=moment + pd.Timedelta("1h"))
-    assert second["events"] == 0 and "No new anomalies." in Path(second["path"]).read_text()
-    assert first["path"] != second["path"] and len(list((tmp_path / REPORTS).glob("report-*.md"))) == 2
 
 
 def test_score_groups_isolates_a_failing_group(trained: tuple[Path, Path, list[dict]], tmp_path: Path) -> None:

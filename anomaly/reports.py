@@ -1,0 +1,445 @@
+"""Alert reports: what is new since the last report, for people (Markdown, HTML) and machines (JSON).
+
+A report run reads what the score runs left in the workspace since the
+previous report (their run records and event parts), moves the alerts'
+state machine one step (:mod:`anomaly.alerts`), and writes one report in
+three formats from a single JSON document:
+
+- ``report-<time>.json``: the document, versioned by ``schema_version`` and
+  described by ``anomaly/schemas/report.schema.json``;
+- ``report-<time>.md``: the text for a Prefect artifact or a chat message;
+- ``report-<time>.html``: one self-contained page, plots embedded, that
+  opens offline.
+
+Only the generation time differs between two reports of the same inputs.
+The ledger is saved after the report files, so a crash in between repeats
+the report rather than losing it. New alerts then go to the optional
+webhook through an outbox that keeps what could not be delivered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+from filelock import FileLock
+
+from anomaly.alerts import Change, GroupInfo, Ledger, advance, counts
+from anomaly.errors import DataError
+from anomaly.fileio import atomic_write_json, read_json
+from anomaly.plotting import event_plot
+from anomaly.webhooks import Webhook, enqueue, flush
+
+log = logging.getLogger(__name__)
+
+REPORT_SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "report.schema.json"
+TEMPLATE = "report.html.j2"
+SCORES, EVENTS, REPORTS, RUNS, STATE = "scores", "events", "reports", "runs", "state.json"
+#: Run records older than this are deleted once a report has read them.
+KEEP_RUNS = pd.Timedelta("7D")
+#: Report files older than this are deleted by the next report run.
+KEEP_REPORTS = pd.Timedelta("30D")
+#: Points of context drawn on each side of an event, and the most drawn in all.
+PLOT_CONTEXT, PLOT_MAX_POINTS = 60, 2_000
+#: The Markdown lists this many models / unscored groups before summarising the rest.
+LIST_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class Report:
+    """A written report: its document, the Markdown text, its files, and what the run delivered."""
+
+    document: dict[str, Any]
+    markdown: str
+    paths: dict[str, Path]
+    delivery: dict[str, Any]
+
+    @property
+    def new_alerts(self) -> list[dict[str, Any]]:
+        return [a for a in self.document["alerts"] if a["state"] == "new"]
+
+    @property
+    def escalated_alerts(self) -> list[dict[str, Any]]:
+        return [a for a in self.document["alerts"] if a["state"] == "ongoing" and a["escalated_from"]]
+
+
+def write_report(
+    workspace: str | Path,
+    *,
+    now: datetime | None = None,
+    report_url: str | None = None,
+    webhook: Webhook | str | dict[str, Any] | None = None,
+) -> Report:
+    """Write the report of everything new since the last one, then deliver new alerts to the webhook.
+
+    ``report_url`` is the base URL the reports folder is served at, for the
+    links in alerts (default: ``file://`` links to the folder). A quiet run
+    still writes a short report that says so.
+    """
+    folder = Path(workspace) / REPORTS
+    folder.mkdir(parents=True, exist_ok=True)
+    hook = Webhook.from_spec(webhook)
+    # two report runs at once (a scheduled one and one started by hand) would both announce the same alerts
+    with FileLock(folder / ".report.lock"):
+        return _write_report(Path(workspace), hook, pd.Timestamp(now or datetime.now(timezone.utc)).tz_convert("UTC"), report_url)
+
+
+def _write_report(root: Path, hook: Webhook | None, moment: pd.Timestamp, report_url: str | None) -> Report:
+    folder = root / REPORTS
+    ledger = load_ledger(folder / STATE)
+    every_part = _parts(root / EVENTS)
+    event_parts = [p for p in every_part if p not in ledger.processed_events]
+    run_files = sorted(p.name for p in (root / RUNS).glob("score-*.json") if p.name not in ledger.processed_runs)
+    runs = [read_json(root / RUNS / name, DataError) for name in run_files]
+    events = _read_events(root, event_parts)
+    changes = advance(ledger, events, group_infos(root, ledger, events), moment)
+    evidence = {c.alert.id: _evidence(root, c) for c in changes if c.state != "resolved"}
+    document = build_document(changes, runs, moment, ledger.last_report, {k: v[1] for k, v in evidence.items()})
+    plots = {k: v[0] for k, v in evidence.items() if v[0] is not None}
+    name = f"report-{moment.strftime('%Y%m%dT%H%M%S%fZ')}"
+    markdown = render_markdown(document)
+    paths = {
+        "json": folder / f"{name}.json",
+        "markdown": folder / f"{name}.md",
+        "html": folder / f"{name}.html",
+    }
+    _write_text(paths["json"], json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    _write_text(paths["markdown"], markdown)
+    _write_text(paths["html"], render_html(document, plots))
+    link = report_link(paths["html"], report_url)
+    if hook is not None:
+        for alert in document["alerts"]:
+            if alert["state"] == "new":
+                enqueue(ledger.outbox, f"{alert['id']}:new", alert_payload(alert, link), moment)
+    ledger.processed_events = (ledger.processed_events & set(every_part)) | set(event_parts)  # replaced parts are forgotten
+    ledger.processed_runs |= set(run_files)
+    ledger.last_report = moment.isoformat()
+    save_ledger(folder / STATE, ledger)  # the commit point: from here on this report's alerts are reported
+    delivery = flush(ledger.outbox, hook, moment)
+    _prune_runs(root, ledger, moment)
+    save_ledger(folder / STATE, ledger)
+    _prune_reports(folder, moment)
+    return Report(document, markdown, paths, {**delivery, "link": link})
+
+
+# -- reading what the score runs left -------------------------------------------------------
+
+
+def load_ledger(path: Path) -> Ledger:
+    return Ledger.from_json(read_json(path, DataError), str(path)) if path.exists() else Ledger()
+
+
+def save_ledger(path: Path, ledger: Ledger) -> None:
+    atomic_write_json(path, ledger.to_json())
+
+
+def _parts(folder: Path) -> list[str]:
+    """Event part files, relative to the workspace, in a stable order."""
+    return sorted(str(p.relative_to(folder.parent)) for p in folder.glob("*/part-*.parquet"))
+
+
+def _read_events(root: Path, parts: Sequence[str]) -> pd.DataFrame:
+    frames = [pd.read_parquet(root / p) for p in parts]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["start", "end", "metric", "peak_score", "threshold", "severity", "peak_time", "n_points", "n_above", "model", "version"])
+    events = pd.concat(frames, ignore_index=True)
+    if "n_above" not in events.columns:  # parts written before severity looked at duration
+        events["n_above"] = events["n_points"]
+    return events
+
+
+def group_infos(root: Path, ledger: Ledger, events: pd.DataFrame) -> dict[str, GroupInfo]:
+    """Where scoring stands for each model with fresh events or open alerts, from its ``state.json``."""
+    models = set(events["model"].astype(str)) | {a.model for a in ledger.alerts.values() if a.open}
+    infos = {}
+    for model in sorted(models):
+        path = root / SCORES / model / STATE
+        state = read_json(path, DataError) if path.exists() else {}
+        last = pd.Timestamp(state["last_scored"]) if "last_scored" in state else None
+        infos[model] = GroupInfo(last, float(state.get("step_s", 0.0)), float(state.get("gap_s", 0.0)), int(state.get("sustained", 0)))
+    return infos
+
+
+def read_scores(folder: Path, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The scores of one group between ``start`` and ``end``, reading only the parts that cover them.
+
+    A part is named after the last point scored before it, so part ``i``
+    holds the points after its name's time up to the next part's.
+    """
+    parts = sorted(folder.glob("part-*.parquet"))
+    times = [pd.Timestamp(datetime.strptime(p.name.split("-")[1], "%Y%m%dT%H%M%S%f"), tz="UTC") for p in parts]
+    chosen = [p for i, p in enumerate(parts) if times[i] < end and (i + 1 == len(parts) or times[i + 1] >= start)]
+    if not chosen:
+        return pd.DataFrame()
+    frame = pd.concat([pd.read_parquet(p) for p in chosen], ignore_index=True)
+    frame = frame.drop_duplicates("timestamp", keep="last").set_index("timestamp").sort_index()
+    return frame.loc[start:end]
+
+
+# -- the document ---------------------------------------------------------------------------
+
+
+def build_document(
+    changes: Sequence[Change],
+    runs: Sequence[Mapping[str, Any]],
+    moment: pd.Timestamp,
+    since: str | None,
+    shares: Mapping[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """The report as plain data: the one source the three formats are rendered from."""
+    results = [r for run in runs for r in run["results"]]
+    scored = [r for r in results if r["status"] == "scored"]
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "generated_at": moment.isoformat(),
+        "since": since,
+        "period": {
+            "from": min((r["from"] for r in scored), default=None),
+            "to": max((r["to"] for r in scored), default=None),
+            "score_runs": len(runs),
+            "points": sum(int(r["points"]) for r in scored),
+        },
+        "metrics_scored": sorted({m for r in scored for m in r.get("metrics", [r["group"]])}),
+        "models": [{"model": g, "versions": sorted({r["version"] for r in scored if r["group"] == g})} for g in sorted({r["group"] for r in scored})],
+        "not_scored": _not_scored(results),
+        "no_new_data": sorted({r["group"] for r in results if r["status"] == "no-new-data"} - {r["group"] for r in scored}),
+        "counts": {state: counts(changes, state) for state in ("new", "ongoing", "resolved")},
+        "alerts": [_alert(c, (shares or {}).get(c.alert.id, [])) for c in changes],
+    }
+
+
+def _not_scored(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Groups whose latest attempt in the period failed or found no model, with the reason and how often."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    failures: dict[str, int] = {}
+    for r in results:
+        latest[r["group"]] = r
+        if r["status"] in ("failed", "no-model"):
+            failures[r["group"]] = failures.get(r["group"], 0) + 1
+    return [
+        {"model": g, "metrics": list(r.get("metrics", [g])), "status": r["status"], "reason": r.get("message", ""), "runs": failures[g]}
+        for g, r in sorted(latest.items())
+        if r["status"] in ("failed", "no-model")
+    ]
+
+
+def _alert(change: Change, shares: list[dict[str, Any]]) -> dict[str, Any]:
+    a = change.alert
+    start, end = pd.Timestamp(a.start), pd.Timestamp(a.end)
+    return {
+        "id": a.id,
+        "state": change.state,
+        "model": a.model,
+        "metrics": list(a.metrics),
+        "start": a.start,
+        "end": a.end,
+        "duration_s": (end - start).total_seconds() + a.step_s,
+        "open": a.open,
+        "peak_score": _finite(a.peak_score),
+        "peak_time": a.peak_time,
+        "threshold": _finite(a.threshold),
+        "peak_ratio": _finite(a.peak_ratio),
+        "severity": a.severity,
+        "escalated_from": change.escalated_from,
+        "extended": change.extended,
+        "n_points": a.n_points,
+        "n_above": a.n_above,
+        "versions": list(a.versions),
+        "contributions": shares,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _evidence(root: Path, change: Change) -> tuple[bytes | None, list[dict[str, Any]]]:
+    """The event's plot and, for a multi-metric model, the metrics' contributions, from one read of its scores."""
+    a = change.alert
+    start, end = pd.Timestamp(a.start), pd.Timestamp(a.end)
+    step = pd.Timedelta(seconds=a.step_s) if a.step_s > 0 else max((end - start) / 10, pd.Timedelta("1min"))
+    frame = read_scores(root / SCORES / a.model, start - step * PLOT_CONTEXT, end + step * PLOT_CONTEXT)
+    if frame.empty or "anomaly_score" not in frame.columns:
+        return None, []
+    frame = frame.iloc[-PLOT_MAX_POINTS:] if len(frame) > PLOT_MAX_POINTS else frame
+    shares = contributions(frame, start, end)
+    ranked = [s["metric"] for s in shares] or list(a.metrics)
+    title = f"{a.severity} · {', '.join(a.metrics)} · model {a.model}"
+    return event_plot(frame, ranked, start, end, title), shares
+
+
+def contributions(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> list[dict[str, Any]]:
+    """For a multi-metric model, each metric's share of the summed per-metric scores over the event."""
+    columns = [c for c in frame.columns if c.startswith("score_")]
+    if len(columns) < 2:
+        return []
+    totals = frame.loc[start:end, columns].sum()
+    whole = float(totals.sum())
+    if not whole > 0:
+        return []
+    shares = sorted(((c.removeprefix("score_"), float(v) / whole) for c, v in totals.items()), key=lambda kv: (-kv[1], kv[0]))
+    return [{"metric": m, "share": round(s, 4)} for m, s in shares]
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def render_markdown(doc: Mapping[str, Any]) -> str:
+    """The report as Markdown: summary first, then new alerts most severe first, then ongoing and resolved."""
+    new = [a for a in doc["alerts"] if a["state"] == "new"]
+    lines = [f"# Anomaly report — {_when(doc['generated_at'])}", ""]
+    lines.append(f"**{headline(doc)}**")
+    lines += ["", *[f"- {line}" for line in summary_lines(doc)], ""]
+    if not new:
+        lines += ["No new anomalies.", ""]
+    for i, a in enumerate(new, 1):
+        lines += [f"## {i}. {a['severity'].upper()} — {', '.join(a['metrics'])}", "", *[f"- {x}" for x in alert_lines(a)], ""]
+    for state, title in (("ongoing", "Ongoing"), ("resolved", "Resolved")):
+        rows = [a for a in doc["alerts"] if a["state"] == state]
+        if rows:
+            lines += [f"## {title}", "", "| severity | metric(s) | start | end | peak / threshold | model |", "|---|---|---|---|---|---|"]
+            lines += [
+                f"| {a['severity']}{' ↑ from ' + a['escalated_from'] if a['escalated_from'] else ''} | {', '.join(a['metrics'])} "
+                f"| {_when(a['start'])} | {_when(a['end'])}{' (open)' if a['open'] else ''} | {_ratio(a)} | {a['model']} |"
+                for a in rows
+            ]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def headline(doc: Mapping[str, Any]) -> str:
+    """One line: new alerts by severity, then how many are ongoing and resolved."""
+    c = doc["counts"]
+    new = sum(c["new"].values())
+    parts = [f"{new} new alert{'s' if new != 1 else ''}" + (f" ({', '.join(f'{n} {s}' for s, n in c['new'].items())})" if new else "")]
+    parts.append(f"{sum(c['ongoing'].values())} ongoing")
+    parts.append(f"{sum(c['resolved'].values())} resolved")
+    return " · ".join(parts)
+
+
+def summary_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The summary as short lines: coverage, models, what could not be scored."""
+    p = doc["period"]
+    if p["from"]:
+        covered = f"covered {_when(p['from'])} → {_when(p['to'])}: {len(doc['metrics_scored'])} metric(s), {p['points']} point(s), {p['score_runs']} score run(s)"
+    else:
+        covered = f"no points scored since the last report ({p['score_runs']} score run(s))"
+    models = doc["models"]
+    shown = ", ".join(f"{m['model']} {'/'.join(m['versions'])}" for m in models[:LIST_LIMIT])
+    lines = [covered]
+    if models:
+        lines.append(f"model versions: {shown}" + (f" and {len(models) - LIST_LIMIT} more" if len(models) > LIST_LIMIT else ""))
+    for item in doc["not_scored"][:LIST_LIMIT]:
+        lines.append(f"**not scored** {', '.join(item['metrics'])}: {item['status']} — {item['reason']} ({item['runs']} run(s))")
+    if len(doc["not_scored"]) > LIST_LIMIT:
+        lines.append(f"**not scored**: {len(doc['not_scored']) - LIST_LIMIT} more model(s), listed in the JSON report")
+    if doc["no_new_data"]:
+        lines.append(f"no new data for {len(doc['no_new_data'])} model(s): {', '.join(doc['no_new_data'][:LIST_LIMIT])}")
+    return lines
+
+
+def alert_lines(a: Mapping[str, Any]) -> list[str]:
+    """An alert's facts, one per line, as both the Markdown and the HTML show them."""
+    lines = [
+        f"start {_when(a['start'])}, end {_when(a['end'])}" + (" (still open)" if a["open"] else "") + f", duration {_duration(a['duration_s'])}",
+        f"peak score {a['peak_score']:.4g} at {_when(a['peak_time'])} against threshold {a['threshold']:.4g} ({_ratio(a)}); "
+        f"above it for {a['n_above']} of {a['n_points']} point(s)",
+        f"severity {a['severity']}, model {a['model']} version {', '.join(a['versions'])}",
+    ]
+    if a["contributions"]:
+        lines.append("contributions: " + ", ".join(f"{c['metric']} {c['share']:.0%}" for c in a["contributions"][:5]))
+    return lines
+
+
+def render_html(doc: Mapping[str, Any], plots: Mapping[str, bytes]) -> str:
+    """One self-contained HTML page: inline CSS, plots as ``data:`` PNGs, no script, nothing fetched."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("anomaly", "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
+    )
+    images = {key: base64.b64encode(data).decode("ascii") for key, data in plots.items()}
+    return env.get_template(TEMPLATE).render(
+        doc=doc, images=images, headline=headline(doc), summary=summary_lines(doc), alert_lines=alert_lines, when=_when, ratio=_ratio
+    )
+
+
+def _when(iso: str | None) -> str:
+    return pd.Timestamp(iso).tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC") if iso else "—"
+
+
+def _ratio(a: Mapping[str, Any]) -> str:
+    return f"{a['peak_ratio']:.2f}× threshold" if a["peak_ratio"] is not None else "threshold 0"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return " ".join(f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min")) if n) or "0 min"
+
+
+# -- delivery and housekeeping --------------------------------------------------------------
+
+
+def report_link(html: Path, base_url: str | None) -> str:
+    """Where a person opens the report: under ``base_url`` when reports are served, else a file URI."""
+    return f"{base_url.rstrip('/')}/{html.name}" if base_url else html.resolve().as_uri()
+
+
+def alert_payload(alert: Mapping[str, Any], link: str) -> dict[str, Any]:
+    """The JSON a webhook receives for a new alert; ``text`` makes it readable in chat tools as is."""
+    text = (
+        f"[{alert['severity'].upper()}] anomaly in {', '.join(alert['metrics'])} since {_when(alert['start'])}: "
+        f"peak {_ratio(alert)} (model {alert['model']}). Report: {link}"
+    )
+    return {
+        "key": f"{alert['id']}:new",
+        "event": "anomaly.alert.new",
+        "text": text,
+        "alert": dict(alert),
+        "metric": alert["metrics"][0] if alert["metrics"] else alert["model"],
+        "severity": alert["severity"],
+        "score": alert["peak_score"],
+        "report": link,
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Beside, then rename: a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _prune_runs(root: Path, ledger: Ledger, moment: pd.Timestamp) -> None:
+    """Delete run records a report has read that are older than :data:`KEEP_RUNS`, and forget their names."""
+    for name in sorted(ledger.processed_runs):
+        path = root / RUNS / name
+        stamp = pd.Timestamp(datetime.strptime(name.split("-")[1], "%Y%m%dT%H%M%S%fZ"), tz="UTC")
+        if moment - stamp > KEEP_RUNS or not path.exists():
+            path.unlink(missing_ok=True)
+            ledger.processed_runs.discard(name)
+
+
+def _prune_reports(folder: Path, moment: pd.Timestamp) -> None:
+    """Delete report files older than :data:`KEEP_REPORTS`: a score run every five minutes writes 288 a day."""
+    for path in folder.glob("report-*.*"):
+        try:
+            stamp = pd.Timestamp(datetime.strptime(path.name.split("-")[1].split(".")[0], "%Y%m%dT%H%M%S%fZ"), tz="UTC")
+        except ValueError:
+            continue  # not ours: leave it
+        if moment - stamp > KEEP_REPORTS:
+            path.unlink(missing_ok=True)

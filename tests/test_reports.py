@@ -1,0 +1,300 @@
+"""Alert reports from real score runs: content, the three formats, de-duplication and webhook delivery.
+
+A tiny model of two metrics is trained once; an incident is injected into
+the data that arrives later, and score runs are followed by report runs the
+way the scheduled flows run them. The reports are read back as a person and
+a machine would read them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import pandas as pd
+import pytest
+
+from anomaly.errors import ConfigError
+from anomaly.jobs import RUNS, STORE, plan_groups, score_groups, train_group
+from anomaly.reports import REPORTS, SCHEMA_PATH, STATE, Report, write_report
+from anomaly.store import RawStore
+from anomaly.synthetic import clean_metrics, inject
+from anomaly.webhooks import Webhook, post
+from tests.conftest import TINY
+from tests.test_jobs import long_points
+
+GROUPS = {"host": ["cpu", "requests"], "disk": ["disk"]}  # disk has no model: it cannot be scored
+T0 = pd.Timestamp("2026-02-01 00:00", tz="UTC")
+SCHEMA = json.loads(SCHEMA_PATH.read_text())
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    series = clean_metrics(1440, metrics=("requests", "cpu"), seed=11)
+    broken, _ = inject(series, "level_shift", "requests", 900, 60, magnitude=3.0, seed=1)
+    return broken.assign(disk=1.0)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame) -> tuple[Path, Path]:
+    """A workspace after the first score run and its report: a trained host model, disk without one."""
+    root = tmp_path_factory.mktemp("reports")
+    workspace, registry = root / "ws", root / "models"
+    RawStore(workspace / STORE).append(long_points(data.iloc[:864]))
+    train_group(plan_groups(["cpu", "requests"], GROUPS)[0], workspace, registry, TINY, history="3D", validation="12h")
+    score(workspace, registry)
+    write_report(workspace, now=T0)
+    return workspace, registry
+
+
+def score(workspace: Path, registry: Path) -> list[dict[str, Any]]:
+    return score_groups(plan_groups(["cpu", "disk", "requests"], GROUPS), workspace, registry)
+
+
+def arrive(workspace: Path, data: pd.DataFrame, start: int, stop: int) -> None:
+    RawStore(workspace / STORE).append(long_points(data.iloc[start:stop]))
+
+
+def copy(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def lifecycle(tmp_path_factory: pytest.TempPathFactory, base: tuple[Path, Path], data: pd.DataFrame) -> list[Report]:
+    """Three score-and-report runs through the incident (points 900–960), then a quiet one."""
+    workspace = copy(base[0], tmp_path_factory.mktemp("life") / "ws")
+    reports = []
+    for hour, (start, stop) in enumerate([(864, 920), (920, 940), (940, 1040), (1040, 1040)], 1):
+        arrive(workspace, data, start, stop)
+        score(workspace, base[1])
+        reports.append(write_report(workspace, now=T0 + pd.Timedelta(hours=hour)))
+    return reports
+
+
+def alerts(report: Report, state: str | None = None) -> list[dict[str, Any]]:
+    return [a for a in report.document["alerts"] if state is None or a["state"] == state]
+
+
+def test_an_incident_is_announced_once_then_listed_as_ongoing_then_resolved(lifecycle: list[Report], data: pd.DataFrame) -> None:
+    new, ongoing, resolved, quiet = lifecycle
+    (alert,) = alerts(new, "new")
+    assert alert["metrics"][0] == "requests" and alert["model"] == "host" and alert["open"]
+    assert pd.Timestamp(alert["start"]) <= data.index[900] <= pd.Timestamp(alert["end"])
+    assert alert["severity"] in ("high", "critical") and alert["peak_ratio"] >= 2
+    (same,) = alerts(ongoing)
+    assert same["state"] == "ongoing" and same["id"] == alert["id"] and same["extended"]
+    assert pd.Timestamp(same["end"]) > pd.Timestamp(alert["end"])
+    (closed,) = alerts(resolved)
+    assert closed["state"] == "resolved" and closed["id"] == alert["id"] and not closed["open"]
+    assert pd.Timestamp(closed["end"]) >= data.index[959] - pd.Timedelta("30min")
+    assert alerts(quiet) == [] and quiet.document["counts"] == {"new": {}, "ongoing": {}, "resolved": {}}
+
+
+def test_the_summary_says_what_was_covered_which_versions_and_what_could_not_be_scored(lifecycle: list[Report], data: pd.DataFrame) -> None:
+    doc = lifecycle[0].document
+    assert doc["period"] == {
+        "from": data.index[864].isoformat(), "to": data.index[919].isoformat(), "score_runs": 1, "points": 56,
+    }  # fmt: skip
+    assert doc["metrics_scored"] == ["cpu", "requests"] and doc["models"] == [{"model": "host", "versions": ["000001"]}]
+    assert doc["not_scored"] == [
+        {"model": "disk", "metrics": ["disk"], "status": "no-model", "reason": doc["not_scored"][0]["reason"], "runs": 1}
+    ]
+    assert "no production model 'disk'" in doc["not_scored"][0]["reason"]
+    assert doc["counts"]["new"] == {alerts(lifecycle[0])[0]["severity"]: 1}
+    text = lifecycle[0].markdown
+    assert "**1 new alert (1 " in text and "**not scored** disk: no-model" in text
+    assert f"covered {data.index[864]:%Y-%m-%d %H:%M} UTC → {data.index[919]:%Y-%m-%d %H:%M} UTC: 2 metric(s), 56 point(s)" in text
+
+
+def test_each_new_alert_has_a_section_with_its_facts_contributions_and_plot(lifecycle: list[Report]) -> None:
+    report = lifecycle[0]
+    (alert,) = alerts(report)
+    text = report.markdown
+    section = text[text.index("## 1. ") :]
+    assert section.startswith(f"## 1. {alert['severity'].upper()} — requests, cpu")
+    assert f"peak score {alert['peak_score']:.4g}" in section and f"({alert['peak_ratio']:.2f}× threshold)" in section
+    assert f"model host version 000001" in section
+    shares = alert["contributions"]
+    assert [s["metric"] for s in shares] == ["requests", "cpu"] and shares[0]["share"] > 0.5
+    assert sum(s["share"] for s in shares) == pytest.approx(1, abs=1e-3)
+    html = report.paths["html"].read_text()
+    images = re.findall(r'<img class="plot"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == 1 and len(images[0]) > 10_000
+    assert f'id="alert-{alert["id"]}"' in html and "<script" not in html and "http" not in html.replace("http-equiv", "")
+
+
+def test_the_ongoing_and_resolved_reports_say_no_new_anomalies_and_list_the_alert(lifecycle: list[Report]) -> None:
+    for report, title in ((lifecycle[1], "## Ongoing"), (lifecycle[2], "## Resolved")):
+        assert "No new anomalies." in report.markdown and title in report.markdown
+        assert "## 1. " not in report.markdown
+    quiet = lifecycle[3]
+    assert quiet.markdown.count("\n") < 10 and "No new anomalies." in quiet.markdown and "0 new alerts" in quiet.markdown
+    assert "no points scored since the last report (1 score run(s))" in quiet.markdown and "no new data for 1 model(s): host" in quiet.markdown
+    assert "<img" not in quiet.paths["html"].read_text()
+
+
+def test_every_report_is_valid_json_under_its_published_schema(lifecycle: list[Report]) -> None:
+    validator = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+    for report in lifecycle:
+        on_disk = json.loads(report.paths["json"].read_text())
+        assert on_disk == report.document
+        validator.validate(on_disk)
+    broken = json.loads(lifecycle[0].paths["json"].read_text())
+    broken["alerts"][0]["state"] = "maybe"
+    assert not validator.is_valid(broken)  # the schema constrains, it does not just accept
+
+
+def test_the_same_inputs_give_the_same_report_apart_from_the_generation_time(
+    base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path
+) -> None:
+    workspace = copy(base[0], tmp_path / "one")
+    arrive(workspace, data, 864, 940)
+    score(workspace, base[1])
+    other = copy(workspace, tmp_path / "two")
+    first = write_report(workspace, now=T0 + pd.Timedelta("1h"))
+    second = write_report(other, now=T0 + pd.Timedelta("5h"))
+    assert len(alerts(first, "new")) == 1
+
+    assert {**first.document, "generated_at": None} == {**second.document, "generated_at": None}
+    assert first.markdown.split("\n", 1)[1] == second.markdown.split("\n", 1)[1]
+    html_one, html_two = (r.paths["html"].read_text() for r in (first, second))
+    generated = r"(Generated |Anomaly report — )\d{4}-\d\d-\d\d \d\d:\d\d UTC"  # in the title and the byline
+    assert html_one != html_two and re.sub(generated, "", html_one) == re.sub(generated, "", html_two)
+
+
+def test_a_failing_group_is_listed_with_its_reason(base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path) -> None:
+    workspace = copy(base[0], tmp_path / "ws")
+    registry = copy(base[1], tmp_path / "models")
+    (registry / "host" / "versions" / "000001" / "scaler.json").write_text("{}")
+    arrive(workspace, data, 864, 880)
+    score(workspace, registry)
+    score(workspace, registry)
+    report = write_report(workspace, now=T0 + pd.Timedelta("1h"))
+    failed = [x for x in report.document["not_scored"] if x["model"] == "host"]
+    assert failed and failed[0]["status"] == "failed" and failed[0]["runs"] == 2
+    assert failed[0]["reason"].startswith("ModelFileError") and "scaler.json" in failed[0]["reason"]
+    assert report.document["period"]["from"] is None and "no points scored since the last report (2 score run(s))" in report.markdown
+
+
+def test_run_records_are_read_once_and_old_ones_and_old_reports_are_deleted(base: tuple[Path, Path], tmp_path: Path) -> None:
+    workspace = copy(base[0], tmp_path / "ws")
+    again = write_report(workspace, now=T0 + pd.Timedelta("1h"))
+    assert again.document["period"]["score_runs"] == 0  # the first report already read the only record
+    assert len(list((workspace / RUNS).glob("score-*.json"))) == 1
+    write_report(workspace, now=pd.Timestamp.now(tz="UTC") + pd.Timedelta("40D"))
+    assert list((workspace / RUNS).glob("score-*.json")) == []
+    names = sorted(p.name for p in (workspace / REPORTS).glob("report-*"))
+    assert len(names) == 3 and all(n.startswith(names[0].rsplit(".", 1)[0]) for n in names)  # only the newest remain
+    assert json.loads((workspace / REPORTS / STATE).read_text())["processed_runs"] == []
+
+
+# -- webhook --------------------------------------------------------------------------------
+
+
+class Listener:
+    """A loopback webhook receiver whose answers the test scripts (default 204)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.answers: list[int] = []
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                listener.received.append({"body": json.loads(body), "headers": dict(self.headers)})
+                self.send_response(listener.answers.pop(0) if listener.answers else 204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def __enter__(self) -> Listener:
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    with Listener() as running:
+        yield running
+
+
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on: a webhook that is down."""
+    with Listener() as gone:
+        url = gone.url
+    return url
+
+
+def test_a_webhook_that_is_down_keeps_the_alert_and_the_next_run_delivers_it(
+    base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path, listener: Listener
+) -> None:
+    workspace = copy(base[0], tmp_path / "ws")
+    arrive(workspace, data, 864, 920)
+    score(workspace, base[1])
+    down = write_report(workspace, now=T0 + pd.Timedelta("1h"), webhook={"url": closed_port_url(), "timeout": 1, "retries": 1, "backoff": 0})
+    assert down.paths["html"].exists() and len(alerts(down, "new")) == 1  # the report is written all the same
+    assert down.delivery["delivered"] == 0 and down.delivery["undelivered"] == 1
+    (waiting,) = json.loads((workspace / REPORTS / STATE).read_text())["outbox"]
+    assert waiting["attempts"] == 1 and "ConnectError" in waiting["last_error"]
+
+    up = write_report(workspace, now=T0 + pd.Timedelta("2h"), webhook={"url": listener.url, "headers": {"Authorization": "Bearer t0ken"}})
+    assert up.delivery["delivered"] == 1 and up.delivery["undelivered"] == 0 and alerts(up, "new") == []
+    (message,) = listener.received
+    body, alert = message["body"], alerts(down, "new")[0]
+    assert body["key"] == f"{alert['id']}:new" and body["alert"] == alert
+    assert (body["metric"], body["severity"], body["score"]) == ("requests", alert["severity"], alert["peak_score"])
+    assert body["report"] == down.paths["html"].resolve().as_uri() and body["report"] in body["text"]
+    assert message["headers"]["Authorization"] == "Bearer t0ken"
+    assert json.loads((workspace / REPORTS / STATE).read_text())["outbox"] == []
+    write_report(workspace, now=T0 + pd.Timedelta("3h"), webhook=listener.url)
+    assert len(listener.received) == 1  # announced once
+
+
+def test_the_webhook_link_points_under_the_report_url(base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path, listener: Listener) -> None:
+    workspace = copy(base[0], tmp_path / "ws")
+    arrive(workspace, data, 864, 920)
+    score(workspace, base[1])
+    report = write_report(workspace, now=T0 + pd.Timedelta("1h"), webhook=listener.url, report_url="https://reports.example.org/anomaly/")
+    assert listener.received[0]["body"]["report"] == f"https://reports.example.org/anomaly/{report.paths['html'].name}"
+
+
+def test_posting_retries_server_errors_but_not_client_errors(listener: Listener) -> None:
+    naps: list[float] = []
+    listener.answers = [503, 500]
+    assert post(Webhook(listener.url, retries=2, backoff=0.5), {"n": 1}, sleep=naps.append) is None
+    assert len(listener.received) == 3 and naps == [0.5, 1.0]
+    listener.answers = [400]
+    assert post(Webhook(listener.url, retries=2), {"n": 2}, sleep=naps.append) == "HTTP 400: "
+    assert len(listener.received) == 4
+    listener.answers = [500, 500, 500]
+    assert post(Webhook(listener.url, retries=2, backoff=0), {"n": 3}, sleep=naps.append) == "HTTP 500: "
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("ftp://host/hook", "webhook url must start with http:// or https://, got 'ftp://host/hook'"),
+        ({"url": "http://h", "timeout": 0}, "webhook timeout must be > 0 seconds, got 0.0"),
+        ({"url": "http://h", "retries": -1}, "webhook retries must be an integer >= 0, got -1"),
+        ({"address": "http://h"}, "webhook needs a url and takes timeout, retries, backoff, headers; got keys ['address']"),
+    ],
+)
+def test_a_bad_webhook_setting_is_refused_by_name(spec: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Webhook.from_spec(spec)
