@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner

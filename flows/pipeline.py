@@ -38,6 +38,8 @@ def pipeline_flow(
     history: str = "14D",
     validation: str = "1D",
     train: bool = True,
+    report_url: str | None = None,
+    webhook: str | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the flows in order as subflows; each publishes its own artifacts.
 
@@ -49,8 +51,8 @@ def pipeline_flow(
     trained = (
         train_flow(workspace, registry, groups, config_path, history, validation, return_state=True) if train else None
     )
-    scored = score_flow(workspace, registry, groups, return_state=True)
-    reported = report_flow(workspace)
+    scored = score_flow(workspace, registry, groups, report=False, return_state=True)
+    reported = report_flow(workspace, report_url, webhook)
     return {"ingested": ingested, "trained": _outcome(trained), "scored": _outcome(scored), "report": reported}
 
 
@@ -115,7 +117,7 @@ def summary_lines(first: dict[str, Any], second: dict[str, Any], incidents: Path
             scored = scored["results"]
         lines += [f"scores:           {r['scores_file']}  ({r['points']} points, {r['events']} events)"
                   for r in scored if r["status"] == "scored"]  # fmt: skip
-        lines.append(f"report:           {run['report']['path']}  ({run['report']['events']} new events)")
+        lines.append(f"report:           {run['report']['path']}  ({run['report']['new']} new alert(s))")
     lines.append(f"injected incidents (the answer key): {incidents}")
     return lines
 

@@ -12,7 +12,16 @@ from prefect.states import Failed
 
 from anomaly.jobs import SCORES, STORE, Group, new_events, plan_groups, score_groups
 from anomaly.store import RawStore
-from flows.common import file_link, limit_torch_threads, outcome, publish, registry_root, task_runner, workspace_path
+from flows.common import (
+    file_link,
+    limit_torch_threads,
+    outcome,
+    publish,
+    registry_root,
+    task_runner,
+    workspace_path,
+)
+from flows.report import report_flow
 
 EVENT_FIELDS = ("metric", "start", "end", "severity", "peak_score", "threshold", "model", "version")
 
@@ -41,13 +50,24 @@ def batches(groups: list[Group], max_tasks: int = MAX_TASKS) -> list[list[Group]
 
 
 @flow(name="score", task_runner=task_runner())
-def score_flow(workspace: str | None = None, registry: str | None = None, groups: dict[str, list[str]] | None = None) -> Any:
-    """Score the new points of every group; a group with no production model is reported, not crashed on.
+def score_flow(
+    workspace: str | None = None,
+    registry: str | None = None,
+    groups: dict[str, list[str]] | None = None,
+    report: bool = True,
+    report_url: str | None = None,
+    webhook: str | dict[str, Any] | None = None,
+) -> Any:
+    """Score the new points of every group, then report; a group with no production model is reported, not crashed on.
 
     Each group runs in a task of its own up to 64 groups; beyond that,
     groups are batched into about 64 tasks, since orchestrating a task
     costs more than scoring one metric's new points. Either way a failed
     group fails its task and the run, and only its own results are missing.
+    With ``report`` (the default) the run ends with the report flow, so a
+    new alert goes out within one score run of its data arriving; a failed
+    report fails the run too, since an alert not reported is the one failure
+    that must not pass quietly.
     """
     root, models = workspace_path(workspace), registry_root(registry)
     planned = batches(plan_groups(RawStore(root / STORE).metrics(), groups))
@@ -79,6 +99,10 @@ def score_flow(workspace: str | None = None, registry: str | None = None, groups
         file_link(root / SCORES),
         "scores of every group",
     )  # fmt: skip
+    if report:
+        reported = report_flow(str(root), report_url, webhook, return_state=True)
+        if not reported.is_completed():
+            failures.append(f"report: {reported.message}")
     return outcome(results, failures, len(results), "group(s)")
 
 

@@ -11,7 +11,16 @@ from prefect.runtime import flow_run
 from anomaly.config import DetectorConfig
 from anomaly.jobs import STORE, Group, plan_groups, train_group
 from anomaly.store import RawStore
-from flows.common import file_link, gather, limit_torch_threads, outcome, publish, registry_root, task_runner, workspace_path
+from flows.common import (
+    file_link,
+    gather,
+    limit_torch_threads,
+    outcome,
+    publish,
+    registry_root,
+    task_runner,
+    workspace_path,
+)
 
 
 @task(cache_policy=NO_CACHE)

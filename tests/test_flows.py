@@ -15,6 +15,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
+import flows.report
 from anomaly.jobs import EVENTS, SCORES, STORE, Group, read_parts
 from anomaly.registry import ModelRegistry
 from anomaly.store import RawStore
@@ -65,9 +66,15 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # mem's production model is damaged on disk: its scoring fails, the others go on
     with open(registry / "mem" / "versions" / "000001" / "weights.pt", "ab") as weights:
         weights.write(b"bit rot")
-    run["score"] = score_flow(str(workspace), str(registry), return_state=True)
-    run["report"] = report_flow(str(workspace), return_state=True)
-    run["report_quiet"] = report_flow(str(workspace), return_state=True)
+    run["score"] = score_flow(str(workspace), str(registry), report=False, return_state=True)
+    emitted: list[dict[str, Any]] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flows.report, "emit_event", lambda **event: emitted.append(event))
+        run["report"] = report_flow(str(workspace), return_state=True)
+        run["report_quiet"] = report_flow(str(workspace), return_state=True)
+    run["emitted"] = emitted
+    # the scheduled score run reports at its end (report=True is its default)
+    run["score_and_report"] = score_flow(str(workspace), str(registry), return_state=True)
     return run
 
 
@@ -121,14 +128,37 @@ def test_score_runs_every_group_with_a_model_and_reports_those_without(day: dict
     assert len(rows) == results["cpu"]["events"] + results["requests"]["events"] and rows[0]["metric"]
 
 
-def test_the_report_covers_new_events_once(day: dict[str, Any]) -> None:
+def test_the_report_announces_each_new_alert_once_as_a_prefect_event(day: dict[str, Any]) -> None:
     report, quiet = day["report"].result(), day["report_quiet"].result()
-    total = sum(r["events"] for r in day["score"].result(raise_on_failure=False) if r["status"] == "scored")
-    assert report["events"] == total > 0
-    assert "No new anomalies." in Path(quiet["path"]).read_text() and quiet["events"] == 0
+    document = json.loads(Path(report["paths"]["json"]).read_text())
+    new = [a for a in document["alerts"] if a["state"] == "new"]
+    events = sum(r["events"] for r in day["score"].result(raise_on_failure=False) if r["status"] == "scored")
+    assert 0 < report["new"] == len(new) <= events
+    assert {a["model"] for a in new} <= {"cpu", "requests"} and report["counts"]["new"]
+    assert quiet["new"] == 0 and "No new anomalies." in Path(quiet["paths"]["markdown"]).read_text()
+    # one Prefect event per new alert, none for the quiet run
+    assert [e["event"] for e in day["emitted"]] == ["anomaly.alert.new"] * len(new)
+    link = Path(report["path"]).resolve().as_uri()
+    for event, alert in zip(day["emitted"], new):
+        assert event["resource"]["prefect.resource.id"] == f"anomaly.alert.{alert['id']}"
+        assert event["resource"]["anomaly.severity"] == alert["severity"]
+        payload = event["payload"]
+        assert (payload["metric"], payload["severity"], payload["score"], payload["report"]) == (alert["metrics"][0], alert["severity"], alert["peak_score"], link)
     found = artifacts(day["report"])
     assert {"anomaly-report", "report-summary", "report-table", "report-link"} <= set(found)
-    assert found["anomaly-report"].data == Path(report["path"]).read_text()
+    assert found["anomaly-report"].data.startswith(Path(report["paths"]["markdown"]).read_text())
+    assert f"[Full report with plots]({link})" in found["anomaly-report"].data
+    assert found["report-link"].data == f"[the HTML report]({link})"
+
+
+def test_a_scheduled_score_run_ends_with_a_report(day: dict[str, Any]) -> None:
+    state = day["score_and_report"]
+    assert state.message.startswith("1 of 4 group(s) failed: mem: ModelFileError:")  # mem is still damaged
+    reports = sorted((day["workspace"] / "reports").glob("report-*.json"))
+    assert len(reports) == 3
+    latest = json.loads(reports[-1].read_text())
+    assert latest["alerts"] == [] or all(a["state"] != "new" for a in latest["alerts"])
+    assert [x["model"] for x in latest["not_scored"]] == ["mem", "sparse"]
 
 
 def test_the_pipeline_chains_the_flows_and_goes_on_past_a_failed_group(day: dict[str, Any]) -> None:
@@ -155,7 +185,7 @@ def test_the_main_command_runs_the_pipeline_on_generated_data_and_says_where_thi
     for metric in ("requests", "cpu", "latency_ms"):
         assert f"registry version: {models / metric / 'versions' / '000001'}" in printed
         assert f"scores:           {out / 'scores' / metric}/part-" in printed
-    reports = sorted((out / "reports").glob("report-*.md"))
+    reports = sorted((out / "reports").glob("report-*.html"))
     assert len(reports) == 2 and all(f"report:           {r}" in printed for r in reports)
     assert "event quality vs the answer key: precision" in printed
     # the next demo run starts from a fresh workspace
