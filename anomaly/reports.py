@@ -273,7 +273,8 @@ def _evidence(root: Path, change: Change) -> tuple[bytes | None, list[dict[str, 
         return None, []
     frame = frame.iloc[-PLOT_MAX_POINTS:] if len(frame) > PLOT_MAX_POINTS else frame
     shares = contributions(frame, start, end)
-    ranked = [s["metric"] for s in shares] or list(a.metrics)
+    # the alert's own metrics first, in the order its heading names them; then the rest by share
+    ranked = list(a.metrics) + [s["metric"] for s in shares if s["metric"] not in a.metrics]
     title = f"{a.severity} · {', '.join(a.metrics)} · model {a.model}"
     return event_plot(frame, ranked, start, end, title), shares
 
