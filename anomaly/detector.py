@@ -28,8 +28,10 @@ from anomaly.scaling import Scaler
 from anomaly.scoring import Scores, combine, point_errors, reconstruct, smooth
 from anomaly.thresholds import Threshold, build_threshold
 from anomaly.training import (
+    RNG_LOCK,
     EpochCallback,
     History,
+    kept_rng,
     resolve_device,
     split_train_validation,
     torch_threads,
@@ -88,9 +90,11 @@ class LSTMAutoencoderDetector:
             )
         train, val = split_train_validation(starts, cfg.window.size, cfg.training.validation_fraction)
         self.device_ = resolve_device(cfg.training.device)
-        with torch.random.fork_rng(devices=[]):
+        # seeding and drawing the initial weights must not interleave with another thread's fit
+        with RNG_LOCK, kept_rng():
             torch.manual_seed(cfg.training.seed)
             self.model_ = LSTMAutoencoder(len(self.metrics_), cfg.model)
+        with kept_rng():
             self.history_: History = train_model(
                 self.model_,
                 sliding_windows(scaled, cfg.window.size),

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import logging
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -108,6 +109,23 @@ def split_train_validation(starts: np.ndarray, size: int, fraction: float) -> tu
     return train, val
 
 
+#: torch's random generator is process-wide, and flows fit groups in parallel threads.
+#: Fits seed it, draw initial weights and put it back only while holding this lock,
+#: so a model's initial weights never depend on another fit's timing.
+RNG_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def kept_rng() -> Iterator[None]:
+    """Put torch's generator back as it was afterwards (under :data:`RNG_LOCK`): fitting leaves the caller's RNG alone."""
+    state = torch.get_rng_state()
+    try:
+        yield
+    finally:
+        with RNG_LOCK:
+            torch.set_rng_state(state)
+
+
 def train_model(
     model: nn.Module,
     windows: np.ndarray,
@@ -126,7 +144,8 @@ def train_model(
     weights before returning.
     """
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    with RNG_LOCK:
+        torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)

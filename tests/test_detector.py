@@ -222,6 +222,22 @@ def test_fit_does_not_disturb_the_callers_random_state(tiny_config: DetectorConf
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_fits_in_parallel_threads_give_the_models_they_give_alone(tiny_config: DetectorConfig, two_metrics: pd.DataFrame) -> None:
+    """Flows train groups in threads; torch's generator is shared, so seeding must not interleave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = [two_metrics.iloc[:400], two_metrics.iloc[100:500], two_metrics.iloc[200:600], two_metrics.iloc[:600]]
+    configs = [tiny_config.replace(training={"seed": seed}) for seed in (0, 1, 2, 3)]
+    alone = [LSTMAutoencoderDetector(c).fit(d, progress=False) for c, d in zip(configs, data)]
+    for _ in range(2):
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda cd: LSTMAutoencoderDetector(cd[0]).fit(cd[1], progress=False), zip(configs, data)))
+        for a, b in zip(alone, together):
+            assert a.history_.train_loss == b.history_.train_loss
+            for (name, wa), wb in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
+                assert torch.equal(wa, wb), name
+
+
 def test_save_load_scores_identically(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame, tmp_path: Path) -> None:
     new = two_metrics.iloc[800:]
     path = fitted.save(tmp_path / "model")
