@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 from filelock import FileLock
@@ -78,22 +78,30 @@ def write_report(
     now: datetime | None = None,
     report_url: str | None = None,
     webhook: Webhook | str | dict[str, Any] | None = None,
+    announce: Callable[[Sequence[dict[str, Any]], str], None] | None = None,
 ) -> Report:
     """Write the report of everything new since the last one, then deliver new alerts to the webhook.
 
     ``report_url`` is the base URL the reports folder is served at, for the
-    links in alerts (default: ``file://`` links to the folder). A quiet run
-    still writes a short report that says so.
+    links in alerts (default: ``file://`` links to the folder). ``announce``
+    is called with the new and escalated alerts and the report's link after
+    the report files are written and before the ledger marks them reported
+    (the flows emit Prefect events there): a crash in between announces
+    them again rather than never. A quiet run still writes a short report
+    that says so.
     """
     folder = Path(workspace) / REPORTS
     folder.mkdir(parents=True, exist_ok=True)
     hook = Webhook.from_spec(webhook)
     # two report runs at once (a scheduled one and one started by hand) would both announce the same alerts
     with FileLock(folder / ".report.lock"):
-        return _write_report(Path(workspace), hook, pd.Timestamp(now or datetime.now(timezone.utc)).tz_convert("UTC"), report_url)
+        moment = pd.Timestamp(now or datetime.now(timezone.utc)).tz_convert("UTC")
+        return _write_report(Path(workspace), hook, moment, report_url, announce)
 
 
-def _write_report(root: Path, hook: Webhook | None, moment: pd.Timestamp, report_url: str | None) -> Report:
+def _write_report(
+    root: Path, hook: Webhook | None, moment: pd.Timestamp, report_url: str | None, announce: Callable[[Sequence[dict[str, Any]], str], None] | None
+) -> Report:
     folder = root / REPORTS
     ledger = load_ledger(folder / STATE)
     every_part = _parts(root / EVENTS)
@@ -116,6 +124,8 @@ def _write_report(root: Path, hook: Webhook | None, moment: pd.Timestamp, report
     _write_text(paths["markdown"], markdown)
     _write_text(paths["html"], render_html(document, plots))
     link = report_link(paths["html"], report_url)
+    if announce is not None:
+        announce([a for a in document["alerts"] if a["state"] == "new" or a["escalated_from"]], link)
     if hook is not None:
         for alert in document["alerts"]:
             if alert["state"] == "new":
@@ -128,7 +138,7 @@ def _write_report(root: Path, hook: Webhook | None, moment: pd.Timestamp, report
     _prune_runs(root, ledger, moment)
     save_ledger(folder / STATE, ledger)
     _prune_reports(folder, moment)
-    return Report(document, markdown, paths, {**delivery, "link": link})
+    return Report(document, markdown, paths, {**delivery, "link": link, "webhook": hook.where() if hook else None})
 
 
 # -- reading what the score runs left -------------------------------------------------------

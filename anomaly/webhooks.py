@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import httpx
 import pandas as pd
@@ -28,17 +29,26 @@ OUTBOX_EXPIRY = pd.Timedelta("7D")
 
 @dataclass(frozen=True)
 class Webhook:
-    """Where and how to POST alerts: JSON body, ``timeout`` seconds per try, ``retries`` more tries with backoff."""
+    """Where and how to POST alerts: JSON body, ``timeout`` seconds per try, ``retries`` more tries with backoff.
 
-    url: str
+    A webhook URL (a Slack one, say) and its headers are credentials: they
+    stay out of the repr, and :meth:`where` names only scheme and host for logs.
+    """
+
+    url: str = field(repr=False)
     timeout: float = 5.0
     retries: int = 2
     backoff: float = 0.5
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def where(self) -> str:
+        """Scheme and host only, for logs and summaries."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname or ''}"
 
     def __post_init__(self) -> None:
         if not str(self.url).startswith(("http://", "https://")):
-            raise ConfigError(f"webhook url must start with http:// or https://, got {self.url!r}")
+            raise ConfigError(f"webhook url must start with http:// or https://, got {str(self.url)[:12]!r}…")
         if not self.timeout > 0:
             raise ConfigError(f"webhook timeout must be > 0 seconds, got {self.timeout!r}")
         if not (isinstance(self.retries, int) and self.retries >= 0):
@@ -94,18 +104,16 @@ def flush(outbox: list[dict[str, Any]], webhook: Webhook | None, now: pd.Timesta
 
     The first payload that cannot be delivered stops the run's deliveries,
     so a webhook that hangs costs one payload's timeouts, not every
-    payload's. Returns counts for the run's summary. Without a webhook
-    nothing is sent.
+    payload's. Payloads older than :data:`OUTBOX_EXPIRY` are dropped first,
+    with or without a webhook. Returns counts for the run's summary.
     """
     delivered, dropped = 0, 0
-    if webhook is None:
-        return {"delivered": 0, "undelivered": len(outbox), "dropped": 0}
     for item in list(outbox):
         if now - pd.Timestamp(item["queued_at"]) > OUTBOX_EXPIRY:
             log.warning("dropping alert %s: undelivered since %s (%s)", item["key"], item["queued_at"], item.get("last_error"))
             outbox.remove(item)
             dropped += 1
-            continue
+    for item in list(outbox) if webhook is not None else []:
         error = post(webhook, item["payload"])
         item["attempts"] = int(item.get("attempts", 0)) + 1
         if error is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -19,8 +19,29 @@ ALERT_FIELDS = ("state", "severity", "metrics", "start", "end", "peak_ratio", "m
 
 @task(cache_policy=NO_CACHE)
 def report_task(workspace: str, report_url: str | None = None, webhook: str | dict[str, Any] | None = None) -> Report:
-    """Write the report files, move the alerts' states, and deliver new alerts to the webhook if one is set."""
-    return write_report(workspace, report_url=report_url, webhook=webhook)
+    """Write the report files, announce new alerts as Prefect events, move the alerts' states, call the webhook."""
+    return write_report(workspace, report_url=report_url, webhook=resolve_webhook(webhook), announce=announce)
+
+
+def resolve_webhook(webhook: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """The webhook spec with ``url_secret`` (a Prefect Secret block's name) replaced by the URL it holds.
+
+    A webhook URL is a credential; as a flow parameter it would be stored
+    and shown with the run, so the parameter can name a block instead.
+    """
+    if not isinstance(webhook, dict) or "url_secret" not in webhook:
+        return webhook
+    from prefect.blocks.system import Secret
+
+    resolved = {k: v for k, v in webhook.items() if k != "url_secret"}
+    resolved["url"] = Secret.load(webhook["url_secret"]).get()
+    return resolved
+
+
+def announce(alerts: Sequence[dict[str, Any]], link: str) -> None:
+    """A Prefect event per new alert, and per ongoing alert whose severity rose."""
+    for alert in alerts:
+        emit_alert(NEW_ALERT if alert["state"] == "new" else ESCALATED_ALERT, alert, link)
 
 
 @flow(name="report")
@@ -29,17 +50,15 @@ def report_flow(workspace: str | None = None, report_url: str | None = None, web
 
     Each new alert (and each ongoing one whose severity rose) is also a
     Prefect event, for automations to route to people. ``webhook`` (a URL
-    or ``{"url", "timeout", "retries", "headers"}``) is an optional direct
-    JSON POST; an alert it cannot take waits on disk for the next run.
+    or ``{"url" or "url_secret", "timeout", "retries", "headers"}``, where
+    ``url_secret`` names a Prefect Secret block) is an optional direct JSON
+    POST; an alert it cannot take waits on disk for the next run.
     """
     report = report_task(str(workspace_path(workspace)), report_url, webhook)
     link = report.delivery["link"]
-    for alert in report.new_alerts:
-        emit_alert(NEW_ALERT, alert, link)
-    for alert in report.escalated_alerts:
-        emit_alert(ESCALATED_ALERT, alert, link)
     if report.delivery["undelivered"]:
-        get_run_logger().warning("%d alert(s) wait for the webhook: %s", report.delivery["undelivered"], webhook)
+        where = report.delivery["webhook"] or "(none set for this run)"
+        get_run_logger().warning("%d alert(s) wait for the webhook %s", report.delivery["undelivered"], where)
     create_markdown_artifact(markdown=report.markdown + f"\n[Full report with plots]({link})\n", key="anomaly-report", description="alert report")
     publish(
         "report",

@@ -218,3 +218,18 @@ def test_credentials_come_from_secret_blocks_named_in_the_spec() -> None:
     assert resolve_secrets(spec) == {"kind": "sql", "url": "postgresql://reader@db/metrics", "password": "s3cr3t"}
     assert spec["password_secret"] == "metrics-db-password"  # the parameter itself is untouched
     assert resolve_secrets(["incoming/"]) == ["incoming/"]
+
+
+def test_the_webhook_url_can_come_from_a_secret_block_and_never_shows() -> None:
+    from prefect.blocks.system import Secret
+
+    from anomaly.webhooks import Webhook
+    from flows.report import resolve_webhook
+
+    url = "https://hooks.example.org/services/T0/B0/s3cr3t"
+    Secret(value=url).save("alerts-webhook", overwrite=True)
+    spec = {"url_secret": "alerts-webhook", "timeout": 2}
+    assert resolve_webhook(spec) == {"url": url, "timeout": 2} and spec == {"url_secret": "alerts-webhook", "timeout": 2}
+    assert resolve_webhook("https://x.example/hook") == "https://x.example/hook" and resolve_webhook(None) is None
+    hook = Webhook.from_spec({**resolve_webhook(spec), "headers": {"Authorization": "Bearer t0k"}})
+    assert "s3cr3t" not in repr(hook) and "t0k" not in repr(hook) and hook.where() == "https://hooks.example.org"

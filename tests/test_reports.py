@@ -289,7 +289,7 @@ def test_posting_retries_server_errors_but_not_client_errors(listener: Listener)
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("ftp://host/hook", "webhook url must start with http:// or https://, got 'ftp://host/hook'"),
+        ("ftp://host/hook", "webhook url must start with http:// or https://, got 'ftp://host/h'…"),
         ({"url": "http://h", "timeout": 0}, "webhook timeout must be > 0 seconds, got 0.0"),
         ({"url": "http://h", "retries": -1}, "webhook retries must be an integer >= 0, got -1"),
         ({"address": "http://h"}, "webhook needs a url and takes timeout, retries, backoff, headers; got keys ['address']"),
@@ -298,3 +298,21 @@ def test_posting_retries_server_errors_but_not_client_errors(listener: Listener)
 def test_a_bad_webhook_setting_is_refused_by_name(spec: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         Webhook.from_spec(spec)
+
+
+def test_alerts_are_announced_before_they_are_marked_reported(base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path) -> None:
+    """A run that dies while announcing announces again next time: at least once, never zero times."""
+    workspace = copy(base[0], tmp_path / "ws")
+    arrive(workspace, data, 864, 920)
+    score(workspace, base[1])
+    heard: list[tuple[list[str], str]] = []
+
+    def die(alerts: Any, link: str) -> None:
+        raise RuntimeError("killed while announcing")
+
+    with pytest.raises(RuntimeError, match="killed while announcing"):
+        write_report(workspace, now=T0 + pd.Timedelta("1h"), announce=die)
+    again = write_report(workspace, now=T0 + pd.Timedelta("2h"), announce=lambda alerts, link: heard.append(([a["id"] for a in alerts], link)))
+    assert heard == [([a["id"] for a in alerts(again, "new")], again.paths["html"].resolve().as_uri())] and heard[0][0]
+    write_report(workspace, now=T0 + pd.Timedelta("3h"), announce=lambda alerts, link: heard.append(([a["id"] for a in alerts], link)))
+    assert heard[1][0] == []  # announced once
