@@ -34,7 +34,9 @@ from filelock import FileLock
 
 from anomaly.alerts import Change, GroupInfo, Ledger, advance, counts
 from anomaly.errors import DataError
+from anomaly.events import EVENT_COLUMNS
 from anomaly.fileio import atomic_write_json, read_json
+from anomaly.jobs import EVENTS, REPORTS, RUNS, SCORES, STATE
 from anomaly.plotting import event_plot
 from anomaly.webhooks import Webhook, enqueue, flush
 
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 REPORT_SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "report.schema.json"
 TEMPLATE = "report.html.j2"
-SCORES, EVENTS, REPORTS, RUNS, STATE = "scores", "events", "reports", "runs", "state.json"
 #: Run records older than this are deleted once a report has read them.
 KEEP_RUNS = pd.Timedelta("7D")
 #: Report files older than this are deleted by the next report run.
@@ -66,10 +67,6 @@ class Report:
     @property
     def new_alerts(self) -> list[dict[str, Any]]:
         return [a for a in self.document["alerts"] if a["state"] == "new"]
-
-    @property
-    def escalated_alerts(self) -> list[dict[str, Any]]:
-        return [a for a in self.document["alerts"] if a["state"] == "ongoing" and a["escalated_from"]]
 
 
 def write_report(
@@ -161,7 +158,7 @@ def _read_events(root: Path, parts: Sequence[str]) -> pd.DataFrame:
     frames = [pd.read_parquet(root / p) for p in parts]
     frames = [f for f in frames if len(f)]
     if not frames:
-        return pd.DataFrame(columns=["start", "end", "metric", "peak_score", "threshold", "severity", "peak_time", "n_points", "n_above", "model", "version"])
+        return pd.DataFrame(columns=list(EVENT_COLUMNS))
     events = pd.concat(frames, ignore_index=True)
     if "n_above" not in events.columns:  # parts written before severity looked at duration
         events["n_above"] = events["n_points"]
