@@ -155,14 +155,14 @@ def _parts(folder: Path) -> list[str]:
 
 
 def _read_events(root: Path, parts: Sequence[str]) -> pd.DataFrame:
-    frames = [pd.read_parquet(root / p) for p in parts]
+    frames = [_upgrade(pd.read_parquet(root / p)) for p in parts]
     frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame(columns=list(EVENT_COLUMNS))
-    events = pd.concat(frames, ignore_index=True)
-    if "n_above" not in events.columns:  # parts written before severity looked at duration
-        events["n_above"] = events["n_points"]
-    return events
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(EVENT_COLUMNS))
+
+
+def _upgrade(events: pd.DataFrame) -> pd.DataFrame:
+    """Event parts written before events counted their points above the threshold: count them all."""
+    return events if "n_above" in events.columns else events.assign(n_above=events["n_points"])
 
 
 def group_infos(root: Path, ledger: Ledger, events: pd.DataFrame) -> dict[str, GroupInfo]:

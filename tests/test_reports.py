@@ -316,3 +316,19 @@ def test_alerts_are_announced_before_they_are_marked_reported(base: tuple[Path, 
     assert heard == [([a["id"] for a in alerts(again, "new")], again.paths["html"].resolve().as_uri())] and heard[0][0]
     write_report(workspace, now=T0 + pd.Timedelta("3h"), announce=lambda alerts, link: heard.append(([a["id"] for a in alerts], link)))
     assert heard[1][0] == []  # announced once
+
+
+def test_event_parts_from_before_n_above_are_read_with_new_ones(base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path) -> None:
+    """A workspace scored by the previous version keeps its event parts; the first report after an upgrade reads both."""
+    workspace = copy(base[0], tmp_path / "ws")
+    arrive(workspace, data, 864, 920)
+    score(workspace, base[1])
+    part = sorted((workspace / "events" / "host").glob("part-*.parquet"))[-1]  # this run's
+    shifted = {"start": lambda f: f["start"] - pd.Timedelta("2D"), "end": lambda f: f["end"] - pd.Timedelta("2D")}
+    old = pd.read_parquet(part).head(1).drop(columns="n_above").assign(**shifted)
+    old.to_parquet(part.with_name("part-20000101T000000000000-00000000.parquet"), index=False)
+    report = write_report(workspace, now=T0 + pd.Timedelta("1h"))
+    found = alerts(report, "new")
+    upgraded = [a for a in found if pd.Timestamp(a["start"]) < data.index[864] - pd.Timedelta("1D")]
+    assert len(upgraded) == 1 and upgraded[0]["n_above"] == upgraded[0]["n_points"]
+    assert any(pd.Timestamp(a["start"]) >= data.index[864] - pd.Timedelta("1D") and a["n_above"] >= 1 for a in found)
