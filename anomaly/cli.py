@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 
 from anomaly.config import DetectorConfig, parse_value
-from anomaly.errors import AnomalyError, ConfigError
+from anomaly.errors import AnomalyError, ConfigError, DataError
 from anomaly.results import write_results, write_table
 from anomaly.training import EpochResult
 
@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registry_option(demo)
     _add_config_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser("report", help="write the alert report of what is new in a workspace", description=_doc(cmd_report))
+    report.add_argument("workspace", type=Path, help="the flows' workspace folder (data/ in a deployment)")
+    report.add_argument("--report-url", default=None, help="base URL the reports folder is served at, for alert links")
+    report.add_argument("--webhook", default=None, help="POST each new alert as JSON to this URL (undelivered ones wait for the next run)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -243,6 +249,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = run_demo(args.out, config=config, seed=args.seed, registry=args.registry, on_epoch=_log_epoch)
     for line in summary.lines():
         print(line)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the alert report of what the score runs found since the last report, as the scheduled flows do.
+
+    For running the pipeline from cron or by hand; the Prefect flows call the same function.
+    """
+    from anomaly.reports import headline, write_report
+
+    if not args.workspace.is_dir():
+        raise DataError(f"workspace {str(args.workspace)!r} is not a folder")
+    report = write_report(args.workspace, report_url=args.report_url, webhook=args.webhook)
+    print(headline(report.document))
+    for kind, path in report.paths.items():
+        print(f"{kind + ':':<10}{path}")
+    if args.webhook:
+        print(f"webhook:  {report.delivery['delivered']} delivered, {report.delivery['undelivered']} waiting")
     return 0
 
 

@@ -113,3 +113,15 @@ def test_console_script_help_and_error(tmp_path: Path) -> None:
     failed = subprocess.run([exe, "train", str(tmp_path / "x.csv"), "--out", str(tmp_path)], capture_output=True, text=True)
     assert failed.returncode == 2
     assert failed.stderr.strip() == f"error: data file not found: '{tmp_path / 'x.csv'}'"
+
+
+def test_report_writes_the_workspaces_alert_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    workspace = tmp_path / "data"
+    workspace.mkdir()
+    assert main(["report", str(workspace)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "0 new alerts · 0 ongoing · 0 resolved"
+    html = Path(lines[3].split(maxsplit=1)[1])
+    assert lines[3].startswith("html:") and html.parent == workspace / "reports" and "No new anomalies." in html.read_text()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert f"workspace '{tmp_path / 'missing'}' is not a folder" in capsys.readouterr().err
