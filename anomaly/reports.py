@@ -51,6 +51,8 @@ KEEP_RUNS = pd.Timedelta("7D")
 KEEP_REPORTS = pd.Timedelta("30D")
 #: Points of context drawn on each side of an event, and the most drawn in all.
 PLOT_CONTEXT, PLOT_MAX_POINTS = 60, 2_000
+#: Alerts drawn per report, most severe first: a wide outage must not make a report of minutes and megabytes.
+PLOT_LIMIT = 50
 #: The Markdown lists this many models / unscored groups before summarising the rest.
 LIST_LIMIT = 10
 
@@ -107,7 +109,8 @@ def _write_report(
     runs = [read_json(root / RUNS / name, DataError) for name in run_files]
     events = _read_events(root, event_parts)
     changes = advance(ledger, events, group_infos(root, ledger, events), moment)
-    evidence = {c.alert.id: _evidence(root, c) for c in changes if c.state != "resolved"}
+    drawn = [c for c in changes if c.state != "resolved"][:PLOT_LIMIT]  # most severe first
+    evidence = {c.alert.id: _evidence(root, c) for c in drawn}
     document = build_document(changes, runs, moment, ledger.last_report, {k: v[1] for k, v in evidence.items()})
     plots = {k: v[0] for k, v in evidence.items() if v[0] is not None}
     name = f"report-{moment.strftime('%Y%m%dT%H%M%S%fZ')}"
@@ -378,7 +381,8 @@ def render_html(doc: Mapping[str, Any], plots: Mapping[str, bytes]) -> str:
     )
     images = {key: base64.b64encode(data).decode("ascii") for key, data in plots.items()}
     return env.get_template(TEMPLATE).render(
-        doc=doc, images=images, headline=headline(doc), summary=summary_lines(doc), alert_lines=alert_lines, when=_when, ratio=_ratio
+        doc=doc, images=images, headline=headline(doc), summary=summary_lines(doc), alert_lines=alert_lines, when=_when, ratio=_ratio,
+        plot_limit=PLOT_LIMIT,
     )
 
 

@@ -332,3 +332,15 @@ def test_event_parts_from_before_n_above_are_read_with_new_ones(base: tuple[Path
     upgraded = [a for a in found if pd.Timestamp(a["start"]) < data.index[864] - pd.Timedelta("1D")]
     assert len(upgraded) == 1 and upgraded[0]["n_above"] == upgraded[0]["n_points"]
     assert any(pd.Timestamp(a["start"]) >= data.index[864] - pd.Timedelta("1D") and a["n_above"] >= 1 for a in found)
+
+
+def test_only_the_most_severe_alerts_are_drawn(base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import anomaly.reports as reports
+
+    monkeypatch.setattr(reports, "PLOT_LIMIT", 0)
+    workspace = copy(base[0], tmp_path / "ws")
+    arrive(workspace, data, 864, 920)
+    score(workspace, base[1])
+    report = write_report(workspace, now=T0 + pd.Timedelta("1h"))
+    html = report.paths["html"].read_text()
+    assert alerts(report, "new") and "<img" not in html and "only the 0 most severe alerts of a report get a plot" in html
