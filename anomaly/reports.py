@@ -51,8 +51,9 @@ KEEP_RUNS = pd.Timedelta("7D")
 KEEP_REPORTS = pd.Timedelta("30D")
 #: Points of context drawn on each side of an event, and the most drawn in all.
 PLOT_CONTEXT, PLOT_MAX_POINTS = 60, 2_000
-#: Alerts drawn per report, most severe first: a wide outage must not make a report of minutes and megabytes.
-PLOT_LIMIT = 50
+#: Alerts drawn per report, most severe first (about 0.25 s each): a wide outage must not
+#: make every five-minute report take minutes and megabytes.
+PLOT_LIMIT = 20
 #: The Markdown lists this many models / unscored groups before summarising the rest.
 LIST_LIMIT = 10
 
@@ -109,7 +110,8 @@ def _write_report(
     runs = [read_json(root / RUNS / name, DataError) for name in run_files]
     events = _read_events(root, event_parts)
     changes = advance(ledger, events, group_infos(root, ledger, events), moment)
-    drawn = [c for c in changes if c.state != "resolved"][:PLOT_LIMIT]  # most severe first
+    # new alerts, and ongoing ones that grew, most severe first: an unchanged alert's plot is unchanged
+    drawn = [c for c in changes if c.state == "new" or (c.state == "ongoing" and c.extended)][:PLOT_LIMIT]
     evidence = {c.alert.id: _evidence(root, c) for c in drawn}
     document = build_document(changes, runs, moment, ledger.last_report, {k: v[1] for k, v in evidence.items()})
     plots = {k: v[0] for k, v in evidence.items() if v[0] is not None}
