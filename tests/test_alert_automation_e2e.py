@@ -26,7 +26,7 @@ hold one ``anomaly.alert.new`` event per alert. Then a second
 ``report_flow`` run, with nothing new, must announce nothing: no event and
 no request in a quiet period. An alert is announced once.
 
-As in ``test_schedule_e2e``, whose helpers this reuses, the test process's
+As in ``test_schedule_e2e`` (both use ``tests/prefect_server.py``), the test process's
 own Prefect settings are left alone: the server and the clients are child
 processes with every inherited ``PREFECT_*`` variable removed, and the API
 is read with plain ``httpx``.
@@ -54,17 +54,7 @@ from anomaly.jobs import STORE, plan_groups, score_groups, train_group
 from anomaly.store import RawStore
 from anomaly.synthetic import clean_metrics, inject
 from tests.conftest import REPO, TINY
-from tests.test_schedule_e2e import (
-    PREFECT,
-    SERVER_START_TIMEOUT_S,
-    Server,
-    _child_env,
-    _free_port,
-    _process,
-    _stop,
-    _tail,
-    _wait_healthy,
-)
+from tests.prefect_server import Server, child_env, running_server, stop, tail
 
 #: Server settings: the two services this test needs, stated although they are on by default;
 #: the scheduler and late-runs loops off (nothing here is scheduled, and the machine has 2 cores).
@@ -207,27 +197,8 @@ def listener() -> Iterator[Listener]:
 @pytest.fixture
 def alert_server(tmp_path: Path) -> Iterator[Server]:
     """``prefect server start`` on a free loopback port, triggers and actions on, a throwaway home."""
-    home = tmp_path / "server-home"
-    home.mkdir()
-    env = _child_env(home, SERVER_ENV)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    log = tmp_path / "server-0.log"
-    for attempt in range(3):  # another process may take the free port before the server binds it
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}/api"
-        log = tmp_path / f"server-{attempt}.log"
-        args = [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
-        with _process(args, env, tmp_path, log) as proc:
-            try:
-                healthy = _wait_healthy(proc, url, deadline)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n--- server log ---\n{_tail(log)}") from None
-            if healthy:
-                yield Server(url, log, proc)
-                return
-        if time.monotonic() >= deadline:
-            break
-    pytest.fail(f"the Prefect server exited before answering /health\n--- server log ---\n{_tail(log)}")
+    with running_server(tmp_path, SERVER_ENV) as server:
+        yield server
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -271,7 +242,7 @@ def _run_child(code: str, args: list[str], env: dict[str, str], log: Path, what:
         pytest.fail(f"{what} did not finish in {CHILD_TIMEOUT_S:.0f} s:\n{exc.stdout}\n{exc.stderr}")
     log.write_text(f"$ {what}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
     if proc.returncode != 0:
-        pytest.fail(f"{what} exited with {proc.returncode}:\n{proc.stdout}\n{_tail(log)}")
+        pytest.fail(f"{what} exited with {proc.returncode}:\n{proc.stdout}\n{tail(log)}")
     return proc.stdout
 
 
@@ -301,7 +272,7 @@ class ReportRunner:
             self.proc.stdin.write("report\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
-            pytest.fail(f"report_flow's process exited with {self.proc.wait(10)}:\n{_tail(self.log)}")
+            pytest.fail(f"report_flow's process exited with {self.proc.wait(10)}:\n{tail(self.log)}")
         deadline = time.monotonic() + CHILD_TIMEOUT_S
         printed = []
         while (left := deadline - time.monotonic()) > 0:
@@ -310,11 +281,11 @@ class ReportRunner:
             except queue.Empty:
                 break
             if line is None:
-                pytest.fail(f"report_flow's process exited with {self.proc.wait(10)}:\n{''.join(printed)}\n{_tail(self.log)}")
+                pytest.fail(f"report_flow's process exited with {self.proc.wait(10)}:\n{''.join(printed)}\n{tail(self.log)}")
             if line.startswith("RESULT "):
                 return json.loads(line.removeprefix("RESULT "))
             printed.append(line)
-        pytest.fail(f"report_flow did not finish in {CHILD_TIMEOUT_S:.0f} s:\n{''.join(printed)}\n{_tail(self.log)}")
+        pytest.fail(f"report_flow did not finish in {CHILD_TIMEOUT_S:.0f} s:\n{''.join(printed)}\n{tail(self.log)}")
 
     def close(self) -> None:
         """End of input ends the loop; a child that does not leave is stopped like the server."""
@@ -323,7 +294,7 @@ class ReportRunner:
             self.proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(30)
-        _stop(self.proc)
+        stop(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
@@ -361,7 +332,7 @@ def _wait_for(read: Callable[[], list[dict[str, Any]]], count: int, timeout_s: f
 def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, listener: Listener, tmp_path: Path) -> None:
     client_home = tmp_path / "client-home"
     client_home.mkdir()
-    env = _child_env(client_home, {**CLIENT_ENV, "PREFECT_API_URL": alert_server.url})
+    env = child_env(client_home, {**CLIENT_ENV, "PREFECT_API_URL": alert_server.url})
 
     def diagnosis() -> str:
         """The alert and automation events the server holds (an action's say why it failed), and its log."""
@@ -372,7 +343,7 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
             )
         except Exception as exc:  # noqa: BLE001 - only for a failure message
             seen = f"<unreadable: {exc!r}>"
-        return f"\n--- events on the server ---\n{seen}\n--- server log ({alert_server.log}) ---\n{_tail(alert_server.log, 40)}"
+        return f"\n--- events on the server ---\n{seen}\n--- server log ({alert_server.log}) ---\n{tail(alert_server.log, 40)}"
 
     # The report runner imports while the automations are set up and the workspace is built.
     with _report_runner(tmp_path / "ws", env, tmp_path / "report-runner.log") as runner:
