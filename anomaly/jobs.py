@@ -265,7 +265,6 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
         "group": group.name,
         "status": "scored",
         "version": version,
-        "metrics": list(detector.metrics_),
         "points": len(scores.score),
         "events": len(events),
         "from": scores.score.index[0].isoformat(),

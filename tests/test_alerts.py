@@ -117,9 +117,11 @@ def test_a_long_incident_is_raised_one_level_once_its_points_above_the_threshold
 def test_a_crashed_report_run_loses_nothing_because_alerts_are_new_until_reported() -> None:
     ledger = Ledger()
     advance(ledger, events(event(0, 10)), scored_to(10), at(11))
-    saved = json.loads(json.dumps(Ledger().to_json()))  # the ledger as it was on disk before the crashed run
-    retried = advance(Ledger.from_json(saved), events(event(0, 10)), scored_to(10), at(12))
-    assert [c.state for c in retried] == ["new"]
+    on_disk = json.loads(json.dumps(ledger.to_json()))  # saved after the first run
+    crashed = advance(ledger, events(event(100, 110)), scored_to(110), at(111))  # its ledger never saved
+    assert [c.state for c in crashed] == ["new", "resolved"]
+    retried = advance(Ledger.from_json(on_disk), events(event(100, 110)), scored_to(110), at(112))
+    assert [(c.state, c.alert.id) for c in retried] == [(c.state, c.alert.id) for c in crashed]
 
 
 def test_the_ledger_survives_a_round_trip_through_json_and_reads_the_first_layout() -> None:
