@@ -28,7 +28,7 @@ T = TypeVar("T")
 ScalerKind = Literal["minmax", "standard", "robust"]
 AggregateKind = Literal["mean", "median", "max", "min", "sum", "last"]
 FillMethod = Literal["linear", "ffill"]
-ReconAggregate = Literal["median", "mean"]
+ReconAggregate = Literal["median", "mean", "last"]
 ErrorKind = Literal["abs", "squared"]
 CombineKind = Literal["mean", "max"]
 ThresholdMethod = Literal["quantile", "sigma", "mad", "dynamic", "spot"]
@@ -179,7 +179,9 @@ class ScoringConfig:
     """How reconstructions become per-point scores.
 
     ``aggregate`` combines the overlapping reconstructions of a point (median as
-    Orion does, or mean); ``error`` is the point-wise error in scaled units;
+    Orion does, or mean), or ``last`` takes each point's reconstruction from
+    the one window that ends at it: causal, so a point's score never depends
+    on later points (``window.score_stride`` is then unused); ``error`` is the point-wise error in scaled units;
     ``combine`` folds per-metric errors into one score; ``smoothing_span`` is
     the span of an exponentially weighted mean (causal), 0 for none.
     """

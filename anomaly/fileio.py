@@ -24,11 +24,16 @@ def write_json(path: Path, data: Any) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write beside ``path``, fsync, then ``os.replace``: readers see the old or the new file, never half."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_json` for any text (CSV, Markdown)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared folder's state from its readers
         with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

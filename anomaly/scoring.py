@@ -18,7 +18,12 @@ import torch
 from torch import nn
 
 from anomaly.config import ScoringConfig, WindowConfig
-from anomaly.windows import aggregate_points, coverage_capacity, sliding_windows, window_starts
+from anomaly.windows import (
+    aggregate_points,
+    coverage_capacity,
+    sliding_windows,
+    window_starts,
+)
 
 CHUNK_POINTS = 16_384
 
@@ -82,6 +87,8 @@ def reconstruct(
     :func:`~anomaly.windows.window_starts`).
     """
     views = sliding_windows(scaled, window.size)
+    if scoring.aggregate == "last":
+        return _reconstruct_causal(model, views, len(scaled), scoring.batch_size, torch.device(device), chunk_points)
     starts = window_starts(len(scaled), window.size, window.score_stride, phase)
     cap = coverage_capacity(window.size, window.score_stride)
     out = np.empty(scaled.shape if scaled.ndim == 2 else (len(scaled), 1), dtype=np.float64)
@@ -93,6 +100,27 @@ def reconstruct(
         chunk_starts = starts[lo:hi]
         recon = _reconstruct_windows(model, views, chunk_starts, scoring.batch_size, torch.device(device))
         out[a:b] = aggregate_points(recon, chunk_starts, a, b - a, scoring.aggregate, cap)
+    return out
+
+
+def _reconstruct_causal(
+    model: nn.Module, views: np.ndarray, n: int, batch_size: int, device: torch.device, chunk_points: int
+) -> np.ndarray:
+    """Each point's reconstruction from the window ending at it (the first window's for its own points).
+
+    That window holds nothing after the point, so the score is causal: the
+    same whether or not later data exists, as an alerting system needs.
+    """
+    size = views.shape[1]
+    out = np.empty((n, views.shape[2]), dtype=np.float64)
+    model.eval()
+    for a in range(0, n, chunk_points):
+        b = min(a + chunk_points, n)
+        points = np.arange(a, b)
+        starts = np.maximum(points - size + 1, 0)
+        unique, which = np.unique(starts, return_inverse=True)
+        recon = _reconstruct_windows(model, views, unique, batch_size, device)
+        out[a:b] = recon[which, points - starts]
     return out
 
 

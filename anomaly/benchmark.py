@@ -1,0 +1,499 @@
+"""Detection quality on a labelled corpus in the NAB layout, in two protocols.
+
+A corpus is ``data/<category>/<file>.csv`` (``timestamp,value``) with
+``labels/combined_windows.json`` mapping ``"<category>/<file>.csv"`` to its
+anomaly windows. Every file is run with the same configuration; only what
+the data itself says (its interval, its length) varies per file.
+
+- **batch**: fit on the whole file and detect in it, as Orion's published
+  benchmark runs NAB;
+- **stream**: causal, as the scheduled flows run: fit on the first 15% (NAB's
+  probationary period), then score the rest in time order, refitting on all
+  the data seen so far whenever it has grown by half since the last fit.
+  Scores use the causal ``last`` reconstruction, gaps are forward-filled, and
+  each point is scored by a model and threshold fitted before it, so no point
+  is ever scored with knowledge of later points.
+
+Each file writes ``<category>/<stem>.events.csv``, ``.scores.csv`` and
+``.result.json`` (written last, so a file with one is finished: an
+interrupted run resumes from the rest). ``summary.json`` and ``summary.md``
+hold event precision/recall/F1 (Orion's overlap rule), the NAB standard
+score of the alerts, and seconds per file, per category and overall.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from anomaly.config import DetectorConfig
+from anomaly.data import EARLY_TOLERANCE, MetricFrame, normalise, parse_timestamps
+from anomaly.errors import AnomalyError, DataError
+from anomaly.evaluation import (
+    EventScores,
+    Interval,
+    NabScore,
+    nab_score,
+    probation_length,
+    score_events,
+)
+from anomaly.events import find_runs, flag_runs, merge_runs
+from anomaly.fileio import atomic_write_json, atomic_write_text
+
+Protocol = Literal["batch", "stream"]
+PROTOCOLS: tuple[str, ...] = ("batch", "stream")
+LABELS = Path("labels") / "combined_windows.json"
+RESULT_VERSION = 1
+STAMP = "%Y-%m-%d %H:%M:%S"  # NAB's timestamp format (UTC)
+GROWTH = 1.5  # stream: refit when the history seen has grown by half since the last fit
+
+
+class BenchmarkError(AnomalyError):
+    """A corpus or output folder the benchmark cannot use."""
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    """One labelled series: where it is and its anomaly windows (inclusive)."""
+
+    category: str
+    name: str
+    path: Path
+    windows: tuple[Interval, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.category}/{self.name}"
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What one file contributes to the summary (its ``.result.json``)."""
+
+    key: str
+    category: str
+    rows: int
+    events: int
+    seconds: float
+    event_scores: EventScores
+    nab: NabScore
+
+    def to_dict(self) -> dict[str, Any]:
+        nab = self.nab
+        return {
+            "version": RESULT_VERSION,
+            "key": self.key,
+            "category": self.category,
+            "rows": self.rows,
+            "events": self.events,
+            "seconds": self.seconds,
+            "event_scores": {"tp": self.event_scores.tp, "fp": self.event_scores.fp, "fn": self.event_scores.fn},
+            "nab": {"raw": nab.raw, "windows": nab.windows, "tp": nab.tp, "fp": nab.fp, "fn": nab.fn},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FileResult:
+        return cls(
+            key=data["key"],
+            category=data["category"],
+            rows=int(data["rows"]),
+            events=int(data["events"]),
+            seconds=float(data["seconds"]),
+            event_scores=EventScores(**data["event_scores"]),
+            nab=NabScore(**data["nab"]),
+        )
+
+
+# -- the corpus --------------------------------------------------------------------------------
+
+
+def load_corpus(root: str | Path, patterns: Sequence[str] = ()) -> list[CorpusFile]:
+    """The corpus's files (those matching any glob in ``patterns`` on ``category/file.csv``), sorted.
+
+    Every data file must have an entry in the labels (``[]`` when it has no
+    anomaly): a file the labels forget would otherwise be scored as clean.
+    """
+    root = Path(root)
+    data = root / "data"
+    if not data.is_dir():
+        raise BenchmarkError(f"corpus {str(root)!r} has no data/ folder (expected data/<category>/<file>.csv)")
+    labels = _read_labels(root / LABELS)
+    paths = sorted(p for p in data.glob("*/*.csv") if p.is_file())
+    files = []
+    for path in paths:
+        key = f"{path.parent.name}/{path.name}"
+        if patterns and not any(fnmatch.fnmatch(key, p) for p in patterns):
+            continue
+        if key not in labels:
+            raise BenchmarkError(f"{key!r} has no entry in {LABELS} (use [] for a file without anomalies)")
+        files.append(CorpusFile(path.parent.name, path.name, path, labels[key]))
+    if not files:
+        what = f" matching {', '.join(map(repr, patterns))}" if patterns else ""
+        raise BenchmarkError(f"no data/<category>/<file>.csv files{what} in corpus {str(root)!r}")
+    return files
+
+
+def _read_labels(path: Path) -> dict[str, tuple[Interval, ...]]:
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise BenchmarkError(f"cannot read the labels {str(path)!r}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise BenchmarkError(f"labels {str(path)!r} are not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BenchmarkError(f"labels {str(path)!r} must map 'category/file.csv' to windows, got {type(raw).__name__}")
+    return {key: _windows(key, value) for key, value in raw.items()}
+
+
+def _windows(key: str, value: Any) -> tuple[Interval, ...]:
+    try:
+        windows = tuple((_utc(a), _utc(b)) for a, b in value)
+    except (TypeError, ValueError) as exc:
+        raise BenchmarkError(f"labels for {key!r} must be a list of [start, end] timestamps, got {value!r}") from exc
+    for a, b in windows:
+        if b < a:
+            raise BenchmarkError(f"labels for {key!r} have a window ending before it starts: [{a}, {b}]")
+    return windows
+
+
+def _utc(stamp: Any) -> pd.Timestamp:
+    """A label timestamp in UTC, naive ones taken as UTC like the data's."""
+    t = pd.Timestamp(stamp)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def read_series(path: Path) -> pd.DataFrame:
+    """A NAB file as ``timestamp`` (parsed) and ``value`` (float), in file order."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+    missing = [c for c in ("timestamp", "value") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{str(path)!r} has no {missing[0]!r} column (columns: {', '.join(map(str, frame.columns))})")
+    try:
+        stamps = pd.Series(parse_timestamps(frame["timestamp"]))
+    except DataError as exc:
+        raise DataError(f"{str(path)!r}: {exc}") from exc
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    bad = values.isna() & frame["value"].notna()
+    if bad.any():
+        raise DataError(f"{str(path)!r} has a non-numeric value {frame['value'][bad].iloc[0]!r} at row {int(np.flatnonzero(bad)[0]) + 2}")
+    return pd.DataFrame({"timestamp": stamps, "value": values.astype(np.float64)})
+
+
+# -- one file -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A file's outcome on the grid: score in [0, 1], flags, alert onsets and events."""
+
+    grid: pd.DatetimeIndex
+    freq: pd.Timedelta
+    score: np.ndarray  # in [0, 1]; 0.5 is the threshold
+    flags: np.ndarray  # inside an event
+    onsets: np.ndarray  # where an alert fires
+    events: pd.DataFrame  # start, end, score
+
+
+def detect_batch(series: pd.DataFrame, config: DetectorConfig) -> Detection:
+    """Fit on the whole series and detect in it (Orion's protocol for NAB)."""
+    from anomaly.detector import LSTMAutoencoderDetector
+
+    frame = normalise(series, config.preprocess)
+    detector = LSTMAutoencoderDetector(config).fit(frame, progress=False)
+    scores = detector.score(frame)
+    score = scores.score.to_numpy(dtype=np.float64)
+    runs = find_runs(scores.flags.to_numpy(dtype=bool), score, scores.threshold, config.events)
+    ratio = score / max(scores.threshold, 1e-12)
+    return _detection(frame, ratio, runs, [a for a, _ in runs])
+
+
+def detect_stream(series: pd.DataFrame, config: DetectorConfig) -> Detection:
+    """Causal detection: fit on the probationary part, then score forward, refitting as history grows."""
+    from anomaly.detector import LSTMAutoencoderDetector
+
+    config = config.replace(scoring={"aggregate": "last"}, preprocess={"fill_method": "ffill"})
+    first = probation_length(len(series))
+    head = normalise(series.iloc[: max(first, 2)], config.preprocess)  # the interval, from the past only
+    frame = normalise(series, config.preprocess, freq=head.freq)
+    live = int(frame.index.searchsorted(series["timestamp"].iloc[first - 1], side="right")) if first else 0
+    fitted_until = min(max(live, config.window.size), len(frame))
+    detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, fitted_until), progress=False)
+    ratio = np.zeros(len(frame))
+    ratio[:fitted_until] = detector.decision_scores_.to_numpy() / max(detector.threshold_, 1e-12)
+    position = fitted_until
+    while position < len(frame):
+        stop = min(len(frame), max(math.ceil(fitted_until * GROWTH), position + 1))
+        scores = detector.score(_rows(frame, position, stop), context=_rows(frame, 0, position))
+        ratio[position:stop] = scores.score.to_numpy(dtype=np.float64) / max(scores.threshold, 1e-12)
+        position = stop
+        if position < len(frame):
+            detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, position), progress=False)
+            fitted_until = position
+    unobserved = (frame.filled | frame.missing).to_numpy().any(axis=1)
+    flags = (ratio > 1.0) & ~unobserved
+    flags[:live] = False  # the probationary part is what the first model learnt from, not alerts
+    runs = _causal_runs(flags, config.events.merge_gap, config.events.min_length)
+    onsets = [a + config.events.min_length - 1 for a, _ in runs]
+    return _detection(frame, ratio, runs, onsets)
+
+
+def _rows(frame: MetricFrame, a: int, b: int) -> MetricFrame:
+    return MetricFrame(frame.values.iloc[a:b], frame.filled.iloc[a:b], frame.freq)
+
+
+def _causal_runs(flags: np.ndarray, gap: int, min_length: int) -> list[tuple[int, int]]:
+    """Flag runs merged over gaps of at most ``gap`` and at least ``min_length`` long.
+
+    Both rules only look back, so a run's alert (its ``min_length``-th point)
+    is known when that point arrives.
+    """
+    return [(a, b) for a, b in merge_runs(flag_runs(flags), gap) if b - a >= min_length]
+
+
+def _detection(frame: MetricFrame, ratio: np.ndarray, runs: list[tuple[int, int]], onsets: Sequence[int]) -> Detection:
+    """Bound the score to [0, 1] (``r / (1 + r)`` of its ratio to the threshold) and describe the events."""
+    ratio = np.nan_to_num(np.clip(ratio, 0.0, None), nan=0.0, posinf=1e12)
+    score = ratio / (1.0 + ratio)
+    flags = np.zeros(len(frame), dtype=bool)
+    alert = np.zeros(len(frame), dtype=bool)
+    rows = []
+    for (a, b), onset in zip(runs, onsets):
+        flags[a:b] = True
+        alert[onset] = True
+        rows.append({"start": frame.index[a], "end": frame.index[b - 1], "score": float(score[a:b].max())})
+    events = pd.DataFrame(rows, columns=["start", "end", "score"])
+    return Detection(frame.index, frame.freq, score, flags, alert, events)
+
+
+def input_rows(detection: Detection, stamps: pd.Series) -> np.ndarray:
+    """Grid position of every input row (the slot it was binned into)."""
+    slots = (pd.DatetimeIndex(stamps) + detection.freq * EARLY_TOLERANCE).floor(detection.freq)
+    return np.asarray(detection.grid.get_indexer(slots))
+
+
+def scores_table(series: pd.DataFrame, detection: Detection) -> pd.DataFrame:
+    """One row per input row, in input order: its slot's score and flag, and the alert on the first row of an onset slot."""
+    at = input_rows(detection, series["timestamp"])
+    label = detection.onsets[at].copy()
+    label[pd.Series(at).duplicated().to_numpy()] = False  # several rows in one slot alert once
+    return pd.DataFrame(
+        {
+            "timestamp": series["timestamp"].dt.strftime(STAMP),
+            "value": series["value"],
+            "anomaly_score": np.round(detection.score[at], 6),
+            "flag": detection.flags[at].astype(int),
+            "label": label.astype(int),
+        }
+    )
+
+
+def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: Path) -> FileResult:
+    """Detect in one file, write its events, scores and result, and return the result."""
+    started = time.perf_counter()
+    series = read_series(file.path)
+    detect = detect_batch if protocol == "batch" else detect_stream
+    detection = detect(series, config)
+    table = scores_table(series, detection)
+    seconds = time.perf_counter() - started
+    folder = out / file.category
+    folder.mkdir(parents=True, exist_ok=True)
+    events = detection.events.assign(
+        start=[t.strftime(STAMP) for t in detection.events["start"]],
+        end=[t.strftime(STAMP) for t in detection.events["end"]],
+    )
+    atomic_write_text(folder / f"{file.stem}.events.csv", events.to_csv(index=False))
+    atomic_write_text(folder / f"{file.stem}.scores.csv", table.to_csv(index=False))
+    result = FileResult(
+        key=file.key,
+        category=file.category,
+        rows=len(series),
+        events=len(detection.events),
+        seconds=round(seconds, 3),
+        event_scores=score_events(list(file.windows), list(zip(detection.events["start"], detection.events["end"]))),
+        nab=nab_score(series["timestamp"], table["label"].to_numpy() == 1, list(file.windows)),
+    )
+    atomic_write_json(folder / f"{file.stem}.result.json", result.to_dict())
+    return result
+
+
+# -- the whole corpus -------------------------------------------------------------------------
+
+
+@dataclass
+class Benchmark:
+    """A benchmark run: corpus, protocol, configuration and output folder."""
+
+    corpus: Path
+    out: Path
+    protocol: Protocol = "batch"
+    config: DetectorConfig = field(default_factory=DetectorConfig)
+    jobs: int = 0  # 0: one per core
+    patterns: Sequence[str] = ()
+
+    def run(self, progress: bool | None = None, on_file: Callable[[FileResult], None] | None = None) -> dict[str, Any]:
+        """Run the files not finished yet, then write and return the summary of all of them."""
+        if self.protocol not in PROTOCOLS:
+            raise BenchmarkError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        files = load_corpus(self.corpus, self.patterns)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._claim_output()
+        done = {f.key: r for f in files if (r := self._finished(f)) is not None}
+        todo = [f for f in files if f.key not in done]
+        for result in self._execute(todo, progress):
+            done[result.key] = result
+            if on_file:
+                on_file(result)
+        results = [done[f.key] for f in files]
+        summary = summarise(results, files, self.protocol)
+        atomic_write_json(self.out / "summary.json", _no_nan(summary))
+        atomic_write_text(self.out / "summary.md", summary_markdown(summary))
+        return summary
+
+    def _claim_output(self) -> None:
+        """Record what this folder holds; refuse to mix results of another protocol or configuration."""
+        manifest = {"protocol": self.protocol, "config": self.config.to_dict(), "config_sha256": config_hash(self.config)}
+        path = self.out / "benchmark.json"
+        if path.exists():
+            held = json.loads(path.read_text())
+            if held.get("protocol") != self.protocol or held.get("config_sha256") != manifest["config_sha256"]:
+                raise BenchmarkError(
+                    f"{str(self.out)!r} holds a {held.get('protocol')!r} run with another configuration "
+                    f"(config {str(held.get('config_sha256'))[:12]}); use another --out to keep both"
+                )
+            return
+        atomic_write_json(path, manifest)
+
+    def _finished(self, file: CorpusFile) -> FileResult | None:
+        path = self.out / file.category / f"{file.stem}.result.json"
+        try:
+            data = json.loads(path.read_text())
+            return FileResult.from_dict(data) if data.get("version") == RESULT_VERSION and data.get("key") == file.key else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _execute(self, files: list[CorpusFile], progress: bool | None) -> Any:
+        from tqdm.auto import tqdm
+
+        jobs = self.jobs or os.cpu_count() or 1
+        bar = tqdm(total=len(files), unit="file", desc=f"{self.protocol} benchmark", disable=False if progress else None if progress is None else True)
+        try:
+            if jobs == 1 or len(files) <= 1:
+                for f in files:
+                    yield run_file(f, self.protocol, self.config, self.out)
+                    bar.update()
+                return
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(min(jobs, len(files)), mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
+                futures = [pool.submit(run_file, f, self.protocol, self.config, self.out) for f in files]
+                for future in as_completed(futures):
+                    yield future.result()
+                    bar.update()
+        finally:
+            bar.close()
+
+
+def _worker_init(threads: int) -> None:
+    """Each worker process gets its share of the cores, so parallel files do not oversubscribe them."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def config_hash(config: DetectorConfig) -> str:
+    return hashlib.sha256(config.to_json().encode()).hexdigest()
+
+
+# -- the summary ---------------------------------------------------------------------------
+
+
+def summarise(results: Sequence[FileResult], files: Sequence[CorpusFile], protocol: str) -> dict[str, Any]:
+    """Per category (in name order) and overall: event P/R/F1, NAB score, events and seconds per file."""
+    categories = sorted({r.category for r in results})
+    rows = {c: _aggregate([r for r in results if r.category == c]) for c in categories}
+    return {
+        "protocol": protocol,
+        "files": len(results),
+        "categories": rows,
+        "overall": _aggregate(list(results)),
+        "per_file": {r.key: {"events": r.events, "seconds": r.seconds, **r.event_scores.to_dict(), "nab_raw": r.nab.raw} for r in results},
+    }
+
+
+def _aggregate(results: Sequence[FileResult]) -> dict[str, Any]:
+    events = sum((r.event_scores for r in results), EventScores(0, 0, 0))
+    nab = sum((r.nab for r in results[1:]), results[0].nab)
+    seconds = [r.seconds for r in results]
+    has_windows = events.tp + events.fn > 0
+    return {
+        "files": len(results),
+        "windows": events.tp + events.fn,
+        "events": sum(r.events for r in results),
+        "tp": events.tp,
+        "fp": events.fp,
+        "fn": events.fn,
+        "precision": events.precision if events.tp + events.fp else (math.nan if not has_windows else 0.0),
+        "recall": events.recall if has_windows else math.nan,
+        "f1": events.f1 if has_windows else math.nan,
+        "nab_score": nab.normalised,
+        "nab_raw": nab.raw,
+        "median_seconds_per_file": statistics.median(seconds),
+        "mean_seconds_per_file": statistics.fmean(seconds),
+    }
+
+
+def _no_nan(value: Any) -> Any:
+    """JSON has no NaN: an undefined figure (no windows to find) is null."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown table; '–' where a figure is undefined (no windows to find)."""
+    lines = [
+        f"# Benchmark, {summary['protocol']} protocol ({summary['files']} files)",
+        "",
+        "| category | files | windows | events | tp | fp | fn | precision | recall | F1 | NAB score | median s/file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [*summary["categories"].items(), ("**overall**", summary["overall"])]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r['files']} | {r['windows']} | {r['events']} | {r['tp']} | {r['fp']} | {r['fn']} | "
+            f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['nab_score'], 1)} | "
+            f"{r['median_seconds_per_file']:.1f} |"
+        )
+    lines += [
+        "",
+        "Precision, recall and F1 follow Orion's overlap rule (tp/fp/fn summed over a category's files).",
+        "The NAB score is the standard profile of the alert onsets (`label`), 0 = no detections, 100 = perfect;",
+        "'–' where a category has no anomaly window to find.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
