@@ -238,6 +238,7 @@ def detect_stream(series: pd.DataFrame, config: DetectorConfig) -> Detection:
     frame = normalise(series, config.preprocess, freq=head.freq)
     live = int(frame.index.searchsorted(series["timestamp"].iloc[first - 1], side="right")) if first else 0
     fitted_until = min(max(live, config.window.size), len(frame))
+    quiet = fitted_until  # in-sample for the first model (more than the probation in a short file): never alerts
     detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, fitted_until), progress=False)
     ratio = np.zeros(len(frame))
     ratio[:fitted_until] = detector.decision_scores_.to_numpy() / max(detector.threshold_, 1e-12)
@@ -252,23 +253,29 @@ def detect_stream(series: pd.DataFrame, config: DetectorConfig) -> Detection:
             fitted_until = position
     unobserved = (frame.filled | frame.missing).to_numpy().any(axis=1)
     flags = (ratio > 1.0) & ~unobserved
-    flags[:live] = False  # the probationary part is what the first model learnt from, not alerts
-    runs = _causal_runs(flags, config.events.merge_gap, config.events.min_length)
-    onsets = [a + config.events.min_length - 1 for a, _ in runs]
-    return _detection(frame, ratio, runs, onsets)
+    flags[:quiet] = False
+    alerts = _causal_runs(flags, config.events.merge_gap, config.events.min_length)
+    return _detection(frame, ratio, [(a, b) for a, b, _ in alerts], [at for _, _, at in alerts])
 
 
 def _rows(frame: MetricFrame, a: int, b: int) -> MetricFrame:
     return MetricFrame(frame.values.iloc[a:b], frame.filled.iloc[a:b], frame.freq)
 
 
-def _causal_runs(flags: np.ndarray, gap: int, min_length: int) -> list[tuple[int, int]]:
-    """Flag runs merged over gaps of at most ``gap`` and at least ``min_length`` long.
+def _causal_runs(flags: np.ndarray, gap: int, min_length: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, alert)`` of flag runs merged over gaps of at most ``gap`` points.
 
-    Both rules only look back, so a run's alert (its ``min_length``-th point)
-    is known when that point arrives.
+    A run alerts on its ``min_length``-th flagged point (runs with fewer are
+    dropped). Merging only looks back, so whether a point is an alert is
+    known when it arrives; the run's extent (``flag`` in the scores) is
+    only final once ``gap`` quiet points have followed it.
     """
-    return [(a, b) for a, b in merge_runs(flag_runs(flags), gap) if b - a >= min_length]
+    out = []
+    for a, b in merge_runs(flag_runs(flags), gap):
+        flagged = a + np.flatnonzero(flags[a:b])
+        if len(flagged) >= min_length:
+            out.append((a, b, int(flagged[min_length - 1])))
+    return out
 
 
 def _detection(frame: MetricFrame, ratio: np.ndarray, runs: list[tuple[int, int]], onsets: Sequence[int]) -> Detection:
@@ -378,8 +385,8 @@ class Benchmark:
             held = json.loads(path.read_text())
             if held.get("protocol") != self.protocol or held.get("config_sha256") != manifest["config_sha256"]:
                 raise BenchmarkError(
-                    f"{str(self.out)!r} holds a {held.get('protocol')!r} run with another configuration "
-                    f"(config {str(held.get('config_sha256'))[:12]}); use another --out to keep both"
+                    f"{str(self.out)!r} holds a {held.get('protocol')!r} run of config {str(held.get('config_sha256'))[:12]}, "
+                    f"not this {self.protocol!r} run of config {manifest['config_sha256'][:12]}; use another --out to keep both"
                 )
             return
         atomic_write_json(path, manifest)
