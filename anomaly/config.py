@@ -181,8 +181,8 @@ class ScoringConfig:
     ``aggregate`` combines the overlapping reconstructions of a point (median as
     Orion does, or mean), or ``last`` takes each point's reconstruction from
     the one window that ends at it: causal, so a point's score never depends
-    on later points (``window.score_stride`` is then unused); ``error`` is the point-wise error in scaled units;
-    ``combine`` folds per-metric errors into one score; ``smoothing_span`` is
+    on later points (``window.score_stride`` is then unused); ``error`` is the
+    point-wise error in scaled units; ``combine`` folds per-metric errors into one score; ``smoothing_span`` is
     the span of an exponentially weighted mean (causal), 0 for none.
     """
 
