@@ -52,7 +52,7 @@ from anomaly.evaluation import (
     score_events,
 )
 from anomaly.events import find_runs, flag_runs, merge_runs
-from anomaly.fileio import atomic_write_json, atomic_write_text
+from anomaly.fileio import atomic_write_json, atomic_write_text, read_json
 
 Protocol = Literal["batch", "stream"]
 PROTOCOLS: tuple[str, ...] = ("batch", "stream")
@@ -382,7 +382,7 @@ class Benchmark:
         manifest = {"protocol": self.protocol, "config": self.config.to_dict(), "config_sha256": config_hash(self.config)}
         path = self.out / "benchmark.json"
         if path.exists():
-            held = json.loads(path.read_text())
+            held = read_json(path, BenchmarkError)
             if held.get("protocol") != self.protocol or held.get("config_sha256") != manifest["config_sha256"]:
                 raise BenchmarkError(
                     f"{str(self.out)!r} holds a {held.get('protocol')!r} run of config {str(held.get('config_sha256'))[:12]}, "
@@ -403,7 +403,7 @@ class Benchmark:
         from tqdm.auto import tqdm
 
         jobs = self.jobs or os.cpu_count() or 1
-        bar = tqdm(total=len(files), unit="file", desc=f"{self.protocol} benchmark", disable=False if progress else None if progress is None else True)
+        bar = tqdm(total=len(files), unit="file", desc=f"{self.protocol} benchmark", disable=None if progress is None else not progress)
         try:
             if jobs == 1 or len(files) <= 1:
                 for f in files:
