@@ -31,7 +31,7 @@ FillMethod = Literal["linear", "ffill"]
 ReconAggregate = Literal["median", "mean", "last"]
 ErrorKind = Literal["abs", "squared"]
 CombineKind = Literal["mean", "max"]
-ThresholdMethod = Literal["quantile", "sigma", "mad", "dynamic", "spot"]
+ThresholdMethod = Literal["quantile", "sigma", "mad", "dynamic", "spot", "fixed"]
 DeviceKind = Literal["auto", "cpu", "cuda"]
 
 
@@ -182,14 +182,26 @@ class ScoringConfig:
     Orion does, or mean), or ``last`` takes each point's reconstruction from
     the one window that ends at it: causal, so a point's score never depends
     on later points (``window.score_stride`` is then unused); ``error`` is the
-    point-wise error in scaled units; ``combine`` folds per-metric errors into one score; ``smoothing_span`` is
-    the span of an exponentially weighted mean (causal), 0 for none.
+    point-wise error in scaled units; ``combine`` folds per-metric errors into
+    one score; ``smoothing_span`` is the span of an exponentially weighted
+    mean (causal), 0 for none.
+
+    ``baseline`` (points, 0 for none) makes the score relative to recent
+    behaviour: each smoothed score becomes its distance above the mean of
+    the ``baseline`` scores before it, in their standard deviations (at
+    least ``baseline_floor``, in scaled units, so a perfectly reconstructed
+    metric does not turn rounding noise into huge scores). Error levels
+    drift as a metric's load changes; a fixed cut on the raw error then
+    fires all week or never. The baseline needs a quarter of its points of
+    history; earlier points have no score (NaN) and never flag.
     """
 
     aggregate: ReconAggregate = "median"
     error: ErrorKind = "abs"
     combine: CombineKind = "mean"
     smoothing_span: int = 6
+    baseline: int = 0
+    baseline_floor: float = 1e-3
     batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -198,6 +210,10 @@ class ScoringConfig:
         _check_choice(s, "error", self.error, ErrorKind)
         _check_choice(s, "combine", self.combine, CombineKind)
         _check_int(s, "smoothing_span", self.smoothing_span, 0)
+        _check_int(s, "baseline", self.baseline, 0)
+        if self.baseline == 1:
+            _fail(s, "baseline", "0 (none) or at least 2 points", self.baseline)
+        _check_float(s, "baseline_floor", self.baseline_floor, 0.0, open_low=True)
         _check_int(s, "batch_size", self.batch_size, 1)
 
 
@@ -213,6 +229,8 @@ class ThresholdConfig:
       sequences is ``events.prune`` (it applies to every method).
     - ``spot``: peaks-over-threshold (Siffer et al. KDD 2017) with risk ``risk``
       and initial quantile ``level``.
+    - ``fixed``: ``k`` itself, nothing fitted: for scores already in standard
+      deviations (``scoring.baseline``), "k sigma above the recent baseline".
 
     ``floor`` is a lower bound in score units so a perfectly reconstructed
     (e.g. constant) training series still gets a usable threshold.

@@ -25,7 +25,7 @@ from anomaly.errors import ConfigError, DataError, NotFittedError
 from anomaly.events import find_events
 from anomaly.model import LSTMAutoencoder
 from anomaly.scaling import Scaler
-from anomaly.scoring import Scores, combine, point_errors, reconstruct, smooth
+from anomaly.scoring import Scores, combine, point_errors, reconstruct, smooth, standardise
 from anomaly.thresholds import Threshold, build_threshold
 from anomaly.training import (
     RNG_LOCK,
@@ -137,9 +137,7 @@ class LSTMAutoencoderDetector:
         frame = self._prepare(data)
         full = frame
         if context is not None:
-            # Enough history for full windows and for the smoothing to settle.
-            keep = 2 * cfg.window.size + 10 * cfg.scoring.smoothing_span
-            full = with_context(self._prepare(context), frame, keep)
+            full = with_context(self._prepare(context), frame, context_points(cfg))
         require_length(full, cfg.window.size, "the data to score (with its context)")
         raw = self._raw_scores(full)
         rows = slice(len(full) - len(frame), len(full))
@@ -169,6 +167,9 @@ class LSTMAutoencoderDetector:
         span = cfg.scoring.smoothing_span
         metric_scores = smooth(errors, span)
         score = smooth(combine(errors, cfg.scoring.combine)[:, None], span)[:, 0]
+        if cfg.scoring.baseline:
+            metric_scores = standardise(metric_scores, cfg.scoring.baseline, cfg.scoring.baseline_floor)
+            score = standardise(score, cfg.scoring.baseline, cfg.scoring.baseline_floor)
         unobserved = missing | frame.filled.to_numpy()
         return _RawScores(recon, metric_scores, score, unobserved)
 
@@ -225,6 +226,12 @@ class LSTMAutoencoderDetector:
     def __repr__(self) -> str:
         state = f"fitted on {self.metrics_}" if hasattr(self, "model_") else "not fitted"
         return f"LSTMAutoencoderDetector({state})"
+
+
+def context_points(config: DetectorConfig) -> int:
+    """Earlier points a score needs: full windows, the smoothing's memory and the baseline."""
+    scoring = config.scoring
+    return 2 * config.window.size + 10 * scoring.smoothing_span + scoring.baseline
 
 
 def _model_input(frame: MetricFrame) -> np.ndarray:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from anomaly.config import DetectorConfig
 from anomaly.data import normalise
-from anomaly.detector import LSTMAutoencoderDetector
+from anomaly.detector import LSTMAutoencoderDetector, context_points
 from anomaly.errors import DataError
 from anomaly.events import EVENT_COLUMNS, SEVERITY_LEVELS
 from anomaly.fileio import atomic_write_json, read_json
@@ -312,9 +312,8 @@ def record_run(workspace: str | Path, results: Sequence[Mapping[str, Any]], now:
 
 
 def _context_points(detector: LSTMAutoencoderDetector) -> int:
-    """Earlier points a score run reads: full windows for the first new point, and the smoothing's memory."""
-    config = detector.config or DetectorConfig()
-    return 2 * config.window.size + 10 * config.scoring.smoothing_span
+    """Earlier points a score run reads (see :func:`anomaly.detector.context_points`)."""
+    return context_points(detector.config or DetectorConfig())
 
 
 def _write_part(frame: pd.DataFrame, folder: Path, stamp: str) -> Path:

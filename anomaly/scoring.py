@@ -3,7 +3,8 @@
 Windows are reconstructed in bounded chunks of points, each point's
 overlapping reconstructions are aggregated (median or mean), and the point's
 error in scaled units is its score per metric; metrics are then combined into
-one score and optionally smoothed. Nothing here is fitted: a model trained
+one score, optionally smoothed and optionally measured against its recent
+baseline (:func:`standardise`). Nothing here is fitted: a model trained
 yesterday scores today's data with exactly the state it saved.
 """
 
@@ -158,3 +159,27 @@ def smooth(errors: np.ndarray, span: int) -> np.ndarray:
     smoothed = smoothed.reshape(np.shape(errors))
     smoothed[np.isnan(errors)] = np.nan
     return smoothed
+
+
+def baseline_minimum(window: int) -> int:
+    """Points of history a baseline of ``window`` points needs before it gives a score."""
+    return max(2, window // 4)
+
+
+def standardise(scores: np.ndarray, window: int, floor: float) -> np.ndarray:
+    """How far each score is above its trailing baseline, in the baseline's standard deviations.
+
+    The baseline of a point is the ``window`` observed scores before it (never
+    the point itself or anything later, so the result is causal). Its standard
+    deviation is raised to ``floor`` so a near-constant baseline cannot turn
+    noise into huge scores. Scores below the baseline mean are 0: only rises
+    are anomalous here. NaN where the score is NaN or fewer than
+    :func:`baseline_minimum` earlier scores exist. ``scores`` is ``(n,)`` or
+    ``(n, m)`` (per column).
+    """
+    frame = pd.DataFrame(np.asarray(scores, dtype=np.float64).reshape(len(scores), -1))
+    rolling = frame.rolling(window, min_periods=baseline_minimum(window))
+    mean = rolling.mean().shift(1)
+    std = rolling.std(ddof=0).shift(1).clip(lower=floor)
+    out = ((frame - mean) / std).clip(lower=0.0).to_numpy()
+    return out.reshape(np.shape(scores))

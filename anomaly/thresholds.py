@@ -42,6 +42,8 @@ class Threshold(ABC):
     method: ClassVar[str]
     #: Learned values kept besides ``threshold``, each stored as attribute ``<key>_``.
     state_keys: ClassVar[tuple[str, ...]] = ()
+    #: Whether fitting reads the scores (a fixed threshold fits on no data at all).
+    needs_scores: ClassVar[bool] = True
 
     threshold_: float
 
@@ -54,7 +56,7 @@ class Threshold(ABC):
     def fit(self, scores: np.ndarray) -> Self:
         """Learn the threshold from 1-D training scores; NaNs (filled gaps) are ignored."""
         x = _check_scores(scores, context="fit")
-        if np.isnan(x).all():
+        if self.needs_scores and np.isnan(x).all():
             what = "are empty" if x.size == 0 else f"are all NaN ({x.size} values)"
             raise DataError(f"cannot fit a {self.method!r} threshold: the training scores {what}")
         value, learned = self._fit(x)
@@ -97,7 +99,7 @@ class Threshold(ABC):
 
         ``scores`` is 1-D float64, non-negative and finite except for NaNs
         (gaps, kept in place so positions still mean time), with at least one
-        non-NaN value.
+        non-NaN value unless the class does not need scores.
         """
 
     def _check_fitted(self) -> None:
@@ -228,6 +230,21 @@ class SPOTThreshold(Threshold):
         return value, {**learned, "n": float(x.size)}
 
 
+class FixedThreshold(Threshold):
+    """``config.k``, whatever the training scores: meant for scores in standard deviations.
+
+    With ``scoring.baseline`` a score already says how unusual a point is
+    against recent behaviour, so the cut is a stated number of sigmas rather
+    than something learned from (possibly contaminated) training scores.
+    """
+
+    method = "fixed"
+    needs_scores = False
+
+    def _fit(self, scores: np.ndarray) -> tuple[float, dict[str, float]]:
+        return float(self.config.k), {}
+
+
 def _spot_result(spot: Any) -> tuple[float, dict[str, float]] | None:
     """The calibrated z_q and GPD parameters, or None when the tail fit is degenerate."""
     z_q, t = float(spot.anomaly_threshold), float(spot.excess_threshold)
@@ -239,7 +256,7 @@ def _spot_result(spot: Any) -> tuple[float, dict[str, float]] | None:
 
 THRESHOLDS: dict[str, type[Threshold]] = {
     cls.method: cls
-    for cls in (QuantileThreshold, SigmaThreshold, MADThreshold, DynamicThreshold, SPOTThreshold)
+    for cls in (QuantileThreshold, SigmaThreshold, MADThreshold, DynamicThreshold, SPOTThreshold, FixedThreshold)
 }
 
 

@@ -31,7 +31,7 @@ from anomaly.benchmark import (
     run_file,
 )
 from anomaly.cli import main
-from anomaly.config import ModelConfig, ScoringConfig, WindowConfig
+from anomaly.config import DetectorConfig, ModelConfig, ScoringConfig, WindowConfig
 from anomaly.detector import LSTMAutoencoderDetector
 from anomaly.errors import DataError
 from anomaly.evaluation import nab_score, probation_length, score_events
@@ -327,19 +327,25 @@ def test_result_nab_score_is_nab_of_the_label_column(corpus: Path, batch_run: tu
 # -- stream protocol -----------------------------------------------------------------------------
 
 
-def stream_scores(tmp_path: Path, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+def stream_scores(tmp_path: Path, name: str, frame: pd.DataFrame, config: DetectorConfig = CONFIG) -> pd.DataFrame:
     """scores.csv of a stream run of ``frame`` as ``s/<name>.csv``."""
     path = write_csv(tmp_path / "data" / "s" / f"{name}.csv", frame)
-    run_file(CorpusFile("s", f"{name}.csv", path, ()), "stream", CONFIG, tmp_path / "out")
+    run_file(CorpusFile("s", f"{name}.csv", path, ()), "stream", config, tmp_path / "out")
     return pd.read_csv(tmp_path / "out" / "s" / f"{name}.scores.csv")
 
 
-def test_stream_scores_and_alerts_never_depend_on_later_points(tmp_path: Path) -> None:
+# Scores in sigmas above a trailing baseline, as benchmarks/nab.yaml measures: the baseline is causal too.
+BASELINED = CONFIG.replace(scoring={"baseline": 60}, threshold={"method": "fixed", "k": 4.0})
+
+
+@pytest.mark.parametrize("config", [CONFIG, BASELINED], ids=["fitted-threshold", "baseline"])
+def test_stream_scores_and_alerts_never_depend_on_later_points(tmp_path: Path, config: DetectorConfig) -> None:
     original = shifted()
     change = int(0.8 * len(original))
     changed = original.copy()
     changed.loc[change:, "value"] = 1000.0 + 37.0 * np.arange(len(original) - change)
-    before, after = stream_scores(tmp_path, "original", original), stream_scores(tmp_path, "changed", changed)
+    before = stream_scores(tmp_path, "original", original, config)
+    after = stream_scores(tmp_path, "changed", changed, config)
     past = slice(0, change)
     pd.testing.assert_series_equal(before.anomaly_score[past], after.anomaly_score[past])
     pd.testing.assert_series_equal(before.label[past], after.label[past])
@@ -607,9 +613,8 @@ def test_cli_benchmark_refuses_negative_jobs(corpus: Path, tmp_path: Path, capsy
 
 
 def test_the_measured_configuration_file_loads_with_the_documented_settings() -> None:
-    from anomaly.config import DetectorConfig
-
     config = DetectorConfig.from_file(Path(__file__).parents[1] / "benchmarks" / "nab.yaml")
-    assert (config.scoring.aggregate, config.scoring.smoothing_span) == ("last", 12)
-    assert (config.threshold.method, config.threshold.k, config.events.merge_gap) == ("sigma", 5.0, 48)
+    assert (config.scoring.aggregate, config.scoring.smoothing_span, config.scoring.baseline) == ("median", 40, 1000)
+    assert (config.threshold.method, config.threshold.k) == ("fixed", 6.0)
+    assert (config.events.padding, config.events.merge_gap, config.events.prune) == (50, 48, 0.0)
     assert (config.window.max_train_windows, config.training.epochs) == (1000, 20)

@@ -131,6 +131,36 @@ def test_context_only_changes_the_first_window(fitted: LSTMAutoencoderDetector, 
     np.testing.assert_allclose(split.score.to_numpy()[2 * size :], tail.to_numpy()[2 * size :], rtol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def baselined(two_metrics: pd.DataFrame) -> LSTMAutoencoderDetector:
+    """The tiny model with scores in sigmas above a 200-point baseline, flagged at 3 sigma."""
+    from tests.conftest import TINY
+
+    config = TINY.replace(scoring={"smoothing_span": 12, "baseline": 200}, threshold={"method": "fixed", "k": 3.0})
+    return LSTMAutoencoderDetector(config).fit(two_metrics.iloc[:800], progress=False)
+
+
+def test_baseline_scores_with_context_equal_scores_of_the_whole(
+    baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame
+) -> None:
+    # the context a score run reads is enough for the baseline too: the split run sees what the whole one sees
+    whole = baselined.score(two_metrics.iloc[:1000])
+    split = baselined.score(two_metrics.iloc[900:1000], context=two_metrics.iloc[:900])
+    np.testing.assert_allclose(split.score.to_numpy(), whole.score.iloc[900:].to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(split.metric_scores.to_numpy(), whole.metric_scores.iloc[900:].to_numpy(), rtol=1e-5)
+    assert split.flags.equals(whole.flags.iloc[900:])
+    assert baselined.threshold_ == 3.0 and baselined.thresholds_["cpu"].threshold_ == 3.0
+
+
+def test_baseline_needs_history_before_it_scores(baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
+    scores = baselined.score(two_metrics.iloc[:300])
+    assert scores.score.iloc[:50].isna().all()  # fewer than 200 // 4 earlier points: no baseline yet
+    assert scores.score.iloc[51:].notna().all() and (scores.score.iloc[51:] >= 0).all()
+    assert not scores.flags.iloc[:50].any()
+    # the training scores are baseline-relative too, so the first of them are missing as well
+    assert baselined.decision_scores_.iloc[:50].isna().all()
+
+
 def test_short_data_needs_context(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
     short = two_metrics.iloc[800:810]
     with pytest.raises(DataError, match=r"10 points .* fewer than one window \(window.size=32\)"):

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from anomaly.scoring import combine, point_errors, smooth
+from anomaly.scoring import baseline_minimum, combine, point_errors, smooth, standardise
 
 NAN = np.nan
 
@@ -162,3 +162,57 @@ def test_smooth_is_causal(x: np.ndarray, span: int, data: st.DataObject) -> None
     changed[k:, col] = new  # change the row and everything after it
     before, after = smooth(x, span), smooth(changed, span)
     np.testing.assert_array_equal(after[:k], before[:k])
+
+
+# --- standardise (scores relative to the recent baseline) --------------------
+
+
+def reference_standardise(x: np.ndarray, window: int, floor: float) -> np.ndarray:
+    """Each point against the observed scores among the ``window`` before it, by hand."""
+    out = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        past = x[max(0, i - window) : i]
+        past = past[~np.isnan(past)]
+        if np.isnan(x[i]) or len(past) < baseline_minimum(window):
+            continue
+        out[i] = max((x[i] - past.mean()) / max(past.std(), floor), 0.0)
+    return out
+
+
+def test_standardise_exact_small_case() -> None:
+    x = np.array([1.0, 3.0, 1.0, 3.0, 7.0, 0.0])
+    z = standardise(x, 4, 1e-3)
+    # window 4 needs 2 earlier points; point 4 sees [1, 3, 1, 3]: mean 2, std 1
+    np.testing.assert_allclose(z, [np.nan, np.nan, 0.0, (4 / 3) / np.sqrt(8 / 9), 5.0, 0.0], equal_nan=True)
+    assert np.isnan(z[:2]).all() and z[-1] == 0.0  # below the baseline is not anomalous
+
+
+def test_standardise_floor_caps_the_score_of_a_flat_baseline() -> None:
+    x = np.r_[np.full(20, 0.2), 0.25]
+    assert standardise(x, 10, 0.01)[-1] == pytest.approx(5.0)  # 0.05 above, std 0 -> floor 0.01
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    x=hnp.arrays(np.float64, st.integers(1, 80), elements=st.one_of(st.floats(0.0, 10.0), st.just(np.nan))),
+    window=st.integers(2, 30),
+    floor=st.sampled_from([1e-3, 0.1]),
+)
+def test_standardise_matches_reference(x: np.ndarray, window: int, floor: float) -> None:
+    np.testing.assert_allclose(standardise(x, window, floor), reference_standardise(x, window, floor), rtol=1e-6, atol=1e-9, equal_nan=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    x=hnp.arrays(np.float64, st.tuples(st.integers(2, 60), st.integers(1, 3)), elements=maybe_nan),
+    window=st.integers(2, 20),
+    data=st.data(),
+)
+def test_standardise_is_causal_and_per_column(x: np.ndarray, window: int, data: st.DataObject) -> None:
+    k = data.draw(st.integers(0, len(x) - 1), label="changed row")
+    changed = x.copy()
+    changed[k:, 0] = data.draw(maybe_nan, label="new value")
+    before, after = standardise(x, window, 1e-3), standardise(changed, window, 1e-3)
+    assert before.shape == x.shape
+    np.testing.assert_array_equal(after[:k], before[:k])
+    np.testing.assert_array_equal(after[:, 1:], before[:, 1:])

@@ -19,6 +19,7 @@ from anomaly.errors import ConfigError, DataError, NotFittedError
 from anomaly.thresholds import (
     THRESHOLDS,
     DynamicThreshold,
+    FixedThreshold,
     MADThreshold,
     QuantileThreshold,
     SigmaThreshold,
@@ -27,7 +28,8 @@ from anomaly.thresholds import (
     build_threshold,
 )
 
-METHODS = sorted(THRESHOLDS)
+#: The methods learned from training scores; ``fixed`` has tests of its own below.
+METHODS = sorted(m for m, cls in THRESHOLDS.items() if cls.needs_scores)
 
 
 def make(method: str, **fields: float) -> Threshold:
@@ -361,6 +363,30 @@ def test_spot_single_excess_is_modelled_not_fallen_back() -> None:
     assert t.threshold_ > 0.6
 
 
+# --- fixed -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scores", [noisy_scores(), np.zeros(50), np.array([]), np.array([np.nan, np.nan])])
+def test_fixed_is_k_whatever_the_training_scores(scores: np.ndarray) -> None:
+    # it needs no data: a baseline-relative score is in sigmas before any fit
+    t = make("fixed", k=6.0).fit(scores)
+    assert t.threshold_ == 6.0 and t.get_state() == {"threshold": 6.0}
+    assert t.apply(np.array([5.9, 6.0, 6.1, np.nan])).tolist() == [False, False, True, False]
+
+
+def test_fixed_is_raised_to_the_floor_and_round_trips() -> None:
+    assert make("fixed", k=0.0, floor=0.5).fit(np.ones(3)).threshold_ == 0.5
+    config = ThresholdConfig(method="fixed", k=3.0)
+    fitted = build_threshold(config).fit(noisy_scores())
+    rebuilt = FixedThreshold.from_state(config, json.loads(json.dumps(fitted.get_state())))
+    assert rebuilt.threshold_ == 3.0
+
+
+def test_fixed_still_rejects_bad_scores() -> None:
+    with pytest.raises(DataError, match=r"non-negative, got -1\.0 at index 0"):
+        make("fixed").fit(np.array([-1.0]))
+
+
 # --- build_threshold --------------------------------------------------------
 
 
@@ -372,8 +398,10 @@ def test_thresholds_cover_every_config_method() -> None:
         "mad": MADThreshold,
         "dynamic": DynamicThreshold,
         "spot": SPOTThreshold,
+        "fixed": FixedThreshold,
     }
     assert THRESHOLDS == expected
+    assert [m for m, cls in THRESHOLDS.items() if not cls.needs_scores] == ["fixed"]
 
 
 @pytest.mark.parametrize("method", get_args(ThresholdMethod))
