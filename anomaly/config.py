@@ -184,7 +184,11 @@ class ScoringConfig:
     on later points (``window.score_stride`` is then unused); ``error`` is the
     point-wise error in scaled units; ``combine`` folds per-metric errors into
     one score; ``smoothing_span`` is the span of an exponentially weighted
-    mean (causal), 0 for none.
+    mean (causal), 0 for none. ``smoothing_time`` (a duration such as
+    "200min"), when set, replaces it: the span is that duration in points of
+    the series' own sampling interval, so an hourly and a five-minute metric
+    are smoothed over the same time, not the same number of points (a
+    three-point spike in hourly data lasts three hours).
 
     ``baseline`` (points, 0 for none) makes the score relative to recent
     behaviour: each smoothed score becomes its distance above the mean of
@@ -200,6 +204,7 @@ class ScoringConfig:
     error: ErrorKind = "abs"
     combine: CombineKind = "mean"
     smoothing_span: int = 6
+    smoothing_time: str | None = None
     baseline: int = 0
     baseline_floor: float = 1e-3
     batch_size: int = 256
@@ -210,11 +215,35 @@ class ScoringConfig:
         _check_choice(s, "error", self.error, ErrorKind)
         _check_choice(s, "combine", self.combine, CombineKind)
         _check_int(s, "smoothing_span", self.smoothing_span, 0)
+        if self.smoothing_time is not None and _duration(self.smoothing_time) is None:
+            _fail(s, "smoothing_time", "a positive duration such as '200min' or '3h'", self.smoothing_time)
         _check_int(s, "baseline", self.baseline, 0)
         if self.baseline == 1:
             _fail(s, "baseline", "0 (none) or at least 2 points", self.baseline)
         _check_float(s, "baseline_floor", self.baseline_floor, 0.0, open_low=True)
         _check_int(s, "batch_size", self.batch_size, 1)
+
+
+    def span_points(self, freq: Any) -> int:
+        """The smoothing span in points of a series sampled every ``freq`` (a Timedelta)."""
+        if self.smoothing_time is None:
+            return self.smoothing_span
+        import pandas as pd
+
+        return max(1, round(pd.Timedelta(self.smoothing_time) / pd.Timedelta(freq)))
+
+
+def _duration(text: Any) -> Any:
+    """``text`` as a positive Timedelta, or None when it is not one."""
+    import pandas as pd
+
+    if not isinstance(text, str):
+        return None
+    try:
+        value = pd.Timedelta(text)
+    except (ValueError, TypeError):
+        return None
+    return value if value > pd.Timedelta(0) else None
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ class LSTMAutoencoderDetector:
         frame = self._prepare(data)
         full = frame
         if context is not None:
-            full = with_context(self._prepare(context), frame, context_points(cfg))
+            full = with_context(self._prepare(context), frame, context_points(cfg, self.freq_))
         require_length(full, cfg.window.size, "the data to score (with its context)")
         raw = self._raw_scores(full)
         rows = slice(len(full) - len(frame), len(full))
@@ -164,7 +164,7 @@ class LSTMAutoencoderDetector:
         missing = frame.missing.to_numpy()
         errors = point_errors(scaled, recon, cfg.scoring.error)
         errors[missing] = np.nan
-        span = cfg.scoring.smoothing_span
+        span = cfg.scoring.span_points(frame.freq)
         metric_scores = smooth(errors, span)
         score = smooth(combine(errors, cfg.scoring.combine)[:, None], span)[:, 0]
         if cfg.scoring.baseline:
@@ -228,10 +228,10 @@ class LSTMAutoencoderDetector:
         return f"LSTMAutoencoderDetector({state})"
 
 
-def context_points(config: DetectorConfig) -> int:
-    """Earlier points a score needs: full windows, the smoothing's memory and the baseline."""
+def context_points(config: DetectorConfig, freq: pd.Timedelta) -> int:
+    """Earlier points a score needs on a ``freq`` grid: full windows, the smoothing's memory and the baseline."""
     scoring = config.scoring
-    return 2 * config.window.size + 10 * scoring.smoothing_span + scoring.baseline
+    return 2 * config.window.size + 10 * scoring.span_points(freq) + scoring.baseline
 
 
 def _model_input(frame: MetricFrame) -> np.ndarray:

@@ -233,11 +233,12 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
         last = pd.Timestamp(detector.training_data_["end"])
     store, step = RawStore(root / STORE), detector.freq_
     # one read covers the new points and the context before them
-    recent = store.read_wide(list(group.metrics), start=last - _context_points(detector) * step + _JUST_AFTER)
+    config = detector.config or DetectorConfig()
+    recent = store.read_wide(list(group.metrics), start=last - context_points(config, step) * step + _JUST_AFTER)
     if not (recent.index > last).any():
         return {"group": group.name, "status": "no-new-data", "version": version, "points": 0, "events": 0}
     # normalised once, then split: gaps across the boundary are filled as in one series
-    context, new = normalise(recent, (detector.config or DetectorConfig()).preprocess, freq=step).split(last)
+    context, new = normalise(recent, config.preprocess, freq=step).split(last)
     scores = detector.score(new, context=context if len(context) else None)
     events = detector.events(scores, model=group.name, version=version)
     # parts are named after the state they continue from: any already named so were
@@ -249,7 +250,7 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     stamp = f"{last.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
     scores_file = _write_part(scores.to_frame().reset_index(), root / SCORES / group.name, stamp)
     events_file = _write_part(events, root / EVENTS / group.name, stamp) if len(events) else None
-    events_config = (detector.config or DetectorConfig()).events
+    events_config = config.events
     atomic_write_json(
         state_path,
         {
@@ -309,11 +310,6 @@ def record_run(workspace: str | Path, results: Sequence[Mapping[str, Any]], now:
     path = Path(workspace) / RUNS / f"score-{moment.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.json"
     atomic_write_json(path, {"at": moment.isoformat(), "results": [dict(r) for r in results]})
     return path
-
-
-def _context_points(detector: LSTMAutoencoderDetector) -> int:
-    """Earlier points a score run reads (see :func:`anomaly.detector.context_points`)."""
-    return context_points(detector.config or DetectorConfig())
 
 
 def _write_part(frame: pd.DataFrame, folder: Path, stamp: str) -> Path:

@@ -614,7 +614,7 @@ def test_cli_benchmark_refuses_negative_jobs(corpus: Path, tmp_path: Path, capsy
 
 def test_the_measured_configuration_file_loads_with_the_documented_settings() -> None:
     config = DetectorConfig.from_file(Path(__file__).parents[1] / "benchmarks" / "nab.yaml")
-    assert (config.scoring.aggregate, config.scoring.smoothing_span, config.scoring.baseline) == ("median", 40, 1000)
+    assert (config.scoring.aggregate, config.scoring.smoothing_time, config.scoring.baseline) == ("median", "200min", 1000)
     assert (config.threshold.method, config.threshold.k) == ("fixed", 6.0)
     assert (config.events.padding, config.events.merge_gap, config.events.prune) == (50, 48, 0.0)
     assert (config.window.max_train_windows, config.training.epochs) == (1000, 20)

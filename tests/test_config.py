@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -286,6 +287,9 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str, Any]] = [
     ("scoring", {}, "combine", "sum"),
     ("scoring", {}, "smoothing_span", -1),
     ("scoring", {}, "smoothing_span", False),
+    ("scoring", {}, "smoothing_time", "soon"),
+    ("scoring", {}, "smoothing_time", "0min"),
+    ("scoring", {}, "smoothing_time", "-5min"),
     ("scoring", {}, "baseline", -1),
     ("scoring", {}, "baseline", 1),
     ("scoring", {}, "baseline_floor", 0.0),
@@ -332,6 +336,12 @@ def test_bad_value_rejected_by_name_and_value(case: tuple[str, dict[str, Any], s
     cls = type(getattr(DetectorConfig(), section))
     with pytest.raises(ConfigError, match=pattern):
         cls(**{**extra, name: value})
+
+
+@pytest.mark.parametrize(("freq", "points"), [("5min", 40), ("1h", 3), ("1D", 1), ("30s", 400)])
+def test_smoothing_time_is_a_span_in_points_of_the_sampling_interval(freq: str, points: int) -> None:
+    assert ScoringConfig(smoothing_time="200min").span_points(pd.Timedelta(freq)) == points
+    assert ScoringConfig(smoothing_span=7).span_points(pd.Timedelta(freq)) == 7  # no time: the span as given
 
 
 def test_score_stride_message_names_window_size() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from anomaly.config import DetectorConfig
-from anomaly.detector import LSTMAutoencoderDetector
+from anomaly.detector import LSTMAutoencoderDetector, context_points
 from anomaly.errors import DataError, ModelFileError, NotFittedError
 from anomaly.synthetic import INCIDENT_KINDS, clean_metrics, inject
 
@@ -159,6 +160,19 @@ def test_baseline_needs_history_before_it_scores(baselined: LSTMAutoencoderDetec
     assert not scores.flags.iloc[:50].any()
     # the training scores are baseline-relative too, so the first of them are missing as well
     assert baselined.decision_scores_.iloc[:50].isna().all()
+
+
+def test_smoothing_time_smooths_over_that_many_points_of_the_grid(
+    baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame
+) -> None:
+    # one hour on a 5-minute grid is the 12-point span the fixture was fitted with
+    by_time = copy.copy(baselined)
+    by_time.config = baselined.config.replace(scoring={"smoothing_span": 0, "smoothing_time": "1h"})
+    data, context = two_metrics.iloc[900:1000], two_metrics.iloc[:900]
+    expected = baselined.score(data, context=context)
+    np.testing.assert_array_equal(by_time.score(data, context=context).score.to_numpy(), expected.score.to_numpy())
+    assert context_points(by_time.config, pd.Timedelta("5min")) == 2 * 32 + 10 * 12 + 200
+    assert context_points(by_time.config, pd.Timedelta("1h")) == 2 * 32 + 10 * 1 + 200
 
 
 def test_short_data_needs_context(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
