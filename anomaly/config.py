@@ -215,14 +215,13 @@ class ScoringConfig:
         _check_choice(s, "error", self.error, ErrorKind)
         _check_choice(s, "combine", self.combine, CombineKind)
         _check_int(s, "smoothing_span", self.smoothing_span, 0)
-        if self.smoothing_time is not None and _duration(self.smoothing_time) is None:
+        if self.smoothing_time is not None and not _is_positive_duration(self.smoothing_time):
             _fail(s, "smoothing_time", "a positive duration such as '200min' or '3h'", self.smoothing_time)
         _check_int(s, "baseline", self.baseline, 0)
         if self.baseline == 1:
             _fail(s, "baseline", "0 (none) or at least 2 points", self.baseline)
         _check_float(s, "baseline_floor", self.baseline_floor, 0.0, open_low=True)
         _check_int(s, "batch_size", self.batch_size, 1)
-
 
     def span_points(self, freq: Any) -> int:
         """The smoothing span in points of a series sampled every ``freq`` (a Timedelta)."""
@@ -233,17 +232,16 @@ class ScoringConfig:
         return max(1, round(pd.Timedelta(self.smoothing_time) / pd.Timedelta(freq)))
 
 
-def _duration(text: Any) -> Any:
-    """``text`` as a positive Timedelta, or None when it is not one."""
+def _is_positive_duration(text: Any) -> bool:
+    """Whether ``text`` is a string pandas reads as a positive Timedelta ("200min", "3h")."""
     import pandas as pd
 
     if not isinstance(text, str):
-        return None
+        return False
     try:
-        value = pd.Timedelta(text)
+        return bool(pd.Timedelta(text) > pd.Timedelta(0))
     except (ValueError, TypeError):
-        return None
-    return value if value > pd.Timedelta(0) else None
+        return False
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,18 @@ def test_baseline_needs_history_before_it_scores(baselined: LSTMAutoencoderDetec
     assert baselined.decision_scores_.iloc[:50].isna().all()
 
 
+def test_a_saved_baselined_detector_scores_the_same(
+    baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame, tmp_path: Path
+) -> None:
+    loaded = LSTMAutoencoderDetector.load(baselined.save(tmp_path / "model"))
+    assert loaded.config == baselined.config and loaded.threshold_ == 3.0
+    data, context = two_metrics.iloc[900:1000], two_metrics.iloc[:900]
+    expected = baselined.score(data, context=context)
+    got = loaded.score(data, context=context)
+    np.testing.assert_allclose(got.score.to_numpy(), expected.score.to_numpy(), rtol=1e-6)
+    assert got.flags.equals(expected.flags)
+
+
 def test_smoothing_time_smooths_over_that_many_points_of_the_grid(
     baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame
 ) -> None:
