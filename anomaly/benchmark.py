@@ -35,18 +35,19 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from anomaly.config import DetectorConfig
-from anomaly.data import EARLY_TOLERANCE, MetricFrame, normalise, parse_timestamps
+from anomaly.data import MetricFrame, as_utc, grid_slots, normalise, parse_timestamps
 from anomaly.errors import AnomalyError, DataError
 from anomaly.evaluation import (
     EventScores,
     Interval,
     NabScore,
+    intervals,
     nab_score,
     probation_length,
     score_events,
@@ -55,7 +56,7 @@ from anomaly.events import find_runs, flag_runs, merge_runs
 from anomaly.fileio import atomic_write_json, atomic_write_text, read_json
 
 Protocol = Literal["batch", "stream"]
-PROTOCOLS: tuple[str, ...] = ("batch", "stream")
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 LABELS = Path("labels") / "combined_windows.json"
 RESULT_VERSION = 1
 STAMP = "%Y-%m-%d %H:%M:%S"  # NAB's timestamp format (UTC)
@@ -165,19 +166,13 @@ def _read_labels(path: Path) -> dict[str, tuple[Interval, ...]]:
 
 def _windows(key: str, value: Any) -> tuple[Interval, ...]:
     try:
-        windows = tuple((_utc(a), _utc(b)) for a, b in value)
+        windows = tuple((as_utc(a), as_utc(b)) for a, b in value)
     except (TypeError, ValueError) as exc:
         raise BenchmarkError(f"labels for {key!r} must be a list of [start, end] timestamps, got {value!r}") from exc
     for a, b in windows:
         if b < a:
             raise BenchmarkError(f"labels for {key!r} have a window ending before it starts: [{a}, {b}]")
     return windows
-
-
-def _utc(stamp: Any) -> pd.Timestamp:
-    """A label timestamp in UTC, naive ones taken as UTC like the data's."""
-    t = pd.Timestamp(stamp)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 def read_series(path: Path) -> pd.DataFrame:
@@ -221,10 +216,9 @@ def detect_batch(series: pd.DataFrame, config: DetectorConfig) -> Detection:
 
     frame = normalise(series, config.preprocess)
     detector = LSTMAutoencoderDetector(config).fit(frame, progress=False)
-    scores = detector.score(frame)
-    score = scores.score.to_numpy(dtype=np.float64)
-    runs = find_runs(scores.flags.to_numpy(dtype=bool), score, scores.threshold, config.events)
-    ratio = score / max(scores.threshold, 1e-12)
+    score = detector.decision_scores_.to_numpy(dtype=np.float64)  # fit scored the whole file already
+    runs = find_runs(detector.labels_.to_numpy(dtype=bool), score, detector.threshold_, config.events)
+    ratio = score / max(detector.threshold_, 1e-12)
     return _detection(frame, ratio, runs, [a for a, _ in runs])
 
 
@@ -242,15 +236,13 @@ def detect_stream(series: pd.DataFrame, config: DetectorConfig) -> Detection:
     detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, fitted_until), progress=False)
     ratio = np.zeros(len(frame))
     ratio[:fitted_until] = detector.decision_scores_.to_numpy() / max(detector.threshold_, 1e-12)
-    position = fitted_until
-    while position < len(frame):
-        stop = min(len(frame), max(math.ceil(fitted_until * GROWTH), position + 1))
-        scores = detector.score(_rows(frame, position, stop), context=_rows(frame, 0, position))
-        ratio[position:stop] = scores.score.to_numpy(dtype=np.float64) / max(scores.threshold, 1e-12)
-        position = stop
-        if position < len(frame):
-            detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, position), progress=False)
-            fitted_until = position
+    while fitted_until < len(frame):  # fitted_until >= window.size >= 2, so each chunk has a point
+        stop = min(len(frame), math.ceil(fitted_until * GROWTH))
+        scores = detector.score(_rows(frame, fitted_until, stop), context=_rows(frame, 0, fitted_until))
+        ratio[fitted_until:stop] = scores.score.to_numpy(dtype=np.float64) / max(scores.threshold, 1e-12)
+        if stop < len(frame):
+            detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, stop), progress=False)
+        fitted_until = stop
     unobserved = (frame.filled | frame.missing).to_numpy().any(axis=1)
     flags = (ratio > 1.0) & ~unobserved
     flags[:quiet] = False
@@ -295,7 +287,7 @@ def _detection(frame: MetricFrame, ratio: np.ndarray, runs: list[tuple[int, int]
 
 def input_rows(detection: Detection, stamps: pd.Series) -> np.ndarray:
     """Grid position of every input row (the slot it was binned into)."""
-    slots = (pd.DatetimeIndex(stamps) + detection.freq * EARLY_TOLERANCE).floor(detection.freq)
+    slots = grid_slots(pd.DatetimeIndex(stamps), detection.freq)
     return np.asarray(detection.grid.get_indexer(slots))
 
 
@@ -337,7 +329,7 @@ def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: 
         rows=len(series),
         events=len(detection.events),
         seconds=round(seconds, 3),
-        event_scores=score_events(list(file.windows), list(zip(detection.events["start"], detection.events["end"]))),
+        event_scores=score_events(list(file.windows), intervals(detection.events)),
         nab=nab_score(series["timestamp"], table["label"].to_numpy() == 1, list(file.windows)),
     )
     atomic_write_json(folder / f"{file.stem}.result.json", result.to_dict())
@@ -372,7 +364,7 @@ class Benchmark:
             if on_file:
                 on_file(result)
         results = [done[f.key] for f in files]
-        summary = summarise(results, files, self.protocol)
+        summary = summarise(results, self.protocol)
         atomic_write_json(self.out / "summary.json", _no_nan(summary))
         atomic_write_text(self.out / "summary.md", summary_markdown(summary))
         return summary
@@ -434,7 +426,7 @@ def config_hash(config: DetectorConfig) -> str:
 # -- the summary ---------------------------------------------------------------------------
 
 
-def summarise(results: Sequence[FileResult], files: Sequence[CorpusFile], protocol: str) -> dict[str, Any]:
+def summarise(results: Sequence[FileResult], protocol: str) -> dict[str, Any]:
     """Per category (in name order) and overall: event P/R/F1, NAB score, events and seconds per file."""
     categories = sorted({r.category for r in results})
     rows = {c: _aggregate([r for r in results if r.category == c]) for c in categories}

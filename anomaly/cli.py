@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from anomaly.benchmark import PROTOCOLS
 from anomaly.config import DetectorConfig, parse_value
 from anomaly.errors import AnomalyError, ConfigError, DataError
 from anomaly.results import write_results, write_table
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("benchmark", help="measure detection quality on a labelled corpus in the NAB layout", description=_doc(cmd_benchmark))
     bench.add_argument("corpus", type=Path, help="folder with data/<category>/<file>.csv and labels/combined_windows.json")
-    bench.add_argument("--protocol", choices=["batch", "stream"], default="batch",
+    bench.add_argument("--protocol", choices=PROTOCOLS, default="batch",
                        help="batch: fit and detect on each whole file; stream: causal, train on the first 15%% then score forward")
     bench.add_argument("--out", type=Path, required=True, help="folder for per-file results and summary.json/summary.md")
     bench.add_argument("--jobs", type=int, default=0, help="files run in parallel (default: one per CPU core)")
@@ -293,14 +294,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     per file, per category and overall. Files run in parallel; rerunning the
     same command resumes where an interrupted run stopped.
     """
-    from anomaly.benchmark import Benchmark
+    from anomaly.benchmark import Benchmark, summary_markdown
 
     if args.jobs < 0:
         raise ConfigError(f"--jobs must be 0 (one per core) or more, got {args.jobs}")
     config = load_config(args.config, args.overrides)
     bench = Benchmark(args.corpus, args.out, args.protocol, config, args.jobs, args.files)
     summary = bench.run(progress=False if args.no_progress else None)
-    print((args.out / "summary.md").read_text().split("\n\n")[1])
+    print(summary_markdown(summary).split("\n\n")[1])
     print(f"summary: {args.out / 'summary.json'}  ({summary['files']} files)")
     return 0
 

@@ -78,15 +78,8 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         s = "preprocess"
-        if self.freq is not None:
-            import pandas as pd
-
-            try:
-                positive = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq)) > pd.Timedelta(0)
-            except (ValueError, TypeError):
-                positive = False
-            if not positive:
-                _fail(s, "freq", "a fixed positive pandas frequency such as '1min' or '5min'", self.freq)
+        if self.freq is not None and not _is_positive_duration(self.freq, alias=True):
+            _fail(s, "freq", "a fixed positive pandas frequency such as '1min' or '5min'", self.freq)
         _check_choice(s, "aggregate", self.aggregate, AggregateKind)
         _check_int(s, "fill_limit", self.fill_limit, 0)
         _check_choice(s, "fill_method", self.fill_method, FillMethod)
@@ -192,12 +185,13 @@ class ScoringConfig:
 
     ``baseline`` (points, 0 for none) makes the score relative to recent
     behaviour: each smoothed score becomes its distance above the mean of
-    the ``baseline`` scores before it, in their standard deviations (at
-    least ``baseline_floor``, in scaled units, so a perfectly reconstructed
-    metric does not turn rounding noise into huge scores). Error levels
-    drift as a metric's load changes; a fixed cut on the raw error then
-    fires all week or never. The baseline needs a quarter of its points of
-    history; earlier points have no score (NaN) and never flag.
+    the observed scores among the ``baseline`` points before it, in their
+    standard deviations (at least ``baseline_floor``, in scaled units, so a
+    perfectly reconstructed metric does not turn rounding noise into huge
+    scores). Error levels drift as a metric's load changes; a fixed cut on
+    the raw error then fires all week or never. The baseline needs a quarter
+    of its points of history; earlier points have no score (NaN) and never
+    flag.
     """
 
     aggregate: ReconAggregate = "median"
@@ -232,16 +226,21 @@ class ScoringConfig:
         return max(1, round(pd.Timedelta(self.smoothing_time) / pd.Timedelta(freq)))
 
 
-def _is_positive_duration(text: Any) -> bool:
-    """Whether ``text`` is a string pandas reads as a positive Timedelta ("200min", "3h")."""
+def _is_positive_duration(text: Any, *, alias: bool = False) -> bool:
+    """Whether ``text`` is a string pandas reads as a positive duration ("200min", "3h").
+
+    With ``alias`` it must be a fixed frequency alias (``to_offset``), which
+    refuses calendar frequencies such as month ends.
+    """
     import pandas as pd
 
     if not isinstance(text, str):
         return False
     try:
-        return bool(pd.Timedelta(text) > pd.Timedelta(0))
+        value = pd.Timedelta(pd.tseries.frequencies.to_offset(text)) if alias else pd.Timedelta(text)
     except (ValueError, TypeError):
         return False
+    return bool(value > pd.Timedelta(0))
 
 
 @dataclass(frozen=True)

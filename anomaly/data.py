@@ -135,6 +135,17 @@ def to_wide(frame: pd.DataFrame, aggregate: str = "mean") -> pd.DataFrame:
     return wide.sort_index()
 
 
+def as_utc(stamp: object) -> pd.Timestamp:
+    """One timestamp in UTC; a naive one is taken as UTC already, as everywhere in the project."""
+    ts = pd.Timestamp(stamp)  # type: ignore[arg-type]
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def grid_slots(stamps: pd.DatetimeIndex, step: pd.Timedelta) -> pd.DatetimeIndex:
+    """The grid slot of each timestamp (see :func:`to_grid`): a reading a little early keeps its slot."""
+    return (stamps + step * EARLY_TOLERANCE).floor(step)
+
+
 def parse_timestamps(stamps: pd.Index | pd.Series) -> pd.DatetimeIndex:
     """UTC timestamps from strings, datetimes or epoch seconds; naive ones are taken as UTC."""
     raw = pd.Series(np.asarray(stamps, dtype=object) if not isinstance(stamps, pd.DatetimeIndex) else stamps)
@@ -214,7 +225,7 @@ def to_grid(wide: pd.DataFrame, step: pd.Timedelta, aggregate: str) -> pd.DataFr
     jitter) still lands in its own slot instead of the previous one. The epoch
     anchor puts every file and every run of the same metric on the same grid.
     """
-    slots = (wide.index + step * EARLY_TOLERANCE).floor(step)
+    slots = grid_slots(wide.index, step)
     if slots.equals(wide.index) and wide.index.is_unique:
         grouped = wide  # already one reading per slot (the store's data): nothing to aggregate
     else:

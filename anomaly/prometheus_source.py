@@ -77,6 +77,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from anomaly.data import as_utc
 from anomaly.errors import DataError
 from anomaly.sources import SourceIOError, newer_than
 from anomaly.store import check_metric_name, empty_points
@@ -170,10 +171,9 @@ class PrometheusSource:
                 for chunk_start, chunk_end in _chunks(start_ms + self.step_ms, end_ms, self.step_ms):
                     result = self._query_range(client, query, chunk_start, chunk_end)
                     frames.extend(self._series_frames(result, query_name, query, owners))
-        frames = [f for f in (newer_than(f, watermarks) for f in frames) if len(f)]
-        if not frames:
-            return empty_points()
-        return pd.concat(frames, ignore_index=True)
+        # one filter over all series: newer_than converts every watermark on each call
+        points = newer_than(pd.concat(frames, ignore_index=True), watermarks) if frames else empty_points()
+        return points.reset_index(drop=True) if len(points) else empty_points()
 
     # -- the window ------------------------------------------------------------------
 
@@ -379,7 +379,7 @@ def _parse_time(value: str | float, what: str) -> pd.Timestamp:
         raise DataError(f"{what} {value!r} is not an ISO time or epoch seconds") from exc
     if pd.isna(stamp):
         raise DataError(f"{what} {value!r} is not an ISO time or epoch seconds")
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return as_utc(stamp)
 
 
 def _check_url(url: object) -> str:
@@ -452,9 +452,7 @@ def _chunks(first_ms: int, end_ms: int, step_ms: int) -> Iterator[tuple[int, int
 
 
 def _epoch_ms(stamp: object) -> int:
-    ts = pd.Timestamp(stamp)  # type: ignore[arg-type]
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.value // 1_000_000)
+    return int(as_utc(stamp).value // 1_000_000)
 
 
 def _seconds(ms: int) -> str:

@@ -169,8 +169,9 @@ def baseline_minimum(window: int) -> int:
 def standardise(scores: np.ndarray, window: int, floor: float) -> np.ndarray:
     """How far each score is above its trailing baseline, in the baseline's standard deviations.
 
-    The baseline of a point is the ``window`` observed scores before it (never
-    the point itself or anything later, so the result is causal). Its standard
+    The baseline of a point is the observed scores among the ``window`` points
+    before it (never the point itself or anything later, so the result is
+    causal; gaps leave fewer). Its standard
     deviation is raised to ``floor`` so a near-constant baseline cannot turn
     noise into huge scores. Scores below the baseline mean are 0: only rises
     are anomalous here. NaN where the score is NaN or fewer than

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from anomaly.data import LONG_COLUMNS, to_wide
+from anomaly.data import LONG_COLUMNS, as_utc, to_wide
 from anomaly.errors import DataError
 from anomaly.store import (
     AppendResult,
@@ -94,15 +94,10 @@ def newer_than(points: pd.DataFrame, watermarks: Mapping[str, pd.Timestamp]) -> 
     """
     if points.empty or not watermarks:
         return points
-    marks = pd.Series({str(m): _utc(t) for m, t in watermarks.items()}, dtype="datetime64[ns, UTC]")
+    marks = pd.Series({str(m): as_utc(t) for m, t in watermarks.items()}, dtype="datetime64[ns, UTC]")
     limit = points["metric"].map(marks)
     keep = limit.isna().to_numpy() | (points["timestamp"] > limit).to_numpy()
     return points[keep]
-
-
-def _utc(stamp: object) -> pd.Timestamp:
-    ts = pd.Timestamp(stamp)  # type: ignore[arg-type]
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def ingest(source: Source, store: RawStore) -> AppendResult:

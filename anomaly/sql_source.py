@@ -89,7 +89,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from anomaly.data import parse_timestamps
+from anomaly.data import as_utc, parse_timestamps
 from anomaly.errors import DataError
 from anomaly.sources import SourceIOError, newer_than
 from anomaly.store import check_metric_name, empty_points, validate_points
@@ -179,7 +179,7 @@ class SQLSource:
             marks = [watermarks[n] for n in names]
         else:
             marks = [t for m, t in watermarks.items() if m.startswith(self.metric_prefix)]
-        return min((_as_utc(t) for t in marks), default=FIRST_SINCE)
+        return min((as_utc(t) for t in marks), default=FIRST_SINCE)
 
     # -- configuration ---------------------------------------------------------------
 
@@ -469,12 +469,6 @@ def _retryable(exc: BaseException, backend: str) -> bool:
         message = str(getattr(exc, "orig", exc)).lower()
         return not (backend == "sqlite" and any(m in message for m in _SQLITE_STATEMENT_ERRORS))
     return False
-
-
-def _as_utc(stamp: object) -> pd.Timestamp:
-    """A watermark in UTC; naive means UTC, as everywhere in the store."""
-    ts = pd.Timestamp(stamp)  # type: ignore[arg-type]
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def _shorten(query: str) -> str:

@@ -196,7 +196,7 @@ def source(url: str, queries: Any = ("demo_cpu", "demo_mem"), **options: Any) ->
 
 
 def test_the_ingest_flow_stores_exactly_the_backfilled_values(
-    server: str, tmp_path: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+    server: str, tmp_path: Path, prefect_harness: None
 ) -> None:
     from flows.ingest import ingest_flow
 
@@ -526,7 +526,7 @@ def test_bad_options_are_named_without_secrets(options: dict[str, Any], message:
     assert "hunter2" not in str(info.value)
 
 
-def test_built_from_a_plain_spec_with_the_secret_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_built_from_a_plain_spec_with_the_secret_hidden() -> None:
     assert SOURCE_KINDS["prometheus"] == "anomaly.prometheus_source:PrometheusSource"
     spec = {"kind": "prometheus", "url": "https://prom.example/", "queries": {"cpu": "demo_cpu"}, "token": "hunter2"}
     built = build_source(json.loads(json.dumps(spec)))
