@@ -20,10 +20,8 @@ webhook through an outbox that keeps what could not be delivered.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,10 +30,10 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 from filelock import FileLock
 
-from anomaly.alerts import Change, GroupInfo, Ledger, advance, counts
+from anomaly.alerts import STATES, Change, GroupInfo, Ledger, advance, counts
 from anomaly.errors import DataError
 from anomaly.events import EVENT_COLUMNS
-from anomaly.fileio import atomic_write_json, read_json
+from anomaly.fileio import atomic_write_json, atomic_write_text, read_json
 from anomaly.jobs import EVENTS, REPORTS, RUNS, SCORES, STATE
 from anomaly.plotting import event_plot
 from anomaly.webhooks import Webhook, enqueue, flush
@@ -56,6 +54,8 @@ PLOT_CONTEXT, PLOT_MAX_POINTS = 60, 2_000
 PLOT_LIMIT = 20
 #: The Markdown lists this many models / unscored groups before summarising the rest.
 LIST_LIMIT = 10
+#: The Prefect event names automations can listen for (the webhook payload names the first too).
+NEW_ALERT, ESCALATED_ALERT = "anomaly.alert.new", "anomaly.alert.escalated"
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,9 @@ def _write_report(
         "markdown": folder / f"{name}.md",
         "html": folder / f"{name}.html",
     }
-    _write_text(paths["json"], json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    _write_text(paths["markdown"], markdown)
-    _write_text(paths["html"], render_html(document, plots))
+    atomic_write_json(paths["json"], document)
+    atomic_write_text(paths["markdown"], markdown)
+    atomic_write_text(paths["html"], render_html(document, plots))
     link = report_link(paths["html"], report_url)
     if announce is not None:
         announce([a for a in document["alerts"] if a["state"] == "new" or a["escalated_from"]], link)
@@ -225,7 +225,7 @@ def build_document(
         "models": [{"model": g, "versions": sorted({r["version"] for r in scored if r["group"] == g})} for g in sorted({r["group"] for r in scored})],
         "not_scored": _not_scored(results),
         "no_new_data": sorted({r["group"] for r in results if r["status"] == "no-new-data"} - {r["group"] for r in scored}),
-        "counts": {state: counts(changes, state) for state in ("new", "ongoing", "resolved")},
+        "counts": {state: counts(changes, state) for state in STATES},
         "alerts": [_alert(c, (shares or {}).get(c.alert.id, [])) for c in changes],
     }
 
@@ -413,6 +413,11 @@ def report_link(html: Path, base_url: str | None) -> str:
     return f"{base_url.rstrip('/')}/{html.name}" if base_url else html.resolve().as_uri()
 
 
+def primary_metric(alert: Mapping[str, Any]) -> str:
+    """The metric an alert is filed under: its strongest, or the model's name when none is known."""
+    return alert["metrics"][0] if alert["metrics"] else alert["model"]
+
+
 def alert_payload(alert: Mapping[str, Any], link: str) -> dict[str, Any]:
     """The JSON a webhook receives for a new alert; ``text`` makes it readable in chat tools as is."""
     text = (
@@ -421,21 +426,14 @@ def alert_payload(alert: Mapping[str, Any], link: str) -> dict[str, Any]:
     )
     return {
         "key": f"{alert['id']}:new",
-        "event": "anomaly.alert.new",
+        "event": NEW_ALERT,
         "text": text,
         "alert": dict(alert),
-        "metric": alert["metrics"][0] if alert["metrics"] else alert["model"],
+        "metric": primary_metric(alert),
         "severity": alert["severity"],
         "score": alert["peak_score"],
         "report": link,
     }
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Beside, then rename: a reader never sees half a report."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _prune_runs(root: Path, ledger: Ledger, moment: pd.Timestamp) -> None:

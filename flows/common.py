@@ -117,3 +117,22 @@ def publish(
 def file_link(path: str | Path) -> str:
     """A ``file://`` URL for a local path, for link artifacts."""
     return Path(path).resolve().as_uri()
+
+
+def resolve_secret_blocks(spec: Any, keys: dict[str, str]) -> Any:
+    """``spec`` with each ``<key>`` naming a Prefect Secret block replaced by ``keys[key]: <its value>``.
+
+    A credential passed as a flow parameter is stored and shown with the run,
+    so a parameter names the block instead and the value is looked up inside
+    the task, where it only lives in the object that uses it. Anything but a
+    dict holding one of ``keys`` comes back as it is.
+    """
+    if not isinstance(spec, dict) or not any(k in spec for k in keys):
+        return spec
+    from prefect.blocks.system import Secret
+
+    resolved = dict(spec)
+    for key, target in keys.items():
+        if key in resolved:
+            resolved[target] = Secret.load(resolved.pop(key)).get()
+    return resolved

@@ -11,7 +11,7 @@ from prefect.tasks import exponential_backoff
 from anomaly.jobs import STORE
 from anomaly.sources import build_source, ingest
 from anomaly.store import RawStore
-from flows.common import file_link, publish, workspace_path
+from flows.common import file_link, publish, resolve_secret_blocks, workspace_path
 
 SourceSpec = str | list[str] | dict[str, Any]
 
@@ -39,20 +39,8 @@ SECRET_KEYS = {"password_secret": "password", "token_secret": "token"}
 
 
 def resolve_secrets(source: SourceSpec) -> SourceSpec:
-    """Credentials from Prefect Secret blocks, looked up inside the task.
-
-    The spec (a flow parameter, shown in the UI and logs) names the block;
-    the value only ever lives in the source object, whose repr hides it.
-    """
-    if not isinstance(source, dict) or not any(k in source for k in SECRET_KEYS):
-        return source
-    from prefect.blocks.system import Secret
-
-    resolved = dict(source)
-    for key, target in SECRET_KEYS.items():
-        if key in resolved:
-            resolved[target] = Secret.load(resolved.pop(key)).get()
-    return resolved
+    """Credentials from Prefect Secret blocks; the value only ever lives in the source object, whose repr hides it."""
+    return resolve_secret_blocks(source, SECRET_KEYS)
 
 
 @flow(name="ingest")

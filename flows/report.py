@@ -9,11 +9,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from anomaly.reports import Report, headline, write_report
-from flows.common import file_link, publish, workspace_path
+from anomaly.reports import ESCALATED_ALERT, NEW_ALERT, Report, headline, primary_metric, write_report
+from flows.common import file_link, publish, resolve_secret_blocks, workspace_path
 
-#: The Prefect event names automations can listen for.
-NEW_ALERT, ESCALATED_ALERT = "anomaly.alert.new", "anomaly.alert.escalated"
 ALERT_FIELDS = ("state", "severity", "metrics", "start", "end", "peak_ratio", "model")
 
 
@@ -24,18 +22,8 @@ def report_task(workspace: str, report_url: str | None = None, webhook: str | di
 
 
 def resolve_webhook(webhook: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-    """The webhook spec with ``url_secret`` (a Prefect Secret block's name) replaced by the URL it holds.
-
-    A webhook URL is a credential; as a flow parameter it would be stored
-    and shown with the run, so the parameter can name a block instead.
-    """
-    if not isinstance(webhook, dict) or "url_secret" not in webhook:
-        return webhook
-    from prefect.blocks.system import Secret
-
-    resolved = {k: v for k, v in webhook.items() if k != "url_secret"}
-    resolved["url"] = Secret.load(webhook["url_secret"]).get()
-    return resolved
+    """The webhook spec with ``url_secret`` (a Prefect Secret block's name) replaced by the URL it holds: a webhook URL is a credential."""
+    return resolve_secret_blocks(webhook, {"url_secret": "url"})
 
 
 def announce(alerts: Sequence[dict[str, Any]], link: str) -> None:
@@ -80,7 +68,6 @@ def report_flow(workspace: str | None = None, report_url: str | None = None, web
 
 def emit_alert(name: str, alert: dict[str, Any], link: str) -> None:
     """One Prefect event for an alert; its resource labels let automations filter by severity or model."""
-    metric = alert["metrics"][0] if alert["metrics"] else alert["model"]
     emit_event(
         event=name,
         resource={
@@ -90,7 +77,7 @@ def emit_alert(name: str, alert: dict[str, Any], link: str) -> None:
             "anomaly.severity": alert["severity"],
         },
         payload={
-            "metric": metric,
+            "metric": primary_metric(alert),
             "metrics": alert["metrics"],
             "severity": alert["severity"],
             "score": alert["peak_score"],

@@ -52,6 +52,11 @@ TINY_SETTINGS = [
 ]  # fmt: skip
 
 
+def long_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """A wide frame (one column per metric) as the store's long points."""
+    return frame.rename_axis("timestamp").reset_index().melt("timestamp", var_name="metric", value_name="value")
+
+
 @pytest.fixture
 def tiny_config() -> DetectorConfig:
     """A model small enough to train in about a second."""

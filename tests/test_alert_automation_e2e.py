@@ -47,13 +47,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from anomaly.jobs import STORE, plan_groups, score_groups, train_group
 from anomaly.store import RawStore
 from anomaly.synthetic import clean_metrics, inject
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, long_points
 from tests.prefect_server import Server, child_env, running_server, stop, tail
 
 #: Server settings: the two services this test needs, stated although they are on by default;
@@ -204,10 +203,6 @@ def alert_server(tmp_path: Path) -> Iterator[Server]:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _long(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.rename_axis("timestamp").reset_index().melt("timestamp", var_name="metric", value_name="value")
-
-
 def _workspace_with_new_alerts(root: Path) -> Path:
     """A workspace whose next report has new alerts: two score runs of a tiny model, the second over a level shift.
 
@@ -221,11 +216,11 @@ def _workspace_with_new_alerts(root: Path) -> Path:
     workspace, registry = root / "ws", root / "models"
     series = clean_metrics(1152, metrics=("requests",), seed=11)
     broken, _ = inject(series, "level_shift", "requests", 900, 60, magnitude=3.0, seed=1)
-    RawStore(workspace / STORE).append(_long(series.iloc[:864]))
+    RawStore(workspace / STORE).append(long_points(series.iloc[:864]))
     groups = plan_groups(["requests"])
     train_group(groups[0], workspace, registry, TINY, history="3D", validation="12h")
     assert [r["status"] for r in score_groups(groups, workspace, registry)] == ["scored"]
-    RawStore(workspace / STORE).append(_long(broken.iloc[864:1000]))
+    RawStore(workspace / STORE).append(long_points(broken.iloc[864:1000]))
     scored = score_groups(groups, workspace, registry)
     assert [(r["status"], r["events"] > 0) for r in scored] == [("scored", True)], scored
     return workspace

@@ -27,13 +27,9 @@ from anomaly.jobs import (
 from anomaly.registry import ModelRegistry
 from anomaly.store import RawStore
 from anomaly.synthetic import clean_metrics, inject
-from tests.conftest import TINY
+from tests.conftest import TINY, long_points
 
 STEP = pd.Timedelta("5min")
-
-
-def long_points(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.rename_axis("timestamp").reset_index().melt("timestamp", var_name="metric", value_name="value")
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from anomaly.jobs import STORE, plan_groups, score_groups, train_group
 from anomaly.reports import Report, write_report
 from anomaly.store import RawStore
 from anomaly.synthetic import clean_metrics, inject
-from tests.conftest import TINY
+from tests.conftest import TINY, long_points
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 INSTALL = "sudo apt-get install chromium chromium-driver"
@@ -46,10 +46,6 @@ LINE_BLUE = np.array([0x00, 0x72, 0xB2]) / 255
 #: Reports with plots (new or ongoing alerts) and quiet ones (nothing new, nothing open).
 BUSY, QUIET = ("first", "busy"), ("resolved", "empty")
 SHOWN = ("new", "ongoing")
-
-
-def long_points(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.rename_axis("timestamp").reset_index().melt("timestamp", var_name="metric", value_name="value")
 
 
 @pytest.fixture(scope="module")

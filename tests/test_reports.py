@@ -27,7 +27,7 @@ from anomaly.store import RawStore
 from anomaly.synthetic import clean_metrics, inject
 from anomaly.webhooks import Webhook, post
 from tests.conftest import TINY
-from tests.test_jobs import long_points
+from tests.conftest import long_points
 
 GROUPS = {"host": ["cpu", "requests"], "disk": ["disk"]}  # disk has no model: it cannot be scored
 T0 = pd.Timestamp("2026-02-01 00:00", tz="UTC")
