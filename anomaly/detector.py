@@ -20,12 +20,28 @@ import pandas as pd
 import torch
 
 from anomaly.config import DetectorConfig
-from anomaly.data import MetricFrame, epoch_nanoseconds, grid_phase, normalise, require_length, with_context
+from anomaly.data import (
+    MetricFrame,
+    epoch_nanoseconds,
+    grid_phase,
+    normalise,
+    require_length,
+    with_context,
+)
 from anomaly.errors import ConfigError, DataError, NotFittedError
 from anomaly.events import find_events
 from anomaly.model import LSTMAutoencoder
 from anomaly.scaling import Scaler
-from anomaly.scoring import Scores, combine, point_errors, reconstruct, smooth, standardise
+from anomaly.scoring import (
+    COMBINED,
+    Scores,
+    combine,
+    last_observed,
+    point_errors,
+    reconstruct,
+    smooth,
+    standardise,
+)
 from anomaly.thresholds import Threshold, build_threshold
 from anomaly.training import (
     RNG_LOCK,
@@ -50,6 +66,7 @@ class _RawScores:
     metric_scores: np.ndarray  # (n, m), NaN where missing
     score: np.ndarray  # (n,)
     unobserved: np.ndarray  # (n, m) filled or missing: never flagged
+    carry: pd.DataFrame | None  # smoothed errors before the baseline, last settled points (see Scores.carry)
 
 
 class LSTMAutoencoderDetector:
@@ -126,20 +143,28 @@ class LSTMAutoencoderDetector:
 
     # -- scoring -----------------------------------------------------------------
 
-    def score(self, data: DataLike, *, context: DataLike | None = None) -> Scores:
+    def score(
+        self, data: DataLike, *, context: DataLike | None = None, carry: pd.DataFrame | None = None
+    ) -> Scores:
         """Score every point of ``data`` with the fitted state; ``context`` is earlier history.
 
         With context, the first points of ``data`` are scored with full windows
         reaching back into it; only ``data``'s own points are returned.
+        ``carry`` is the ``Scores.carry`` of this model's previous score, which
+        must end before ``data`` starts: smoothing and baseline continue from
+        it, so the context need only cover the windows, not the baseline.
         """
         self._check_fitted()
         cfg = self._checked_config()
         frame = self._prepare(data)
+        if carry is not None:
+            self._check_carry(carry, frame)
         full = frame
         if context is not None:
-            full = with_context(self._prepare(context), frame, context_points(cfg, self.freq_))
+            keep = context_points(cfg, self.freq_, carried=carry is not None)
+            full = with_context(self._prepare(context), frame, keep)
         require_length(full, cfg.window.size, "the data to score (with its context)")
-        raw = self._raw_scores(full)
+        raw = self._raw_scores(full, carry)
         rows = slice(len(full) - len(frame), len(full))
         return self._to_scores(full, raw, rows)
 
@@ -156,22 +181,47 @@ class LSTMAutoencoderDetector:
         cfg = self._checked_config()
         return normalise(data, cfg.preprocess, freq=self.freq_).select(self.metrics_)
 
-    def _raw_scores(self, frame: MetricFrame) -> _RawScores:
+    def _check_carry(self, carry: pd.DataFrame, frame: MetricFrame) -> None:
+        """A carry must come from a model like this one and end before the data to score."""
+        expected = [*self.metrics_, COMBINED]
+        if list(carry.columns) != expected or not isinstance(carry.index, pd.DatetimeIndex) or carry.empty:
+            raise DataError(f"a carry needs a time index and the columns {expected}, got {list(carry.columns)}")
+        if carry.index[-1] >= frame.index[0]:
+            raise DataError(
+                f"the carry reaches {carry.index[-1]}, but the data to score starts at {frame.index[0]}: "
+                "a carry must end before the data it continues into"
+            )
+
+    def _raw_scores(self, frame: MetricFrame, carry: pd.DataFrame | None = None) -> _RawScores:
+        """Errors, smoothed and measured against the baseline, for every point after the carry.
+
+        Points the carry already covers (context that an earlier score saw)
+        keep NaN scores: their smoothed errors come from the carry instead.
+        """
         cfg = self._checked_config()
+        scoring = cfg.scoring
         scaled = self.scaler_.transform(_model_input(frame))
         with torch_threads(cfg.training.num_threads):
-            recon = reconstruct(self.model_, scaled, cfg.window, cfg.scoring, self.device_, phase=grid_phase(frame.index, frame.freq))
+            recon = reconstruct(self.model_, scaled, cfg.window, scoring, self.device_, phase=grid_phase(frame.index, frame.freq))
         missing = frame.missing.to_numpy()
-        errors = point_errors(scaled, recon, cfg.scoring.error)
+        errors = point_errors(scaled, recon, scoring.error)
         errors[missing] = np.nan
-        span = cfg.scoring.span_points(frame.freq)
-        metric_scores = smooth(errors, span)
-        score = smooth(combine(errors, cfg.scoring.combine)[:, None], span)[:, 0]
-        if cfg.scoring.baseline:
-            metric_scores = standardise(metric_scores, cfg.scoring.baseline, cfg.scoring.baseline_floor)
-            score = standardise(score, cfg.scoring.baseline, cfg.scoring.baseline_floor)
+        errors = np.column_stack([errors, combine(errors, scoring.combine)])
+        keep = max(scoring.baseline, 1)
+        past, fresh = _carried(carry, frame.index, frame.freq, keep, [*self.metrics_, COMBINED])
+        smoothed = smooth(errors[fresh:], scoring.span_points(frame.freq), start=last_observed(past.to_numpy()))
+        series = np.vstack([past.to_numpy(), smoothed])
+        if scoring.baseline:
+            series = standardise(series, scoring.baseline, scoring.baseline_floor)
+        scores = np.full_like(errors, np.nan)
+        scores[fresh:] = series[len(past) :]
+        # the last window of points may still be reconstructed differently once later points
+        # exist, so the carry stops before them and the next score smooths them again
+        settled = max(len(frame) - cfg.window.size - fresh, 0)
+        carried = pd.concat([past, pd.DataFrame(smoothed[:settled], frame.index[fresh : fresh + settled], past.columns)])
+        next_carry = carried.iloc[-keep:] if len(carried) else None
         unobserved = missing | frame.filled.to_numpy()
-        return _RawScores(recon, metric_scores, score, unobserved)
+        return _RawScores(recon, scores[:, :-1], scores[:, -1], unobserved, next_carry)
 
     def _to_scores(self, frame: MetricFrame, raw: _RawScores, rows: slice) -> Scores:
         index = frame.index[rows]
@@ -192,6 +242,7 @@ class LSTMAutoencoderDetector:
             metric_flags=pd.DataFrame(metric_flags, index, cols),
             flags=pd.Series(flags, index, name="flag"),
             filled=frame.filled.iloc[rows],
+            carry=raw.carry,
         )
 
     # -- persistence -------------------------------------------------------------
@@ -228,10 +279,30 @@ class LSTMAutoencoderDetector:
         return f"LSTMAutoencoderDetector({state})"
 
 
-def context_points(config: DetectorConfig, freq: pd.Timedelta) -> int:
-    """Earlier points a score needs on a ``freq`` grid: full windows, the smoothing's memory and the baseline."""
+def context_points(config: DetectorConfig, freq: pd.Timedelta, *, carried: bool = False) -> int:
+    """Earlier points a score needs on a ``freq`` grid: full windows, the smoothing's memory and the baseline.
+
+    With a carry from the previous score (``carried``) only the windows are
+    needed: the smoothing and the baseline continue from the carry.
+    """
     scoring = config.scoring
-    return 2 * config.window.size + 10 * scoring.span_points(freq) + scoring.baseline
+    windows = 2 * config.window.size
+    return windows if carried else windows + 10 * scoring.span_points(freq) + scoring.baseline
+
+
+def _carried(
+    carry: pd.DataFrame | None, index: pd.DatetimeIndex, freq: pd.Timedelta, keep: int, columns: list[str]
+) -> tuple[pd.DataFrame, int]:
+    """The ``keep`` grid points of carry before the first point it does not cover, and that point's row.
+
+    Slots the carry has no value for (a gap before the data) are NaN, as a
+    missing point would be in one continuous series.
+    """
+    if carry is None:
+        return pd.DataFrame(np.empty((0, len(columns))), pd.DatetimeIndex([], tz=index.tz), columns), 0
+    fresh = int(index.searchsorted(carry.index[-1], side="right"))
+    grid = pd.date_range(end=index[fresh] - freq, periods=keep, freq=freq, name=index.name)
+    return carry.reindex(grid), fresh
 
 
 def _model_input(frame: MetricFrame) -> np.ndarray:

@@ -43,6 +43,7 @@ from anomaly.store import RawStore
 log = logging.getLogger(__name__)
 
 STORE, SCORES, EVENTS, REPORTS, RUNS, STATE = "store", "scores", "events", "reports", "runs", "state.json"
+CARRY = "carry"  # scores/<group>/carry-<stamp>.parquet: what the next score run continues from
 _JUST_AFTER = pd.Timedelta(1, "ns")
 #: Most severe first, for reports and summaries.
 SEVERITY_RANK = {level: rank for rank, level in enumerate(reversed(SEVERITY_LEVELS))}
@@ -215,8 +216,12 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
 
     The first run of a group starts after the data its model was trained on.
     The model's window of earlier points is read as context so the first new
-    points are scored fully; nothing already scored is scored again. Scores
-    and events are appended to the workspace, then the state moves forward
+    points are scored fully; nothing already scored is scored again. The
+    smoothing and the baseline continue from the carry the previous run of
+    the same version left (``Scores.carry``), so only the windows' context is
+    read and reconstructed again; without one (a first run, a new version)
+    the context also covers the smoothing's memory and the baseline. Scores, events and the next carry
+    are written to the workspace, then the state moves forward
     (the commit point: after a crash before it, the next run scores the same
     points again and replaces what the crashed run wrote, so nothing is
     skipped or doubled; a report run in between may see such an event twice).
@@ -226,42 +231,50 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
         return {"group": group.name, "status": "no-model", "message": f"no {DEFAULT_ALIAS} model {group.name!r} in {str(registry.root)!r}"}
     detector = registry.load(group.name, alias=DEFAULT_ALIAS)
     version = detector.registry_version_.version
-    state_path = root / SCORES / group.name / STATE
-    if state_path.exists():
-        last = pd.Timestamp(read_json(state_path, DataError)["last_scored"])
-    else:
-        last = pd.Timestamp(detector.training_data_["end"])
+    folder = root / SCORES / group.name
+    state = read_json(folder / STATE, DataError) if (folder / STATE).exists() else {}
+    last = pd.Timestamp(state["last_scored"]) if state else pd.Timestamp(detector.training_data_["end"])
+    carry = _read_carry(folder, state, version)
     store, step = RawStore(root / STORE), detector.freq_
     # one read covers the new points and the context before them
     config = detector.config or DetectorConfig()
-    recent = store.read_wide(list(group.metrics), start=last - context_points(config, step) * step + _JUST_AFTER)
+    keep = context_points(config, step, carried=carry is not None)
+    recent = store.read_wide(list(group.metrics), start=last - keep * step + _JUST_AFTER)
     if not (recent.index > last).any():
         return {"group": group.name, "status": "no-new-data", "version": version, "points": 0, "events": 0}
     # normalised once, then split: gaps across the boundary are filled as in one series
     context, new = normalise(recent, config.preprocess, freq=step).split(last)
-    scores = detector.score(new, context=context if len(context) else None)
+    scores = detector.score(new, context=context if len(context) else None, carry=carry)
     events = detector.events(scores, model=group.name, version=version)
     # parts are named after the state they continue from: any already named so were
     # left by a run that crashed before moving the state, and are replaced, not added to
     prefix = f"part-{last.strftime('%Y%m%dT%H%M%S%f')}-"
-    for folder in (root / SCORES / group.name, root / EVENTS / group.name):
-        for orphan in folder.glob(f"{prefix}*.parquet"):
+    for part_folder in (folder, root / EVENTS / group.name):
+        for orphan in part_folder.glob(f"{prefix}*.parquet"):
             orphan.unlink()
     stamp = f"{last.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
-    scores_file = _write_part(scores.to_frame().reset_index(), root / SCORES / group.name, stamp)
-    events_file = _write_part(events, root / EVENTS / group.name, stamp) if len(events) else None
+    scores_file = _write_part(scores.to_frame().reset_index(), folder / f"part-{stamp}.parquet")
+    events_file = _write_part(events, root / EVENTS / group.name / f"part-{stamp}.parquet") if len(events) else None
+    carry_file = None
+    if scores.carry is not None:
+        carry_file = _write_part(scores.carry.rename_axis("timestamp").reset_index(), folder / f"{CARRY}-{stamp}.parquet")
     events_config = config.events
     atomic_write_json(
-        state_path,
+        folder / STATE,
         {
             "last_scored": scores.score.index[-1].isoformat(),
             "version": version,
+            "carry": carry_file.name if carry_file else None,
             # for the report: how far apart two events still make one incident, and what "sustained" means
             "step_s": step / pd.Timedelta("1s"),
             "gap_s": (events_config.merge_gap + 1) * (step / pd.Timedelta("1s")),
             "sustained": events_config.sustained,
         },
     )
+    # committed: carries the state no longer names (this run's predecessor, a crashed run's) go
+    for stale in folder.glob(f"{CARRY}-*.parquet"):
+        if carry_file is None or stale.name != carry_file.name:
+            stale.unlink()
     return {
         "group": group.name,
         "status": "scored",
@@ -312,10 +325,22 @@ def record_run(workspace: str | Path, results: Sequence[Mapping[str, Any]], now:
     return path
 
 
-def _write_part(frame: pd.DataFrame, folder: Path, stamp: str) -> Path:
-    """Write one Parquet part beside its final name, then rename: readers never see half a file."""
+def _read_carry(folder: Path, state: Mapping[str, Any], version: str) -> pd.DataFrame | None:
+    """The carry the last score run left, if it is this model version's; else None (score the context again).
+
+    A carry holds one model's smoothed errors; a newly promoted version
+    measures errors differently and starts from context again.
+    """
+    name = state.get("carry")
+    if not name or state.get("version") != version or not (folder / name).is_file():
+        return None
+    return pd.read_parquet(folder / name).set_index("timestamp")
+
+
+def _write_part(frame: pd.DataFrame, final: Path) -> Path:
+    """Write one Parquet file beside its final name, then rename: readers never see half a file."""
+    folder = final.parent
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"part-{stamp}.parquet"
     tmp = folder / f".{final.name}.{os.getpid()}.tmp"
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, final)

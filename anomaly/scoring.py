@@ -27,6 +27,8 @@ from anomaly.windows import (
 )
 
 CHUNK_POINTS = 16_384
+# The combined score's column, beside the metrics' own, in a carry (see :class:`Scores`).
+COMBINED = "anomaly_score"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,15 @@ class Scores:
     score, ``flags``/``metric_flags`` where they exceed their thresholds.
     Filled or missing points are never flagged. ``reconstruction`` is in the
     metrics' own units so it can be drawn over the data.
+
+    ``carry`` is what the next score of the same model continues from: the
+    smoothed errors before the baseline (one column per metric and
+    :data:`COMBINED`), as many points as the baseline looks back (at least
+    one, the smoothing's state), ending one window before the last point
+    scored, because the last window's reconstructions can still change when
+    later points arrive. A scheduled run that passes it on reads only the
+    windows' context again, and its scores equal those of one score over
+    everything. None when no point is settled yet.
     """
 
     values: pd.DataFrame
@@ -48,6 +59,7 @@ class Scores:
     metric_flags: pd.DataFrame
     flags: pd.Series
     filled: pd.DataFrame
+    carry: pd.DataFrame | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -151,14 +163,32 @@ def combine(errors: np.ndarray, how: str = "mean") -> np.ndarray:
         return np.nanmax(errors, axis=1) if how == "max" else np.nanmean(errors, axis=1)
 
 
-def smooth(errors: np.ndarray, span: int) -> np.ndarray:
-    """Causal exponentially weighted mean over time (per column); ``span`` 0 or 1 leaves it."""
+def smooth(errors: np.ndarray, span: int, start: np.ndarray | None = None) -> np.ndarray:
+    """Causal exponentially weighted mean over time (per column); ``span`` 0 or 1 leaves it.
+
+    ``start`` is the smoothed value of the point before the first (per
+    column; NaN starts that column afresh): a mean continued from it equals
+    the one over the whole series, so earlier points need not be read again.
+    """
     if span <= 1:
         return errors
-    smoothed = pd.DataFrame(errors).ewm(span=span, adjust=False, ignore_na=True).mean().to_numpy(copy=True)
+    table = np.asarray(errors, dtype=np.float64).reshape(len(errors), -1)
+    if start is not None:
+        table = np.vstack([np.reshape(start, (1, -1)), table])
+    smoothed = pd.DataFrame(table).ewm(span=span, adjust=False, ignore_na=True).mean().to_numpy(copy=True)
+    if start is not None:
+        smoothed = smoothed[1:]
     smoothed = smoothed.reshape(np.shape(errors))
     smoothed[np.isnan(errors)] = np.nan
     return smoothed
+
+
+def last_observed(rows: np.ndarray) -> np.ndarray:
+    """The last non-NaN value of each column of ``rows`` (NaN where a column has none)."""
+    table = np.asarray(rows, dtype=np.float64)
+    if len(table) == 0:
+        return np.full(table.shape[1:], np.nan)
+    return pd.DataFrame(table).ffill().to_numpy()[-1]
 
 
 def baseline_minimum(window: int) -> int:

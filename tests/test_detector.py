@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +173,48 @@ def test_a_saved_baselined_detector_scores_the_same(
     got = loaded.score(data, context=context)
     np.testing.assert_allclose(got.score.to_numpy(), expected.score.to_numpy(), rtol=1e-6)
     assert got.flags.equals(expected.flags)
+
+
+def test_scores_continued_from_a_carry_equal_one_score_over_everything(
+    baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame
+) -> None:
+    """Three runs, each given the last one's carry and only the windows' context, score as one run does,
+
+    except the last window of points of each run, which are scored with the windows that exist then.
+    """
+    window = baselined.config.window.size
+    bounds = [900, 940, 975, 1000]
+    whole = baselined.score(two_metrics.iloc[900:1000], context=two_metrics.iloc[:900])
+    parts, carry = [], None
+    for start, stop in itertools.pairwise(bounds):
+        context = two_metrics.iloc[:start] if carry is None else two_metrics.iloc[start - 2 * window : start]
+        scores = baselined.score(two_metrics.iloc[start:stop], context=context, carry=carry)
+        parts.append(scores)
+        carry = scores.carry
+        # the carry holds the baseline's points, and stops one window before the last point scored
+        assert len(carry) == 200 and carry.index[-1] == two_metrics.index[stop - 1 - window]
+        assert list(carry.columns) == ["requests", "cpu", "anomaly_score"]
+    settled = np.ones(100, dtype=bool)
+    for stop in bounds[1:-1]:
+        settled[stop - 900 - window : stop - 900] = False
+    for got, expected in [
+        (pd.concat([p.score for p in parts]), whole.score),
+        (pd.concat([p.metric_scores for p in parts]), whole.metric_scores),
+    ]:
+        np.testing.assert_allclose(got.to_numpy()[settled], expected.to_numpy()[settled], rtol=1e-6, atol=1e-9)
+    # without the carry, the windows' context alone is too short a baseline: the scores differ
+    alone = baselined.score(two_metrics.iloc[940:1000], context=two_metrics.iloc[940 - 2 * window : 940])
+    assert not np.allclose(alone.score.to_numpy(), whole.score.iloc[40:].to_numpy(), rtol=1e-3)
+    assert context_points(baselined.config, pd.Timedelta("5min"), carried=True) == 2 * window
+
+
+def test_a_carry_from_elsewhere_is_refused(baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
+    carry = baselined.score(two_metrics.iloc[900:950], context=two_metrics.iloc[:900]).carry
+    data = two_metrics.iloc[950:1000]
+    with pytest.raises(DataError, match=r"columns \['requests', 'cpu', 'anomaly_score'\], got \['cpu'\]"):
+        baselined.score(data, context=two_metrics.iloc[:950], carry=carry[["cpu"]])
+    with pytest.raises(DataError, match="the carry reaches .* but the data to score starts at"):
+        baselined.score(two_metrics.iloc[900:950], context=two_metrics.iloc[:900], carry=carry)
 
 
 def test_smoothing_time_smooths_over_that_many_points_of_the_grid(

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from anomaly.detector import context_points
 from anomaly.errors import DataError
 from anomaly.jobs import (
     EVENTS,
@@ -212,6 +213,55 @@ def test_an_incident_in_new_data_is_written_as_an_event_once(
     later = score_group(group, workspace, registry)
     assert later["points"] == 10 and later["events"] == 0 and later["events_file"] is None
     assert len(read_parts(workspace / EVENTS / "requests")) == result["events"]
+
+
+def test_a_run_continues_from_the_last_runs_carry_and_reads_only_the_windows_context(
+    trained: tuple[Path, Path, list[dict]], series: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from anomaly import jobs
+
+    source, registry, _ = trained
+    workspace = copy_workspace(source, tmp_path / "ws")
+    folder, group, store = workspace / SCORES / "cpu", Group("cpu", ("cpu",)), RawStore(workspace / STORE)
+    starts: list[pd.Timestamp] = []
+    read_wide = RawStore.read_wide
+    monkeypatch.setattr(RawStore, "read_wide", lambda self, metrics, start: starts.append(start) or read_wide(self, metrics, start))
+
+    def state() -> dict:
+        return json.loads((folder / "state.json").read_text())
+
+    def carries() -> list[str]:
+        return sorted(p.name for p in folder.glob("carry-*.parquet"))
+
+    score_group(group, workspace, registry)  # no carry yet: the context covers the smoothing's memory too
+    config = ModelRegistry(registry).load("cpu", alias="production").config
+    assert starts[-1] == series.index[719] - context_points(config, STEP) * STEP + pd.Timedelta(1, "ns")
+    assert carries() == [state()["carry"]]
+    first_carry = state()["carry"]
+    # the carry stops one window before the last point scored: those points are smoothed again next run
+    assert pd.read_parquet(folder / first_carry)["timestamp"].iloc[-1] == series.index[863 - config.window.size]
+
+    store.append(long_points(series.iloc[864:900]))
+    score_group(group, workspace, registry)
+    assert starts[-1] == series.index[863] - 2 * config.window.size * STEP + pd.Timedelta(1, "ns")
+    assert carries() == [state()["carry"]] and state()["carry"] != first_carry
+
+    # a run that crashes before its state moves leaves a carry nothing names; the next run removes it
+    store.append(long_points(series.iloc[900:910]))
+    monkeypatch.setattr(jobs, "atomic_write_json", lambda path, data: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        score_group(group, workspace, registry)
+    monkeypatch.undo()
+    monkeypatch.setattr(RawStore, "read_wide", lambda self, metrics, start: starts.append(start) or read_wide(self, metrics, start))
+    assert len(carries()) == 2
+    score_group(group, workspace, registry)
+    assert carries() == [state()["carry"]]
+
+    # another version's carry measures another model's errors: the run reads the full context instead
+    (folder / "state.json").write_text(json.dumps({**state(), "version": "000000"}))
+    store.append(long_points(series.iloc[910:920]))
+    score_group(group, workspace, registry)
+    assert starts[-1] == series.index[909] - context_points(config, STEP) * STEP + pd.Timedelta(1, "ns")
 
 
 def test_a_crash_before_the_state_is_saved_rescores_once_rather_than_skips_or_doubles(

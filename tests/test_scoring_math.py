@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from anomaly.scoring import baseline_minimum, combine, point_errors, smooth, standardise
+from anomaly.scoring import (
+    baseline_minimum,
+    combine,
+    last_observed,
+    point_errors,
+    smooth,
+    standardise,
+)
 
 NAN = np.nan
 
@@ -216,3 +223,23 @@ def test_standardise_is_causal_and_per_column(x: np.ndarray, window: int, data: 
     assert before.shape == x.shape
     np.testing.assert_array_equal(after[:k], before[:k])
     np.testing.assert_array_equal(after[:, 1:], before[:, 1:])
+
+
+@given(
+    x=hnp.arrays(np.float64, (40, 2), elements=st.floats(0, 10) | st.just(np.nan)),
+    split=st.integers(1, 39),
+    span=st.integers(2, 12),
+)
+def test_smoothing_continued_from_the_last_observed_value_equals_smoothing_everything(
+    x: np.ndarray, split: int, span: int
+) -> None:
+    whole = smooth(x, span)
+    continued = smooth(x[split:], span, start=last_observed(whole[:split]))
+    np.testing.assert_allclose(continued, whole[split:], rtol=1e-12, equal_nan=True)
+
+
+def test_last_observed_skips_missing_values_per_column() -> None:
+    rows = np.array([[1.0, 5.0], [2.0, np.nan], [np.nan, np.nan]])
+    np.testing.assert_array_equal(last_observed(rows), [2.0, 5.0])
+    assert np.isnan(last_observed(np.full((3, 1), np.nan))).all()
+    assert np.isnan(last_observed(np.empty((0, 2)))).all() and last_observed(np.empty((0, 2))).shape == (2,)
