@@ -165,7 +165,7 @@ def test_events_count_the_points_above_the_threshold_and_long_ones_are_raised() 
     padded = find_events(scores(), EventConfig(padding=1, merge_gap=0, sustained=3))
     assert padded["n_points"].tolist() == [5, 6] and padded["n_above"].tolist() == [3, 3]
     assert padded["severity"].tolist() == ["critical", "critical"]  # high raised to critical; critical stays
-    merged = find_events(scores(), EventConfig(merge_gap=1, sustained=3))
+    merged = find_events(scores(), EventConfig(padding=0, merge_gap=1, sustained=3))
     assert merged["n_above"].tolist() == [3, 1, 2] and merged["severity"].tolist() == ["critical", "low", "critical"]
 
 
@@ -205,7 +205,7 @@ def scores() -> Scores:
 
 
 def test_find_events_exact() -> None:
-    ev = find_events(scores(), EventConfig(merge_gap=0), model="lstm", version="v3")
+    ev = find_events(scores(), EventConfig(padding=0, merge_gap=0), model="lstm", version="v3")
     assert list(ev.columns) == list(EVENT_COLUMNS)
     expected = pd.DataFrame(
         {
@@ -237,28 +237,28 @@ def test_find_events_padding_clipped_and_merged() -> None:
 
 
 def test_find_events_merge_gap() -> None:
-    ev = find_events(scores(), EventConfig(merge_gap=1))
+    ev = find_events(scores(), EventConfig(padding=0, merge_gap=1))
     # (0,1) and (2,4) are one point apart; (7,8) and (10,12) two
     assert list(zip(ev["start"], ev["end"])) == [(t(0), t(3)), (t(7), t(7)), (t(10), t(11))]
     assert ev["n_points"].tolist() == [4, 1, 2]
 
 
 def test_find_events_min_length_and_prune() -> None:
-    ev = find_events(scores(), EventConfig(min_length=2, merge_gap=0))
+    ev = find_events(scores(), EventConfig(padding=0, min_length=2, merge_gap=0))
     assert list(zip(ev["start"], ev["end"])) == [(t(2), t(3)), (t(10), t(11))]
     # peaks 1.1, 3.0, 1.2, 5.0 over threshold 1: ladder 5, 3, 1.2, 1.1, 1 -> drops .4, .6, .083, .091
-    ev = find_events(scores(), EventConfig(prune=0.3, merge_gap=0))
+    ev = find_events(scores(), EventConfig(padding=0, prune=0.3, merge_gap=0))
     assert list(zip(ev["start"], ev["end"])) == [(t(2), t(3)), (t(10), t(11))]
     assert ev["peak_score"].tolist() == [3.0, 5.0]
 
 
 def test_find_runs_in_time_order() -> None:
     s = np.array(SCORE)
-    assert find_runs(s > 1.0, s, 1.0, EventConfig(merge_gap=0)) == [(0, 1), (2, 4), (7, 8), (10, 12)]
+    assert find_runs(s > 1.0, s, 1.0, EventConfig(padding=0, merge_gap=0)) == [(0, 1), (2, 4), (7, 8), (10, 12)]
 
 
 def test_find_events_none_flagged_is_empty_with_columns() -> None:
-    ev = find_events(build_scores([0.1] * 5, [0.1] * 5, [0.2] * 5), EventConfig(merge_gap=0))
+    ev = find_events(build_scores([0.1] * 5, [0.1] * 5, [0.2] * 5), EventConfig(padding=0, merge_gap=0))
     assert ev.empty
     assert list(ev.columns) == list(EVENT_COLUMNS)
 
@@ -299,7 +299,7 @@ def test_find_events_with_a_metric_missing_in_an_event_warns_nothing() -> None:
     s = build_scores(cpu, mem, SCORE)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ev = find_events(s, EventConfig(merge_gap=0))
+        ev = find_events(s, EventConfig(padding=0, merge_gap=0))
     assert ev["metric"].tolist()[-1] == "cpu"
 
 
@@ -367,7 +367,7 @@ def test_event_scores_add() -> None:
 
 
 def test_intervals_from_events_frame() -> None:
-    ev = find_events(scores(), EventConfig(min_length=2, merge_gap=0))
+    ev = find_events(scores(), EventConfig(padding=0, min_length=2, merge_gap=0))
     assert intervals(ev) == [(t(2), t(3)), (t(10), t(11))]
     frame = pd.DataFrame({"from": ["2024-01-01 00:00Z"], "to": ["2024-01-01 00:05Z"]})
     assert intervals(frame, "from", "to") == [(t(0), t(5))]
