@@ -33,6 +33,7 @@ from anomaly.errors import DataError
 
 __all__ = [
     "INCIDENT_KINDS",
+    "INCIDENT_SPANS",
     "Incident",
     "SampleData",
     "clean_metrics",
@@ -49,6 +50,19 @@ INCIDENT_KINDS: tuple[str, ...] = (
     "drift",
     "pattern_break",
 )
+
+# Where each kind is injected on a day of 5-minute points (offset, length in points),
+# for suites that check one incident at a time: 09:00, while traffic is rising, so a
+# stuck value departs from what the model expects; a pattern break takes the whole day.
+INCIDENT_SPANS: dict[str, tuple[int, int]] = {
+    "spike": (9 * 12, 3),
+    "dip": (9 * 12, 3),
+    "level_shift": (9 * 12, 48),
+    "variance_change": (9 * 12, 48),
+    "flatline": (9 * 12, 36),
+    "drift": (9 * 12, 96),
+    "pattern_break": (0, 288),
+}
 
 # Incident sizes at magnitude 1.0, in spreads (robust standard deviations of
 # the whole series, seasonality included) or as a noise multiplier. They are

@@ -16,7 +16,7 @@ import torch
 from anomaly.config import DetectorConfig
 from anomaly.detector import LSTMAutoencoderDetector, context_points
 from anomaly.errors import DataError, ModelFileError, NotFittedError
-from anomaly.synthetic import INCIDENT_KINDS, clean_metrics, inject
+from anomaly.synthetic import INCIDENT_KINDS, INCIDENT_SPANS, clean_metrics, inject
 
 DAY = 288  # 5-minute points
 
@@ -28,17 +28,7 @@ INCIDENT_CONFIG = DetectorConfig().replace(
     model={"hidden_size": 16, "latent_size": 8},
     training={"epochs": 20, "learning_rate": 5e-3, "patience": 4},
 )
-# Incident spans on the first test day; traffic is rising at 09:00, so a stuck
-# value departs from what the model expects.
-INCIDENT_SPANS = {
-    "spike": (9 * 12, 3),
-    "dip": (9 * 12, 3),
-    "level_shift": (9 * 12, 48),
-    "variance_change": (9 * 12, 48),
-    "flatline": (9 * 12, 36),
-    "drift": (9 * 12, 96),
-    "pattern_break": (0, DAY),
-}
+# benchmarks/incidents.py runs the same suite under any configuration and prints how it fares
 
 
 @pytest.fixture(scope="module")
