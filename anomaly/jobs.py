@@ -38,6 +38,7 @@ from anomaly.errors import DataError
 from anomaly.events import EVENT_COLUMNS, SEVERITY_LEVELS
 from anomaly.fileio import atomic_write_json, read_json
 from anomaly.registry import DEFAULT_ALIAS, ModelRegistry, check_name
+from anomaly.scoring import COMBINED
 from anomaly.store import RawStore
 
 log = logging.getLogger(__name__)
@@ -218,10 +219,11 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     The model's window of earlier points is read as context so the first new
     points are scored fully; nothing already scored is scored again. The
     smoothing and the baseline continue from the carry the previous run of
-    the same version left (``Scores.carry``), so only the windows' context is
-    read and reconstructed again; without one (a first run, a new version)
-    the context also covers the smoothing's memory and the baseline. Scores, events and the next carry
-    are written to the workspace, then the state moves forward
+    the same version left (``Scores.carry``), so only the windows' context
+    is read and reconstructed again; without one (a first run, a new
+    version, an unreadable carry) the context also covers the smoothing's
+    memory and the baseline. Scores, events and the next carry are written
+    to the workspace, then the state moves forward
     (the commit point: after a crash before it, the next run scores the same
     points again and replaces what the crashed run wrote, so nothing is
     skipped or doubled; a report run in between may see such an event twice).
@@ -234,7 +236,7 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     folder = root / SCORES / group.name
     state = read_json(folder / STATE, DataError) if (folder / STATE).exists() else {}
     last = pd.Timestamp(state["last_scored"]) if state else pd.Timestamp(detector.training_data_["end"])
-    carry = _read_carry(folder, state, version)
+    carry = _read_carry(folder, state, version, [*detector.metrics_, COMBINED])
     store, step = RawStore(root / STORE), detector.freq_
     # one read covers the new points and the context before them
     config = detector.config or DetectorConfig()
@@ -325,16 +327,26 @@ def record_run(workspace: str | Path, results: Sequence[Mapping[str, Any]], now:
     return path
 
 
-def _read_carry(folder: Path, state: Mapping[str, Any], version: str) -> pd.DataFrame | None:
+def _read_carry(folder: Path, state: Mapping[str, Any], version: str, columns: list[str]) -> pd.DataFrame | None:
     """The carry the last score run left, if it is this model version's; else None (score the context again).
 
     A carry holds one model's smoothed errors; a newly promoted version
-    measures errors differently and starts from context again.
+    measures errors differently and starts from context again. A damaged
+    carry costs one slower run, never the group's scoring: it is skipped
+    with a warning.
     """
     name = state.get("carry")
     if not name or state.get("version") != version or not (folder / name).is_file():
         return None
-    return pd.read_parquet(folder / name).set_index("timestamp")
+    try:
+        carry = pd.read_parquet(folder / name).set_index("timestamp")
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("carry %s is unreadable (%s); scoring from the full context", folder / name, exc)
+        return None
+    if list(carry.columns) != columns or carry.empty:
+        log.warning("carry %s has columns %s, not %s; scoring from the full context", folder / name, list(carry.columns), columns)
+        return None
+    return carry
 
 
 def _write_part(frame: pd.DataFrame, final: Path) -> Path:

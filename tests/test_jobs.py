@@ -263,6 +263,13 @@ def test_a_run_continues_from_the_last_runs_carry_and_reads_only_the_windows_con
     score_group(group, workspace, registry)
     assert starts[-1] == series.index[909] - context_points(config, STEP) * STEP + pd.Timedelta(1, "ns")
 
+    # a damaged carry costs one run the full context, not the group its scoring
+    (folder / state()["carry"]).write_bytes(b"not parquet")
+    store.append(long_points(series.iloc[920:930]))
+    assert score_group(group, workspace, registry)["points"] == 10
+    assert starts[-1] == series.index[919] - context_points(config, STEP) * STEP + pd.Timedelta(1, "ns")
+    assert carries() == [state()["carry"]]
+
 
 def test_a_crash_before_the_state_is_saved_rescores_once_rather_than_skips_or_doubles(
     trained: tuple[Path, Path, list[dict]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
