@@ -181,9 +181,14 @@ class LSTMAutoencoderDetector:
         cfg = self._checked_config()
         return normalise(data, cfg.preprocess, freq=self.freq_).select(self.metrics_)
 
+    @property
+    def carry_columns(self) -> list[str]:
+        """The columns of this detector's carries: its metrics, then the combined score."""
+        return [*self.metrics_, COMBINED]
+
     def _check_carry(self, carry: pd.DataFrame, frame: MetricFrame) -> None:
         """A carry must come from a model like this one and end before the data to score."""
-        expected = [*self.metrics_, COMBINED]
+        expected = self.carry_columns
         if list(carry.columns) != expected or not isinstance(carry.index, pd.DatetimeIndex) or carry.empty:
             raise DataError(f"a carry needs a time index and the columns {expected}, got {list(carry.columns)}")
         if carry.index[-1] >= frame.index[0]:
@@ -208,7 +213,7 @@ class LSTMAutoencoderDetector:
         errors[missing] = np.nan
         errors = np.column_stack([errors, combine(errors, scoring.combine)])
         keep = max(scoring.baseline, 1)
-        past, fresh = _carried(carry, frame.index, frame.freq, keep, [*self.metrics_, COMBINED])
+        past, fresh = _carried(carry, frame.index, frame.freq, keep, self.carry_columns)
         smoothed = smooth(errors[fresh:], scoring.span_points(frame.freq), start=last_observed(past.to_numpy()))
         series = np.vstack([past.to_numpy(), smoothed])
         if scoring.baseline:

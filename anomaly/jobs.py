@@ -38,7 +38,6 @@ from anomaly.errors import DataError
 from anomaly.events import EVENT_COLUMNS, SEVERITY_LEVELS
 from anomaly.fileio import atomic_write_json, read_json
 from anomaly.registry import DEFAULT_ALIAS, ModelRegistry, check_name
-from anomaly.scoring import COMBINED
 from anomaly.store import RawStore
 
 log = logging.getLogger(__name__)
@@ -236,7 +235,7 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     folder = root / SCORES / group.name
     state = read_json(folder / STATE, DataError) if (folder / STATE).exists() else {}
     last = pd.Timestamp(state["last_scored"]) if state else pd.Timestamp(detector.training_data_["end"])
-    carry = _read_carry(folder, state, version, [*detector.metrics_, COMBINED])
+    carry = _read_carry(folder, state, version, detector.carry_columns)
     store, step = RawStore(root / STORE), detector.freq_
     # one read covers the new points and the context before them
     config = detector.config or DetectorConfig()

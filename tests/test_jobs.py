@@ -248,11 +248,9 @@ def test_a_run_continues_from_the_last_runs_carry_and_reads_only_the_windows_con
 
     # a run that crashes before its state moves leaves a carry nothing names; the next run removes it
     store.append(long_points(series.iloc[900:910]))
-    monkeypatch.setattr(jobs, "atomic_write_json", lambda path, data: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError, match="disk full"):
+    with monkeypatch.context() as crash, pytest.raises(OSError, match="disk full"):
+        crash.setattr(jobs, "atomic_write_json", lambda path, data: (_ for _ in ()).throw(OSError("disk full")))
         score_group(group, workspace, registry)
-    monkeypatch.undo()
-    monkeypatch.setattr(RawStore, "read_wide", lambda self, metrics, start: starts.append(start) or read_wide(self, metrics, start))
     assert len(carries()) == 2
     score_group(group, workspace, registry)
     assert carries() == [state()["carry"]]
