@@ -96,10 +96,10 @@ class WindowConfig:
     ``size / score_stride`` times and those reconstructions are aggregated.
     """
 
-    size: int = 100
+    size: int = 48
     train_stride: int = 1
     score_stride: int = 10
-    max_train_windows: int | None = 20_000
+    max_train_windows: int | None = 2_000
 
     def __post_init__(self) -> None:
         s = "window"
@@ -117,7 +117,7 @@ class ModelConfig:
     """Shape of the LSTM autoencoder (see :mod:`anomaly.model`)."""
 
     hidden_size: int = 32
-    latent_size: int = 16
+    latent_size: int = 8
     num_layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.0
@@ -141,7 +141,7 @@ class TrainingConfig:
     side so they do not oversubscribe the cores.
     """
 
-    epochs: int = 35
+    epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 5e-3
     validation_fraction: float = 0.2
@@ -176,12 +176,14 @@ class ScoringConfig:
     the one window that ends at it: causal, so a point's score never depends
     on later points (``window.score_stride`` is then unused); ``error`` is the
     point-wise error in scaled units; ``combine`` folds per-metric errors into
-    one score; ``smoothing_span`` is the span of an exponentially weighted
-    mean (causal), 0 for none. ``smoothing_time`` (a duration such as
-    "200min"), when set, replaces it: the span is that duration in points of
-    the series' own sampling interval, so an hourly and a five-minute metric
-    are smoothed over the same time, not the same number of points (a
-    three-point spike in hourly data lasts three hours).
+    one score. The scores are smoothed by a causal exponentially weighted
+    mean whose span is ``smoothing_time`` (a duration such as "600min") in
+    points of the series' own sampling interval, so an hourly and a
+    five-minute metric are smoothed over the same time, not the same number
+    of points (a three-point spike in hourly data lasts three hours); or
+    ``smoothing_span`` points, if that is given instead (0 for none). Set
+    one of the two and the other to null: both at once is an error, as it
+    would be ambiguous which one applies.
 
     ``baseline`` (points, 0 for none) makes the score relative to recent
     behaviour: each smoothed score becomes its distance above the mean of
@@ -197,9 +199,9 @@ class ScoringConfig:
     aggregate: ReconAggregate = "median"
     error: ErrorKind = "abs"
     combine: CombineKind = "mean"
-    smoothing_span: int = 6
-    smoothing_time: str | None = None
-    baseline: int = 0
+    smoothing_span: int | None = None
+    smoothing_time: str | None = "600min"
+    baseline: int = 1000
     baseline_floor: float = 1e-3
     batch_size: int = 256
 
@@ -208,9 +210,15 @@ class ScoringConfig:
         _check_choice(s, "aggregate", self.aggregate, ReconAggregate)
         _check_choice(s, "error", self.error, ErrorKind)
         _check_choice(s, "combine", self.combine, CombineKind)
-        _check_int(s, "smoothing_span", self.smoothing_span, 0)
+        if self.smoothing_span is not None:
+            _check_int(s, "smoothing_span", self.smoothing_span, 0)
         if self.smoothing_time is not None and not _is_positive_duration(self.smoothing_time):
-            _fail(s, "smoothing_time", "a positive duration such as '200min' or '3h'", self.smoothing_time)
+            _fail(s, "smoothing_time", "a positive duration such as '600min' or '3h'", self.smoothing_time)
+        if self.smoothing_span is not None and self.smoothing_time is not None:
+            raise ConfigError(
+                f"scoring.smoothing_span ({self.smoothing_span!r}) and scoring.smoothing_time "
+                f"({self.smoothing_time!r}) are both set; set one and the other to null"
+            )
         _check_int(s, "baseline", self.baseline, 0)
         if self.baseline == 1:
             _fail(s, "baseline", "0 (none) or at least 2 points", self.baseline)
@@ -220,7 +228,7 @@ class ScoringConfig:
     def span_points(self, freq: Any) -> int:
         """The smoothing span in points of a series sampled every ``freq`` (a Timedelta)."""
         if self.smoothing_time is None:
-            return self.smoothing_span
+            return self.smoothing_span or 0
         import pandas as pd
 
         return max(1, round(pd.Timedelta(self.smoothing_time) / pd.Timedelta(freq)))
@@ -262,7 +270,7 @@ class ThresholdConfig:
     (e.g. constant) training series still gets a usable threshold.
     """
 
-    method: ThresholdMethod = "spot"
+    method: ThresholdMethod = "fixed"
     quantile: float = 0.99
     k: float = 4.0
     z_min: float = 2.0
@@ -303,7 +311,7 @@ class EventConfig:
     """
 
     padding: int = 0
-    merge_gap: int = 12
+    merge_gap: int = 200
     min_length: int = 1
     prune: float = 0.0
     sustained: int = 30

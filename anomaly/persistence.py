@@ -89,7 +89,7 @@ def load_detector(path: str | Path) -> "LSTMAutoencoderDetector":
     state = read_json(folder / STATE, ModelFileError)
     _check_format(state, folder)
     try:
-        config = DetectorConfig.from_dict(read_json(folder / CONFIG, ModelFileError))
+        config = DetectorConfig.from_dict(with_saved_defaults(read_json(folder / CONFIG, ModelFileError)))
         detector = LSTMAutoencoderDetector(config)
         detector.metrics_ = [str(m) for m in state["metrics"]]
         detector.freq_ = pd.Timedelta(seconds=float(state["freq_seconds"]))
@@ -109,6 +109,27 @@ def load_detector(path: str | Path) -> "LSTMAutoencoderDetector":
     detector.device_ = resolve_device(config.training.device)
     detector.model_ = _load_model(folder / WEIGHTS, len(detector.metrics_), config, detector.device_)
     return detector
+
+
+def with_saved_defaults(data: Any) -> Any:
+    """A saved configuration as the version that wrote it meant it, under today's rules.
+
+    A model is scored as it was validated, whatever today's defaults say:
+    one saved before ``scoring.smoothing_time`` and ``scoring.baseline``
+    existed smoothed over ``smoothing_span`` points and had no baseline, so
+    the missing keys are its old defaults, not today's (600 minutes, 1,000
+    points). One saved with both smoothing keys set was smoothed by time
+    (the time then replaced the span), which today is said by the span being
+    null.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("scoring"), dict):
+        return data
+    scoring = dict(data["scoring"])
+    scoring.setdefault("smoothing_time", None)
+    scoring.setdefault("baseline", 0)
+    if scoring.get("smoothing_span") is not None and scoring["smoothing_time"] is not None:
+        scoring["smoothing_span"] = None
+    return {**data, "scoring": scoring}
 
 
 def _load_model(path: Path, n_features: int, config: DetectorConfig, device: torch.device) -> LSTMAutoencoder:

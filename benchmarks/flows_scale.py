@@ -19,7 +19,7 @@ What it does, in order:
 2. Starts the ephemeral Prefect server by running a trivial flow (timed and
    reported on its own, never inside the score-run figure).
 3. Trains one model per metric (the default grouping) with the *default
-   architecture and scoring settings* (window 100, hidden 32, stride 10),
+   architecture and scoring settings* (window 48, hidden 32, stride 10),
    but with training cut short (``--epochs``, ``--max-train-windows``): the
    score run's cost depends on the model's shape, not on how well it was
    trained, and 1,000 full trainings would take hours. Training runs
@@ -1137,7 +1137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.metrics < 1 or args.repeats < 1 or args.epochs < 1 or args.max_train_windows < 1:
         parser.error("--metrics, --repeats, --epochs and --max-train-windows must be >= 1")
     if pd.Timedelta(args.history) - pd.Timedelta(args.holdout) < 2 * DetectorConfig().window.size * STEP:
-        parser.error("--history must exceed --holdout by at least two windows (200 minutes)")
+        minutes = 2 * DetectorConfig().window.size * STEP // pd.Timedelta("1min")
+        parser.error(f"--history must exceed --holdout by at least two windows ({minutes} minutes)")
     return args
 
 

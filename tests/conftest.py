@@ -35,10 +35,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 from anomaly.config import DetectorConfig  # noqa: E402
 from anomaly.synthetic import clean_metrics  # noqa: E402
 
+# Its post-processing is pinned to a raw smoothed error, a peaks-over-threshold cut and short
+# merges (what the assertions on scores, thresholds and events lean on), whatever the defaults
+# become; tests of the defaults' own baseline rule build their configuration themselves.
 TINY = DetectorConfig().replace(
-    window={"size": 32, "score_stride": 4},
+    window={"size": 32, "score_stride": 4, "max_train_windows": 20_000},
     model={"hidden_size": 16, "latent_size": 8},
     training={"epochs": 4, "batch_size": 64, "learning_rate": 1e-2, "patience": 2},
+    scoring={"smoothing_span": 6, "smoothing_time": None, "baseline": 0},
+    threshold={"method": "spot", "k": 4.0},
+    events={"padding": 0, "merge_gap": 12},
 )
 
 # The same tiny model as command-line overrides, for CLI tests.
@@ -49,6 +55,12 @@ TINY_SETTINGS = [
     "--set", "model.latent_size=8",
     "--set", "training.epochs=3",
     "--set", "training.learning_rate=1e-2",
+    "--set", "window.max_train_windows=20000",
+    "--set", "scoring.smoothing_span=6",
+    "--set", "scoring.smoothing_time=null",
+    "--set", "scoring.baseline=0",
+    "--set", "threshold.method=spot",
+    "--set", "events.merge_gap=12",
 ]  # fmt: skip
 
 

@@ -45,7 +45,9 @@ def custom_config() -> DetectorConfig:
             device="cpu",
             num_threads=1,
         ),
-        scoring=ScoringConfig(aggregate="mean", error="squared", combine="max", smoothing_span=3, batch_size=1),
+        scoring=ScoringConfig(
+            aggregate="mean", error="squared", combine="max", smoothing_span=3, smoothing_time=None, batch_size=1
+        ),
         threshold=ThresholdConfig(
             method="spot", quantile=0.5, k=0.0, z_min=0.0, z_max=0.0, z_step=0.1, risk=1.0, level=0.5, floor=0.0
         ),
@@ -61,14 +63,14 @@ def test_defaults_construct_with_documented_values() -> None:
     assert cfg.preprocess == PreprocessConfig()
     assert cfg.preprocess.freq is None
     assert cfg.preprocess.fill_limit == 3
-    # The defaults the README documents.
-    assert cfg.window.size == 100 and cfg.window.score_stride == 10
-    assert cfg.model.hidden_size == 32 and cfg.model.latent_size == 16
-    assert cfg.training.epochs == 35 and cfg.training.batch_size == 64
+    # The defaults the README documents: the configuration `anomaly benchmark` measured.
+    assert cfg.window.size == 48 and cfg.window.score_stride == 10 and cfg.window.max_train_windows == 2000
+    assert cfg.model.hidden_size == 32 and cfg.model.latent_size == 8
+    assert cfg.training.epochs == 20 and cfg.training.batch_size == 64
     assert cfg.training.learning_rate == 5e-3
-    assert cfg.scoring.smoothing_span == 6
-    assert cfg.threshold.method == "spot"
-    assert cfg.events.merge_gap == 12
+    assert (cfg.scoring.smoothing_span, cfg.scoring.smoothing_time, cfg.scoring.baseline) == (None, "600min", 1000)
+    assert (cfg.threshold.method, cfg.threshold.k) == ("fixed", 4.0)
+    assert (cfg.events.padding, cfg.events.merge_gap) == (0, 200)
     assert cfg.events == EventConfig()
     assert DetectorConfig() == DetectorConfig()
 
@@ -149,7 +151,7 @@ def test_replace_changes_only_the_named_fields() -> None:
     for name in SECTIONS:
         if name != "training":
             assert getattr(new, name) == getattr(base, name)
-    assert base.training.epochs == 35  # original untouched
+    assert base.training.epochs == 20  # original untouched
 
 
 def test_replace_several_sections_and_keeps_previous_changes() -> None:
@@ -341,7 +343,14 @@ def test_bad_value_rejected_by_name_and_value(case: tuple[str, dict[str, Any], s
 @pytest.mark.parametrize(("freq", "points"), [("5min", 40), ("1h", 3), ("1D", 1), ("30s", 400)])
 def test_smoothing_time_is_a_span_in_points_of_the_sampling_interval(freq: str, points: int) -> None:
     assert ScoringConfig(smoothing_time="200min").span_points(pd.Timedelta(freq)) == points
-    assert ScoringConfig(smoothing_span=7).span_points(pd.Timedelta(freq)) == 7  # no time: the span as given
+    assert ScoringConfig(smoothing_span=7, smoothing_time=None).span_points(pd.Timedelta(freq)) == 7  # the span as given
+    assert ScoringConfig(smoothing_span=None, smoothing_time=None).span_points(pd.Timedelta(freq)) == 0  # neither: none
+
+
+def test_a_smoothing_span_and_a_smoothing_time_together_are_refused_naming_both() -> None:
+    with pytest.raises(ConfigError, match=r"scoring\.smoothing_span \(6\) and scoring\.smoothing_time \('600min'\) are both set"):
+        DetectorConfig().replace(scoring={"smoothing_span": 6})
+    assert DetectorConfig().replace(scoring={"smoothing_span": 6, "smoothing_time": None}).scoring.span_points(pd.Timedelta("5min")) == 6
 
 
 def test_score_stride_message_names_window_size() -> None:

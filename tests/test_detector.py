@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +24,7 @@ DAY = 288  # 5-minute points
 
 # -- incidents ---------------------------------------------------------------------
 
-INCIDENT_CONFIG = DetectorConfig().replace(
-    window={"size": 48, "score_stride": 4},
-    model={"hidden_size": 16, "latent_size": 8},
-    training={"epochs": 20, "learning_rate": 5e-3, "patience": 4},
-)
+INCIDENT_CONFIG = DetectorConfig()  # the defaults themselves: the configuration the benchmark measured
 # benchmarks/incidents.py runs the same suite under any configuration and prints how it fares
 
 
@@ -212,7 +209,7 @@ def test_smoothing_time_smooths_over_that_many_points_of_the_grid(
 ) -> None:
     # one hour on a 5-minute grid is the 12-point span the fixture was fitted with
     by_time = copy.copy(baselined)
-    by_time.config = baselined.config.replace(scoring={"smoothing_span": 0, "smoothing_time": "1h"})
+    by_time.config = baselined.config.replace(scoring={"smoothing_span": None, "smoothing_time": "1h"})
     data, context = two_metrics.iloc[900:1000], two_metrics.iloc[:900]
     expected = baselined.score(data, context=context)
     np.testing.assert_array_equal(by_time.score(data, context=context).score.to_numpy(), expected.score.to_numpy())
@@ -325,6 +322,26 @@ def test_fits_in_parallel_threads_give_the_models_they_give_alone(tiny_config: D
             assert a.history_.train_loss == b.history_.train_loss
             for (name, wa), wb in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
                 assert torch.equal(wa, wb), name
+
+
+@pytest.mark.parametrize(
+    ("saved", "expected"),
+    [
+        ({"smoothing_span": 6}, (6, None, 0)),  # before smoothing_time and baseline existed
+        ({"smoothing_span": 6, "smoothing_time": "200min", "baseline": 1000}, (None, "200min", 1000)),  # time won then
+        ({"smoothing_span": None, "smoothing_time": "600min", "baseline": 1000}, (None, "600min", 1000)),  # today's
+    ],
+    ids=["no-time-no-baseline", "span-and-time", "current"],
+)
+def test_a_saved_model_loads_with_the_scoring_it_was_saved_with_not_todays_defaults(
+    fitted: LSTMAutoencoderDetector, tmp_path: Path, saved: dict[str, object], expected: tuple[object, ...]
+) -> None:
+    path = fitted.save(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    config["scoring"] = {k: v for k, v in config["scoring"].items() if k not in ("smoothing_span", "smoothing_time", "baseline")}
+    (path / "config.json").write_text(json.dumps({**config, "scoring": {**config["scoring"], **saved}}))
+    scoring = LSTMAutoencoderDetector.load(path).config.scoring
+    assert (scoring.smoothing_span, scoring.smoothing_time, scoring.baseline) == expected
 
 
 def test_save_load_scores_identically(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame, tmp_path: Path) -> None:
