@@ -9,7 +9,7 @@ incident kind is injected alone at its place on the next day
 context; two clean days are scored too. Prints figures, never a verdict.
 
     .venv/bin/python benchmarks/incidents.py                      # the defaults
-    .venv/bin/python benchmarks/incidents.py --config benchmarks/nab.yaml --set window.size=48
+    .venv/bin/python benchmarks/incidents.py --set window.size=100 --set training.seed=1
 """
 
 from __future__ import annotations
