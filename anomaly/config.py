@@ -263,8 +263,10 @@ class ThresholdConfig:
       sequences is ``events.prune`` (it applies to every method).
     - ``spot``: peaks-over-threshold (Siffer et al. KDD 2017) with risk ``risk``
       and initial quantile ``level``.
-    - ``fixed``: ``k`` itself, nothing fitted: for scores already in standard
-      deviations (``scoring.baseline``), "k sigma above the recent baseline".
+    - ``fixed`` (the default): ``k`` itself, nothing fitted: for scores
+      already in standard deviations (``scoring.baseline``), "k sigma above
+      the recent baseline"; a detector configuration refuses it without a
+      baseline, where the score is a raw error that ``k`` sigmas never fits.
 
     ``floor`` is a lower bound in score units so a perfectly reconstructed
     (e.g. constant) training series still gets a usable threshold.
@@ -343,6 +345,15 @@ class DetectorConfig:
             expected = get_type_hints(DetectorConfig)[f.name]
             if not isinstance(value, expected):
                 _fail("config", f.name, f"a {expected.__name__}", value)
+        if self.threshold.method == "fixed" and self.scoring.baseline == 0:
+            # k is in sigmas above the baseline; on a raw error in scaled units it would
+            # (almost) never be reached, and the detector would stay silent without a word
+            raise ConfigError(
+                f"threshold.method 'fixed' flags scores more than k ({self.threshold.k}) standard deviations "
+                "above the recent baseline, but scoring.baseline is 0 (no baseline, so the score is a raw "
+                "reconstruction error); set scoring.baseline (the default is 1000) or a fitted threshold.method "
+                "(spot, quantile, sigma, mad or dynamic)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict, the inverse of :meth:`from_dict`."""

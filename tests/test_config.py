@@ -347,6 +347,13 @@ def test_smoothing_time_is_a_span_in_points_of_the_sampling_interval(freq: str, 
     assert ScoringConfig(smoothing_span=None, smoothing_time=None).span_points(pd.Timedelta(freq)) == 0  # neither: none
 
 
+def test_a_fixed_threshold_without_a_baseline_is_refused_rather_than_never_flagging() -> None:
+    with pytest.raises(ConfigError, match=r"threshold\.method 'fixed' .* k \(4\.0\) .* scoring\.baseline is 0"):
+        DetectorConfig().replace(scoring={"baseline": 0})
+    raw = DetectorConfig().replace(scoring={"baseline": 0}, threshold={"method": "spot"})
+    assert (raw.scoring.baseline, raw.threshold.method) == (0, "spot")
+
+
 def test_a_smoothing_span_and_a_smoothing_time_together_are_refused_naming_both() -> None:
     with pytest.raises(ConfigError, match=r"scoring\.smoothing_span \(6\) and scoring\.smoothing_time \('600min'\) are both set"):
         DetectorConfig().replace(scoring={"smoothing_span": 6})
