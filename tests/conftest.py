@@ -35,9 +35,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 from anomaly.config import DetectorConfig  # noqa: E402
 from anomaly.synthetic import clean_metrics  # noqa: E402
 
-# Its post-processing is pinned to a raw smoothed error, a peaks-over-threshold cut and short
-# merges (what the assertions on scores, thresholds and events lean on), whatever the defaults
-# become; tests of the defaults' own baseline rule build their configuration themselves.
+# A small model with its post-processing pinned to a raw smoothed error, a peaks-over-threshold
+# cut and short merges (what the assertions on scores, thresholds and events lean on), whatever
+# the defaults become; tests of the defaults' own baseline rule build their configuration themselves.
 TINY = DetectorConfig().replace(
     window={"size": 32, "score_stride": 4, "max_train_windows": 20_000},
     model={"hidden_size": 16, "latent_size": 8},
