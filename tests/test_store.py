@@ -624,9 +624,10 @@ def test_compaction_merges_closed_days_into_one_file_and_reads_the_same(store: R
 
 
 def test_compaction_leaves_today_alone_by_default(store: RawStore) -> None:
-    now = pd.Timestamp.now(tz="UTC").floor("h")
+    # the first seconds of today (UTC), so all three are today whatever the time of day
+    today = pd.Timestamp.now(tz="UTC").floor("D")
     for k in range(3):
-        store.append(pd.DataFrame({"metric": "cpu", "timestamp": [now - pd.Timedelta(minutes=10 * k)], "value": [1.0 * k]}))
+        store.append(pd.DataFrame({"metric": "cpu", "timestamp": [today + pd.Timedelta(seconds=k)], "value": [1.0 * k]}))
     assert store.compact() == {"partitions": 0, "files_replaced": 0, "records_removed": 0}
     assert sum(files_per_day(store, "cpu").values()) == 3
 
