@@ -44,7 +44,7 @@ def test_clean_days_raise_at_most_one_event(week_and_after: tuple[pd.DataFrame, 
     5.8 at afternoon traffic peaks, never two. A fixed 4-sigma cut over a
     1,000-point baseline buys catching every incident kind below at about one
     false event in six days on this metric. Which realisation crosses 4 also
-    moves with the CPU: training amplifies float rounding (this one peaked at
+    moves with the machine: training amplifies float rounding (this one peaked at
     3.8 on one machine and 4.9 on another), so asserting silence on one
     realisation would test the machine. ``benchmarks/incidents.py`` prints
     the clean days' events and highest score for any configuration.
