@@ -1,6 +1,7 @@
 # Two commands matter: `make demo` (the main job on built-in defaults) and
 # `make test` (the whole suite). Both create the virtual environment first
-# when it is missing or older than pyproject.toml.
+# when it is missing or older than pyproject.toml or constraints.txt (the library
+# versions the suite and the README's figures were measured with).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,10 +12,10 @@ export DO_NOT_TRACK ?= 1
 
 .PHONY: demo test bench bench-flows install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
