@@ -209,7 +209,7 @@ class LSTMAutoencoderDetector:
         with torch_threads(cfg.training.num_threads):
             recon = reconstruct(self.model_, scaled, cfg.window, scoring, self.device_, phase=grid_phase(frame.index, frame.freq))
         missing = frame.missing.to_numpy()
-        errors = point_errors(scaled, recon, scoring.error)
+        errors = point_errors(scaled, recon, scoring.error, scoring.error_power)
         errors[missing] = np.nan
         errors = np.column_stack([errors, combine(errors, scoring.combine)])
         keep = max(scoring.baseline, 1)

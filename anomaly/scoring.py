@@ -148,10 +148,15 @@ def _reconstruct_windows(
     return np.concatenate(parts) if parts else np.empty((0,) + views.shape[1:], dtype=np.float32)
 
 
-def point_errors(scaled: np.ndarray, reconstruction: np.ndarray, kind: str = "abs") -> np.ndarray:
-    """Point-wise reconstruction error per metric, in scaled units."""
-    diff = np.asarray(scaled, dtype=np.float64) - reconstruction
-    return np.abs(diff) if kind == "abs" else diff**2
+def point_errors(scaled: np.ndarray, reconstruction: np.ndarray, kind: str = "abs", power: float = 1.5) -> np.ndarray:
+    """Point-wise reconstruction error per metric, in scaled units.
+
+    ``kind`` is ``abs`` (|d|), ``squared`` (d²) or ``power`` (|d| ** ``power``).
+    """
+    diff = np.abs(np.asarray(scaled, dtype=np.float64) - reconstruction)
+    if kind == "abs":
+        return diff
+    return diff**2 if kind == "squared" else diff**power
 
 
 def combine(errors: np.ndarray, how: str = "mean") -> np.ndarray:

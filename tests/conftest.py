@@ -35,14 +35,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 from anomaly.config import DetectorConfig  # noqa: E402
 from anomaly.synthetic import clean_metrics  # noqa: E402
 
-# A small model with its post-processing pinned to a raw smoothed error, a peaks-over-threshold
+# A small model with its post-processing pinned to a raw smoothed absolute error, a peaks-over-threshold
 # cut and short merges (what the assertions on scores, thresholds and events lean on), whatever
 # the defaults become; tests of the defaults' own baseline rule build their configuration themselves.
 TINY = DetectorConfig().replace(
     window={"size": 32, "score_stride": 4, "max_train_windows": 20_000},
     model={"hidden_size": 16, "latent_size": 8},
     training={"epochs": 4, "batch_size": 64, "learning_rate": 1e-2, "patience": 2},
-    scoring={"smoothing_span": 6, "smoothing_time": None, "baseline": 0},
+    scoring={"error": "abs", "smoothing_span": 6, "smoothing_time": None, "baseline": 0},
     threshold={"method": "spot", "k": 4.0},
     events={"padding": 0, "merge_gap": 12},
 )
@@ -56,6 +56,7 @@ TINY_SETTINGS = [
     "--set", "training.epochs=3",
     "--set", "training.learning_rate=1e-2",
     "--set", "window.max_train_windows=20000",
+    "--set", "scoring.error=abs",
     "--set", "scoring.smoothing_span=6",
     "--set", "scoring.smoothing_time=null",
     "--set", "scoring.baseline=0",

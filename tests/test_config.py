@@ -69,7 +69,8 @@ def test_defaults_construct_with_documented_values() -> None:
     assert cfg.training.epochs == 20 and cfg.training.batch_size == 64
     assert cfg.training.learning_rate == 5e-3
     assert (cfg.scoring.smoothing_span, cfg.scoring.smoothing_time, cfg.scoring.baseline) == (None, "600min", 1000)
-    assert (cfg.threshold.method, cfg.threshold.k) == ("fixed", 4.0)
+    assert (cfg.scoring.error, cfg.scoring.error_power) == ("power", 1.5)
+    assert (cfg.threshold.method, cfg.threshold.k) == ("fixed", 4.5)
     assert (cfg.events.padding, cfg.events.merge_gap) == (0, 200)
     assert cfg.events == EventConfig()
     assert DetectorConfig() == DetectorConfig()
@@ -286,6 +287,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str, Any]] = [
     ("training", {}, "num_threads", 0),
     ("scoring", {}, "aggregate", "max"),
     ("scoring", {}, "error", "mse"),
+    ("scoring", {}, "error_power", 0.0),
+    ("scoring", {}, "error_power", -1.5),
+    ("scoring", {}, "error_power", float("nan")),
+    ("scoring", {}, "error_power", 9.0),
+    ("scoring", {}, "error_power", "1.5"),
     ("scoring", {}, "combine", "sum"),
     ("scoring", {}, "smoothing_span", -1),
     ("scoring", {}, "smoothing_span", False),
@@ -348,7 +354,7 @@ def test_smoothing_time_is_a_span_in_points_of_the_sampling_interval(freq: str, 
 
 
 def test_a_fixed_threshold_without_a_baseline_is_refused_rather_than_never_flagging() -> None:
-    with pytest.raises(ConfigError, match=r"threshold\.method 'fixed' .* k \(4\.0\) .* scoring\.baseline is 0"):
+    with pytest.raises(ConfigError, match=r"threshold\.method 'fixed' .* k \(4\.5\) .* scoring\.baseline is 0"):
         DetectorConfig().replace(scoring={"baseline": 0})
     raw = DetectorConfig().replace(scoring={"baseline": 0}, threshold={"method": "spot"})
     assert (raw.scoring.baseline, raw.threshold.method) == (0, "spot")

@@ -40,6 +40,17 @@ def test_point_errors_squared_exact() -> None:
     np.testing.assert_array_equal(point_errors(scaled, recon, "squared"), [[0.25, 0.25], [0.0, 4.0], [4.0, 0.0625]])
 
 
+def test_point_errors_power_raises_the_absolute_difference() -> None:
+    scaled = np.array([[1.0, 2.0], [3.0, 4.0], [-1.0, 0.0]])
+    recon = np.array([[0.75, 2.0], [3.0, 7.0], [1.0, -0.25]])
+    out = point_errors(scaled, recon, "power", 1.5)
+    np.testing.assert_allclose(out, [[0.125, 0.0], [0.0, 3.0**1.5], [2.0**1.5, 0.125]], rtol=1e-12)
+    # powers 1 and 2 are the other two kinds, and a larger miss gains on a smaller one as the power grows
+    np.testing.assert_allclose(point_errors(scaled, recon, "power", 1.0), point_errors(scaled, recon, "abs"))
+    np.testing.assert_allclose(point_errors(scaled, recon, "power", 2.0), point_errors(scaled, recon, "squared"))
+    assert out[1, 1] / out[0, 0] > 3.0 / 0.25
+
+
 def test_point_errors_default_is_abs_and_nan_propagates() -> None:
     out = point_errors(np.array([[1.0], [NAN]]), np.array([[3.0], [0.0]]))
     assert out[0, 0] == 2.0 and np.isnan(out[1, 0])
