@@ -47,7 +47,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "model": {"hidden_size": 16, "latent_size": 8},
     "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.01, "patience": 2},
     "scoring": {"aggregate": "median", "error": "abs", "smoothing_span": 6, "smoothing_time": None, "baseline": 0},
-    "threshold": {"method": "quantile", "quantile": 0.98},
+    "threshold": {"method": "quantile", "quantile": 0.98, "k": 4.0},
     "events": {"padding": 0, "merge_gap": 12, "min_length": 1, "prune": 0.0},
 }
 CONFIG = TINY.replace(**OVERRIDES)
