@@ -182,8 +182,8 @@ class ScoringConfig:
     regular edges of a square wave or a daily ramp raise false events (the
     benchmark measured 1.5 between the two); ``combine`` folds per-metric
     errors into one score. The scores are smoothed by a causal exponentially
-    weighted mean whose span is ``smoothing_time`` (a duration such as "600min") in
-    points of the series' own sampling interval, so an hourly and a
+    weighted mean whose span is ``smoothing_time`` (a duration such as
+    "600min") in points of the series' own sampling interval, so an hourly and a
     five-minute metric are smoothed over the same time, not the same number
     of points (a three-point spike in hourly data lasts three hours); or
     ``smoothing_span`` points, if that is given instead (0 for none). Set

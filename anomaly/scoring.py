@@ -148,15 +148,18 @@ def _reconstruct_windows(
     return np.concatenate(parts) if parts else np.empty((0,) + views.shape[1:], dtype=np.float32)
 
 
-def point_errors(scaled: np.ndarray, reconstruction: np.ndarray, kind: str = "abs", power: float = 1.5) -> np.ndarray:
-    """Point-wise reconstruction error per metric, in scaled units.
+#: The exponent each named error kind applies to |d|; ``power`` takes it from its argument.
+ERROR_EXPONENTS = {"abs": 1.0, "squared": 2.0}
+
+
+def point_errors(scaled: np.ndarray, reconstruction: np.ndarray, kind: str = "abs", power: float = 1.0) -> np.ndarray:
+    """Point-wise reconstruction error per metric, in scaled units: |d| raised to the kind's exponent.
 
     ``kind`` is ``abs`` (|d|), ``squared`` (d²) or ``power`` (|d| ** ``power``).
     """
     diff = np.abs(np.asarray(scaled, dtype=np.float64) - reconstruction)
-    if kind == "abs":
-        return diff
-    return diff**2 if kind == "squared" else diff**power
+    exponent = ERROR_EXPONENTS.get(kind, power)
+    return diff if exponent == 1.0 else diff**exponent
 
 
 def combine(errors: np.ndarray, how: str = "mean") -> np.ndarray:

@@ -48,8 +48,8 @@ def test_clean_days_raise_at_most_one_event(week_and_after: tuple[pd.DataFrame, 
     with the machine: training amplifies float rounding (with the previous
     defaults this one peaked at 3.8 on one machine and 4.9 on another,
     against 4), so asserting silence on one realisation would test the
-    machine. ``benchmarks/incidents.py`` prints
-    the clean days' events and highest score for any configuration.
+    machine. ``benchmarks/incidents.py`` prints the clean days' events and
+    highest score for any configuration.
     """
     frame, detector = week_and_after
     events = detector.detect(frame.iloc[DAY * 7 :], context=frame.iloc[: DAY * 7])
