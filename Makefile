@@ -33,4 +33,4 @@ bench-flows: $(STAMP)
 	$(BIN)/python benchmarks/flows_scale.py
 
 clean:
-	rm -rf demo-output bench-output bench-batch bench-stream .pytest_cache .hypothesis
+	rm -rf demo-output bench-output bench-batch bench-stream replay-batch replay-stream .pytest_cache .hypothesis

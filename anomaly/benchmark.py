@@ -210,19 +210,27 @@ class Detection:
     events: pd.DataFrame  # start, end, score
 
 
-def detect_batch(series: pd.DataFrame, config: DetectorConfig) -> Detection:
+#: Called with each fitted detector, the file's grid and the row its scores were used up to
+#: (it was fitted on the rows before ``detector.training_data_["rows"]``): how
+#: ``benchmarks/replay.py`` records reconstructions without repeating the protocols.
+Observer = Callable[[Any, MetricFrame, int], None]
+
+
+def detect_batch(series: pd.DataFrame, config: DetectorConfig, observe: Observer | None = None) -> Detection:
     """Fit on the whole series and detect in it (Orion's protocol for NAB)."""
     from anomaly.detector import LSTMAutoencoderDetector
 
     frame = normalise(series, config.preprocess)
     detector = LSTMAutoencoderDetector(config).fit(frame, progress=False)
+    if observe:
+        observe(detector, frame, len(frame))
     score = detector.decision_scores_.to_numpy(dtype=np.float64)  # fit scored the whole file already
     runs = find_runs(detector.labels_.to_numpy(dtype=bool), score, detector.threshold_, config.events)
     ratio = score / max(detector.threshold_, 1e-12)
     return _detection(frame, ratio, runs, [a for a, _ in runs])
 
 
-def detect_stream(series: pd.DataFrame, config: DetectorConfig) -> Detection:
+def detect_stream(series: pd.DataFrame, config: DetectorConfig, observe: Observer | None = None) -> Detection:
     """Causal detection: fit on the probationary part, then score forward, refitting as history grows."""
     from anomaly.detector import LSTMAutoencoderDetector
 
@@ -236,10 +244,14 @@ def detect_stream(series: pd.DataFrame, config: DetectorConfig) -> Detection:
     detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, fitted_until), progress=False)
     ratio = np.zeros(len(frame))
     ratio[:fitted_until] = detector.decision_scores_.to_numpy() / max(detector.threshold_, 1e-12)
+    if observe and fitted_until == len(frame):
+        observe(detector, frame, fitted_until)
     while fitted_until < len(frame):  # fitted_until >= window.size >= 2, so each chunk has a point
         stop = min(len(frame), math.ceil(fitted_until * GROWTH))
         scores = detector.score(_rows(frame, fitted_until, stop), context=_rows(frame, 0, fitted_until))
         ratio[fitted_until:stop] = scores.score.to_numpy(dtype=np.float64) / max(scores.threshold, 1e-12)
+        if observe:
+            observe(detector, frame, stop)
         if stop < len(frame):
             detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, stop), progress=False)
         fitted_until = stop

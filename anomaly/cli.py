@@ -171,9 +171,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config(path: Path | None, overrides: Sequence[str]) -> DetectorConfig:
-    """Config from file (or defaults) with ``section.key=value`` overrides applied."""
-    config = DetectorConfig.from_file(path) if path else DetectorConfig()
+def load_config(path: Path | None, overrides: Sequence[str], base: DetectorConfig | None = None) -> DetectorConfig:
+    """Config from file (or ``base``, or the defaults) with ``section.key=value`` overrides applied."""
+    config = DetectorConfig.from_file(path) if path else base or DetectorConfig()
     sections: dict[str, dict[str, Any]] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")

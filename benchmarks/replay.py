@@ -1,0 +1,327 @@
+"""Replay the labelled-corpus benchmark on stored reconstructions: seconds per configuration, not minutes.
+
+Fitting is what a benchmark run pays for; turning reconstructions into
+scores, events, alerts, F1 and NAB takes seconds. ``record`` runs the
+benchmark's own detection (``anomaly.benchmark.detect_batch`` or
+``detect_stream``: the same fits, chunks and refits) on every file and
+stores, for each model fitted, its scaled input and reconstruction on every
+row it was trained on or scored. ``score`` replays the rest of the pipeline
+under overrides of the settings that leave reconstructions alone and prints
+the benchmark's summary table. The defaults in the README were chosen this
+way, and the variants it says were tried and not taken can be re-measured.
+
+    .venv/bin/python benchmarks/replay.py record ../shared/nab-dev --protocol batch --out replay-batch --jobs 2
+    .venv/bin/python benchmarks/replay.py score replay-batch --set threshold.k=4.0 --set events.merge_gap=100
+
+Replayable: ``scoring.error``, ``error_power``, ``combine``,
+``smoothing_span``, ``smoothing_time``, ``baseline``, ``baseline_floor``,
+and every ``threshold.*`` and ``events.*`` setting. Anything else changes
+what the model reconstructs (or how it is trained) and is refused: record
+again with it. ``record`` replays each file under the recorded
+configuration before saving it and refuses to keep a recording whose events
+and alerts differ from the real run's, so a replay of the recorded
+configuration is the benchmark's result. (A stream replay reconstructs a
+chunk's context from one reconstruction of the rows before it where the
+benchmark reconstructs only the context it reads; the two differ only in
+the context's first window, which has decayed out of the smoothing long
+before the chunk.) Prints figures, never a verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from anomaly.benchmark import (
+    BenchmarkError,
+    CorpusFile,
+    Detection,
+    FileResult,
+    _causal_runs,
+    _detection,
+    _rows,
+    _worker_init,
+    detect_batch,
+    detect_stream,
+    load_corpus,
+    read_series,
+    scores_table,
+    summarise,
+    summary_markdown,
+)
+from anomaly.cli import load_config
+from anomaly.config import DetectorConfig
+from anomaly.data import MetricFrame, epoch_nanoseconds, grid_phase
+from anomaly.detector import _model_input, context_points
+from anomaly.errors import AnomalyError
+from anomaly.evaluation import intervals, nab_score, score_events
+from anomaly.events import find_runs
+from anomaly.scoring import combine, point_errors, reconstruct, smooth, standardise
+from anomaly.thresholds import build_threshold
+from anomaly.training import torch_threads
+
+MANIFEST = "record.json"
+#: What a replay may change: everything after the reconstruction.
+REPLAYABLE = {
+    "scoring": {"error", "error_power", "combine", "smoothing_span", "smoothing_time", "baseline", "baseline_floor"},
+    "threshold": None,  # every field
+    "events": None,
+}
+
+
+@dataclass(frozen=True)
+class Model:
+    """One fitted model's record: trained on rows ``[0, trained)``, its scores used up to row ``stop``."""
+
+    trained: int
+    stop: int
+    scaled: np.ndarray  # (stop, m), the model's own scaling
+    reconstruction: np.ndarray  # (stop, m)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A file's grid and the models the protocol fitted on it, in time order."""
+
+    frame: MetricFrame
+    models: list[Model]
+    seconds: float
+
+
+# -- recording ----------------------------------------------------------------------------------
+
+
+def record_file(file: CorpusFile, protocol: str, config: DetectorConfig, out: Path) -> str:
+    """Run the protocol on one file, keep every model's reconstruction, check the replay equals the run, save."""
+    models: list[Model] = []
+
+    def observe(detector: Any, frame: MetricFrame, stop: int) -> None:
+        sub = _rows(frame, 0, stop)
+        scaled = detector.scaler_.transform(_model_input(sub))
+        cfg = detector.config
+        with torch_threads(cfg.training.num_threads):
+            recon = reconstruct(detector.model_, scaled, cfg.window, cfg.scoring, detector.device_, phase=grid_phase(sub.index, sub.freq))
+        models.append(Model(int(detector.training_data_["rows"]), stop, scaled, recon))
+        observed["frame"] = frame
+
+    observed: dict[str, MetricFrame] = {}
+    series = read_series(file.path)
+    started = time.perf_counter()
+    detection = (detect_batch if protocol == "batch" else detect_stream)(series, config, observe)
+    recording = Recording(observed["frame"], models, time.perf_counter() - started)
+    replayed = replay_detection(recording, protocol, config)
+    if not _same(detection, replayed):
+        raise BenchmarkError(f"{file.key}: the replay of the recorded configuration differs from the run; nothing saved")
+    save(recording, out / file.category / f"{file.stem}.npz")
+    return file.key
+
+
+def _same(a: Detection, b: Detection) -> bool:
+    events = a.events[["start", "end"]].equals(b.events[["start", "end"]])
+    return events and bool(np.array_equal(a.onsets, b.onsets))
+
+
+def save(recording: Recording, path: Path) -> None:
+    """One ``.npz`` per file, written to a temporary name and renamed, so a partial one never counts."""
+    frame = recording.frame
+    arrays: dict[str, np.ndarray] = {
+        "index": np.asarray(epoch_nanoseconds(frame.index)),
+        "freq_ns": np.array(frame.freq // pd.Timedelta("1ns")),
+        "values": frame.values.to_numpy(dtype=np.float64),
+        "filled": frame.filled.to_numpy(dtype=bool),
+        "columns": np.array(frame.metrics),
+        "seconds": np.array(recording.seconds),
+    }
+    for j, model in enumerate(recording.models):
+        arrays[f"rows_{j}"] = np.array([model.trained, model.stop])
+        arrays[f"scaled_{j}"] = model.scaled
+        arrays[f"recon_{j}"] = model.reconstruction
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
+
+
+def load(path: Path) -> Recording:
+    with np.load(path) as z:
+        index = pd.DatetimeIndex(pd.to_datetime(z["index"], unit="ns", utc=True), name="timestamp")
+        columns = [str(c) for c in z["columns"]]
+        frame = MetricFrame(
+            pd.DataFrame(z["values"], index, columns), pd.DataFrame(z["filled"], index, columns), pd.Timedelta(int(z["freq_ns"]), "ns")
+        )
+        count = sum(1 for k in z.files if k.startswith("rows_"))
+        models = [Model(int(z[f"rows_{j}"][0]), int(z[f"rows_{j}"][1]), z[f"scaled_{j}"], z[f"recon_{j}"]) for j in range(count)]
+        return Recording(frame, models, float(z["seconds"]))
+
+
+# -- replaying ----------------------------------------------------------------------------------
+
+
+def combined_scores(scaled: np.ndarray, recon: np.ndarray, missing: np.ndarray, freq: pd.Timedelta, config: DetectorConfig) -> np.ndarray:
+    """The detector's combined score of rows scored in one go (no carry): errors, smoothing, baseline."""
+    scoring = config.scoring
+    errors = point_errors(scaled, recon, scoring.error, scoring.error_power)
+    errors[missing] = np.nan
+    errors = np.column_stack([errors, combine(errors, scoring.combine)])
+    smoothed = smooth(errors, scoring.span_points(freq))
+    if scoring.baseline:
+        smoothed = standardise(smoothed, scoring.baseline, scoring.baseline_floor)
+    return smoothed[:, -1]
+
+
+def _threshold(model: Model, frame: MetricFrame, config: DetectorConfig) -> float:
+    """The combined threshold the model fitted on its own training rows (unobserved points left out)."""
+    rows = slice(0, model.trained)
+    missing = frame.missing.to_numpy()[rows]
+    unobserved = (missing | frame.filled.to_numpy()[rows]).any(axis=1)
+    score = combined_scores(model.scaled[rows], model.reconstruction[rows], missing, frame.freq, config)
+    return build_threshold(config.threshold).fit(np.where(unobserved, np.nan, score)).threshold_
+
+
+def replay_detection(recording: Recording, protocol: str, config: DetectorConfig) -> Detection:
+    """The protocol's detection from the recorded reconstructions under ``config``."""
+    frame = recording.frame
+    missing = frame.missing.to_numpy()
+    unobserved = (missing | frame.filled.to_numpy()).any(axis=1)
+    if protocol == "batch":
+        (model,) = recording.models
+        score = combined_scores(model.scaled, model.reconstruction, missing, frame.freq, config)
+        threshold = _threshold(model, frame, config)
+        flags = (score > threshold) & ~unobserved
+        runs = find_runs(flags, score, threshold, config.events)
+        return _detection(frame, score / max(threshold, 1e-12), runs, [a for a, _ in runs])
+    first = recording.models[0]
+    ratio = np.zeros(len(frame))
+    ratio[: first.trained] = combined_scores(
+        first.scaled[: first.trained], first.reconstruction[: first.trained], missing[: first.trained], frame.freq, config
+    ) / max(_threshold(first, frame, config), 1e-12)
+    keep = context_points(config, frame.freq)
+    for model in recording.models:
+        if model.stop <= model.trained:
+            continue  # the first model of a file too short for any chunk
+        a = max(0, model.trained - keep)
+        rows = slice(a, model.stop)
+        score = combined_scores(model.scaled[rows], model.reconstruction[rows], missing[rows], frame.freq, config)
+        ratio[model.trained : model.stop] = score[model.trained - a :] / max(_threshold(model, frame, config), 1e-12)
+    flags = (ratio > 1.0) & ~unobserved
+    flags[: first.trained] = False
+    alerts = _causal_runs(flags, config.events.merge_gap, config.events.min_length)
+    return _detection(frame, ratio, [(a, b) for a, b, _ in alerts], [at for _, _, at in alerts])
+
+
+def replayed_result(file: CorpusFile, recording: Recording, protocol: str, config: DetectorConfig) -> FileResult:
+    """What ``anomaly.benchmark.run_file`` would report for the file under ``config`` (with the recorded time)."""
+    series = read_series(file.path)
+    detection = replay_detection(recording, protocol, config)
+    table = scores_table(series, detection)
+    return FileResult(
+        key=file.key,
+        category=file.category,
+        rows=len(series),
+        events=len(detection.events),
+        seconds=round(recording.seconds, 3),
+        event_scores=score_events(list(file.windows), intervals(detection.events)),
+        nab=nab_score(series["timestamp"], table["label"].to_numpy() == 1, list(file.windows)),
+    )
+
+
+def check_replayable(recorded: DetectorConfig, config: DetectorConfig) -> None:
+    """Refuse a configuration that differs from the recorded one anywhere a reconstruction depends on."""
+    old, new = recorded.to_dict(), config.to_dict()
+    for section, fields in new.items():
+        allowed = REPLAYABLE.get(section, set())
+        for name, value in fields.items():
+            if value != old[section][name] and allowed is not None and name not in allowed:
+                raise BenchmarkError(
+                    f"{section}.{name} changes the reconstructions ({old[section][name]!r} recorded, {value!r} asked): record again with it"
+                )
+
+
+def replay(folder: Path, overrides: Sequence[str] = (), config_path: Path | None = None) -> dict[str, Any]:
+    """The benchmark summary of a recorded folder under the recorded configuration plus ``overrides``."""
+    manifest = _manifest(folder)
+    recorded = DetectorConfig.from_dict(manifest["config"])
+    config = load_config(config_path, overrides, base=recorded)
+    check_replayable(recorded, config)
+    files = load_corpus(manifest["corpus"], manifest["patterns"])
+    results = []
+    for file in files:
+        path = folder / file.category / f"{file.stem}.npz"
+        if not path.exists():
+            raise BenchmarkError(f"{file.key} has no recording in {str(folder)!r}: run record again to finish it")
+        results.append(replayed_result(file, load(path), manifest["protocol"], config))
+    return summarise(results, manifest["protocol"])
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise BenchmarkError(f"{str(folder)!r} holds no recording ({MANIFEST} unreadable: {exc.strerror})") from exc
+
+
+def record(corpus: Path, protocol: str, out: Path, config: DetectorConfig, jobs: int = 1, patterns: Sequence[str] = ()) -> list[str]:
+    """Record every file of the corpus not recorded yet; returns the keys recorded by this call."""
+    if protocol not in ("batch", "stream"):
+        raise BenchmarkError(f"protocol must be batch or stream, got {protocol!r}")
+    files = load_corpus(corpus, patterns)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"protocol": protocol, "corpus": str(Path(corpus).resolve()), "patterns": list(patterns), "config": config.to_dict()}
+    path = out / MANIFEST
+    if path.exists() and json.loads(path.read_text()) != manifest:
+        raise BenchmarkError(f"{str(out)!r} holds a recording of another protocol, corpus or configuration; use another --out")
+    path.write_text(json.dumps(manifest, indent=2))
+    todo = [f for f in files if not (out / f.category / f"{f.stem}.npz").exists()]
+    if jobs <= 1 or len(todo) <= 1:
+        return [record_file(f, protocol, config, out) for f in todo]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
+        return list(pool.map(record_file, todo, [protocol] * len(todo), [config] * len(todo), [out] * len(todo)))
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="run the benchmark's fits and store every model's reconstructions")
+    rec.add_argument("corpus", type=Path)
+    rec.add_argument("--protocol", choices=("batch", "stream"), default="batch")
+    rec.add_argument("--out", type=Path, required=True)
+    rec.add_argument("--jobs", type=int, default=1, help="files recorded in parallel (keep it equal to the benchmark's --jobs: threads change float rounding)")
+    rec.add_argument("--files", action="append", default=[], metavar="GLOB", help="only category/file.csv keys matching (repeatable)")
+    rec.add_argument("--config", type=Path, default=None)
+    rec.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    play = sub.add_parser("score", help="replay a recording under overrides and print the summary table")
+    play.add_argument("folder", type=Path)
+    play.add_argument("--config", type=Path, default=None, help="a whole configuration instead of the recorded one")
+    play.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "record":
+            config = load_config(args.config, args.overrides)
+            done = record(args.corpus, args.protocol, args.out, config, args.jobs, args.files)
+            print(f"recorded {len(done)} files in {args.out}")
+        else:
+            print(summary_markdown(replay(args.folder, args.overrides, args.config)), end="")
+    except AnomalyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

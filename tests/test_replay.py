@@ -1,0 +1,79 @@
+"""benchmarks/replay.py: a replay of recorded reconstructions gives what a benchmark run of the same settings gives.
+
+The tuning of the defaults rests on this: a replay under a setting must equal
+a real run with that setting, or the figures it prints mean nothing. Each
+protocol is recorded once on the tiny corpus of ``test_benchmark`` and
+replayed against real runs, with the recorded settings and with other ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anomaly.benchmark import Benchmark, BenchmarkError
+from benchmarks.replay import main, record, replay
+from tests.test_benchmark import BASELINED, per_file, standard_corpus
+
+# What the replays change: a lower cut, a shorter merge gap and other smoothing and errors,
+# so events, alerts and their counts move (checked below) and must still match real runs.
+CHANGED = {
+    "scoring": {"error": "power", "error_power": 1.5, "smoothing_span": 3, "baseline": 40},
+    "threshold": {"k": 2.5},
+    "events": {"merge_gap": 4},
+}
+SETTINGS = [f"{section}.{key}={value}" for section, values in CHANGED.items() for key, value in values.items()]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return standard_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module", params=["batch", "stream"])
+def recorded(request: pytest.FixtureRequest, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    protocol = request.param
+    out = tmp_path_factory.mktemp(f"record-{protocol}")
+    assert len(record(corpus, protocol, out, BASELINED)) == 3
+    return protocol, out
+
+
+def real(corpus: Path, protocol: str, tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    config = BASELINED.replace(**changes) if changes else BASELINED
+    return Benchmark(corpus, tmp_path / "real", protocol, config, jobs=1).run(progress=False)
+
+
+def test_a_replay_of_the_recorded_settings_is_the_real_run(recorded: tuple[str, Path], corpus: Path, tmp_path: Path) -> None:
+    protocol, folder = recorded
+    assert per_file(replay(folder)) == per_file(real(corpus, protocol, tmp_path))
+
+
+def test_a_replay_under_other_settings_is_a_real_run_with_them(recorded: tuple[str, Path], corpus: Path, tmp_path: Path) -> None:
+    protocol, folder = recorded
+    replayed = replay(folder, SETTINGS)
+    assert per_file(replayed) == per_file(real(corpus, protocol, tmp_path, **CHANGED))
+    assert per_file(replayed) != per_file(replay(folder)), "the settings move the results, so the comparison means something"
+
+
+def test_a_setting_that_changes_reconstructions_is_refused_by_name(recorded: tuple[str, Path]) -> None:
+    _, folder = recorded
+    with pytest.raises(BenchmarkError, match=r"window\.size changes the reconstructions \(16 recorded, 32 asked\)"):
+        replay(folder, ["window.size=32"])
+
+
+def test_recording_again_skips_recorded_files_and_refuses_other_settings(recorded: tuple[str, Path], corpus: Path) -> None:
+    protocol, folder = recorded
+    assert record(corpus, protocol, folder, BASELINED) == []
+    with pytest.raises(BenchmarkError, match="another protocol, corpus or configuration"):
+        record(corpus, protocol, folder, BASELINED.replace(threshold={"k": 3.0}))
+
+
+def test_the_command_line_prints_the_summary_table(recorded: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, folder = recorded
+    assert main(["score", str(folder), "--set", "threshold.k=3.5"]) == 0
+    out = capsys.readouterr().out
+    assert "| cat_a | 2 | 2 |" in out and "| **overall** | 3 |" in out
+    assert main(["score", str(folder / "nothing-here")]) == 2
+    assert "holds no recording" in capsys.readouterr().err
