@@ -15,7 +15,7 @@ import pytest
 
 from anomaly.benchmark import Benchmark, BenchmarkError
 from benchmarks.replay import main, record, replay
-from tests.test_benchmark import BASELINED, per_file, standard_corpus
+from tests.test_benchmark import BASELINED, per_file, sine, standard_corpus, write_corpus
 
 # What the replays change: a lower cut, a shorter merge gap and other smoothing and errors,
 # so events, alerts and their counts move (checked below) and must still match real runs.
@@ -77,3 +77,13 @@ def test_the_command_line_prints_the_summary_table(recorded: tuple[str, Path], c
     assert "| cat_a | 2 | 2 |" in out and "| **overall** | 3 |" in out
     assert main(["score", str(folder / "nothing-here")]) == 2
     assert "holds no recording" in capsys.readouterr().err
+
+
+def test_a_stream_file_too_short_for_a_chunk_replays_as_its_run(tmp_path: Path) -> None:
+    """A file of one window is all training for the first model: recorded, replayed, never alerting."""
+    size = BASELINED.window.size
+    corpus = write_corpus(tmp_path / "corpus", {"s/short.csv": (sine(size), [])})
+    record(corpus, "stream", tmp_path / "rec", BASELINED)
+    summary = replay(tmp_path / "rec")
+    assert per_file(summary) == per_file(real(corpus, "stream", tmp_path))
+    assert summary["overall"]["events"] == 0
