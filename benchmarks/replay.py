@@ -24,7 +24,8 @@ configuration is the benchmark's result. (A stream replay reconstructs a
 chunk's context from one reconstruction of the rows before it where the
 benchmark reconstructs only the context it reads; the two differ only in
 the context's first window, which has decayed out of the smoothing long
-before the chunk.) Prints figures, never a verdict.
+before the chunk.) The seconds per file a replay prints are the recording's:
+the run plus the reconstructions it keeps. Prints figures, never a verdict.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class Recording:
 def record_file(file: CorpusFile, protocol: str, config: DetectorConfig, out: Path) -> str:
     """Run the protocol on one file, keep every model's reconstruction, check the replay equals the run, save."""
     models: list[Model] = []
+    observed: dict[str, MetricFrame] = {}
 
     def observe(detector: Any, frame: MetricFrame, stop: int) -> None:
         sub = _rows(frame, 0, stop)
@@ -115,7 +117,6 @@ def record_file(file: CorpusFile, protocol: str, config: DetectorConfig, out: Pa
         models.append(Model(int(detector.training_data_["rows"]), stop, scaled, recon))
         observed["frame"] = frame
 
-    observed: dict[str, MetricFrame] = {}
     series = read_series(file.path)
     started = time.perf_counter()
     detection = (detect_batch if protocol == "batch" else detect_stream)(series, config, observe)
