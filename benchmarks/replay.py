@@ -155,6 +155,7 @@ def save(recording: Recording, path: Path) -> None:
 
 
 def load(path: Path) -> Recording:
+    """The recording :func:`save` wrote."""
     with np.load(path) as z:
         index = pd.DatetimeIndex(pd.to_datetime(z["index"], unit="ns", utc=True), name="timestamp")
         columns = [str(c) for c in z["columns"]]
@@ -271,6 +272,8 @@ def _manifest(folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except OSError as exc:
         raise BenchmarkError(f"{str(folder)!r} holds no recording ({MANIFEST} unreadable: {exc.strerror})") from exc
+    except ValueError as exc:
+        raise BenchmarkError(f"{str(path)!r} is not valid JSON: {exc}") from exc
 
 
 def record(corpus: Path, protocol: str, out: Path, config: DetectorConfig, jobs: int = 1, patterns: Sequence[str] = ()) -> list[str]:
