@@ -335,7 +335,14 @@ def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: 
     )
     atomic_write_text(folder / f"{file.stem}.events.csv", events.to_csv(index=False))
     atomic_write_text(folder / f"{file.stem}.scores.csv", table.to_csv(index=False))
-    result = FileResult(
+    result = file_result(file, series, detection, table, seconds)
+    atomic_write_json(folder / f"{file.stem}.result.json", result.to_dict())
+    return result
+
+
+def file_result(file: CorpusFile, series: pd.DataFrame, detection: Detection, table: pd.DataFrame, seconds: float) -> FileResult:
+    """What a detection scores on its file: Orion's overlap counts of its events, NAB of ``table``'s alerts."""
+    return FileResult(
         key=file.key,
         category=file.category,
         rows=len(series),
@@ -344,8 +351,6 @@ def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: 
         event_scores=score_events(list(file.windows), intervals(detection.events)),
         nab=nab_score(series["timestamp"], table["label"].to_numpy() == 1, list(file.windows)),
     )
-    atomic_write_json(folder / f"{file.stem}.result.json", result.to_dict())
-    return result
 
 
 # -- the whole corpus -------------------------------------------------------------------------

@@ -31,7 +31,6 @@ the run plus the reconstructions it keeps. Prints figures, never a verdict.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -45,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly.benchmark import (
+    PROTOCOLS,
     BenchmarkError,
     CorpusFile,
     Detection,
@@ -55,6 +55,7 @@ from anomaly.benchmark import (
     _worker_init,
     detect_batch,
     detect_stream,
+    file_result,
     load_corpus,
     read_series,
     scores_table,
@@ -66,7 +67,7 @@ from anomaly.config import DetectorConfig
 from anomaly.data import MetricFrame, epoch_nanoseconds, grid_phase
 from anomaly.detector import _model_input, context_points
 from anomaly.errors import AnomalyError
-from anomaly.evaluation import intervals, nab_score, score_events
+from anomaly.fileio import atomic_write_json, read_json
 from anomaly.events import find_runs
 from anomaly.scoring import combine, point_errors, reconstruct, smooth, standardise
 from anomaly.thresholds import build_threshold
@@ -182,13 +183,11 @@ def combined_scores(scaled: np.ndarray, recon: np.ndarray, missing: np.ndarray, 
     return smoothed[:, -1]
 
 
-def _threshold(model: Model, frame: MetricFrame, config: DetectorConfig) -> float:
-    """The combined threshold the model fitted on its own training rows (unobserved points left out)."""
+def _fitted(model: Model, missing: np.ndarray, unobserved: np.ndarray, freq: pd.Timedelta, config: DetectorConfig) -> tuple[np.ndarray, float]:
+    """The model's scores of its own training rows, and the combined threshold it fitted on them (unobserved left out)."""
     rows = slice(0, model.trained)
-    missing = frame.missing.to_numpy()[rows]
-    unobserved = (missing | frame.filled.to_numpy()[rows]).any(axis=1)
-    score = combined_scores(model.scaled[rows], model.reconstruction[rows], missing, frame.freq, config)
-    return build_threshold(config.threshold).fit(np.where(unobserved, np.nan, score)).threshold_
+    score = combined_scores(model.scaled[rows], model.reconstruction[rows], missing[rows], freq, config)
+    return score, build_threshold(config.threshold).fit(np.where(unobserved[rows], np.nan, score)).threshold_
 
 
 def replay_detection(recording: Recording, protocol: str, config: DetectorConfig) -> Detection:
@@ -196,26 +195,23 @@ def replay_detection(recording: Recording, protocol: str, config: DetectorConfig
     frame = recording.frame
     missing = frame.missing.to_numpy()
     unobserved = (missing | frame.filled.to_numpy()).any(axis=1)
+    fitted = [_fitted(model, missing, unobserved, frame.freq, config) for model in recording.models]
     if protocol == "batch":
-        (model,) = recording.models
-        score = combined_scores(model.scaled, model.reconstruction, missing, frame.freq, config)
-        threshold = _threshold(model, frame, config)
+        ((score, threshold),) = fitted  # one model, trained on and scoring the whole file
         flags = (score > threshold) & ~unobserved
         runs = find_runs(flags, score, threshold, config.events)
         return _detection(frame, score / max(threshold, 1e-12), runs, [a for a, _ in runs])
     first = recording.models[0]
     ratio = np.zeros(len(frame))
-    ratio[: first.trained] = combined_scores(
-        first.scaled[: first.trained], first.reconstruction[: first.trained], missing[: first.trained], frame.freq, config
-    ) / max(_threshold(first, frame, config), 1e-12)
+    ratio[: first.trained] = fitted[0][0] / max(fitted[0][1], 1e-12)
     keep = context_points(config, frame.freq)
-    for model in recording.models:
+    for model, (_, threshold) in zip(recording.models, fitted):
         if model.stop <= model.trained:
             continue  # the first model of a file too short for any chunk
         a = max(0, model.trained - keep)
         rows = slice(a, model.stop)
         score = combined_scores(model.scaled[rows], model.reconstruction[rows], missing[rows], frame.freq, config)
-        ratio[model.trained : model.stop] = score[model.trained - a :] / max(_threshold(model, frame, config), 1e-12)
+        ratio[model.trained : model.stop] = score[model.trained - a :] / max(threshold, 1e-12)
     flags = (ratio > 1.0) & ~unobserved
     flags[: first.trained] = False
     alerts = _causal_runs(flags, config.events.merge_gap, config.events.min_length)
@@ -226,16 +222,7 @@ def replayed_result(file: CorpusFile, recording: Recording, protocol: str, confi
     """What ``anomaly.benchmark.run_file`` would report for the file under ``config`` (with the recorded time)."""
     series = read_series(file.path)
     detection = replay_detection(recording, protocol, config)
-    table = scores_table(series, detection)
-    return FileResult(
-        key=file.key,
-        category=file.category,
-        rows=len(series),
-        events=len(detection.events),
-        seconds=round(recording.seconds, 3),
-        event_scores=score_events(list(file.windows), intervals(detection.events)),
-        nab=nab_score(series["timestamp"], table["label"].to_numpy() == 1, list(file.windows)),
-    )
+    return file_result(file, series, detection, scores_table(series, detection), recording.seconds)
 
 
 def check_replayable(recorded: DetectorConfig, config: DetectorConfig) -> None:
@@ -268,25 +255,22 @@ def replay(folder: Path, overrides: Sequence[str] = (), config_path: Path | None
 
 def _manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise BenchmarkError(f"{str(folder)!r} holds no recording ({MANIFEST} unreadable: {exc.strerror})") from exc
-    except ValueError as exc:
-        raise BenchmarkError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+    if not path.is_file():
+        raise BenchmarkError(f"{str(folder)!r} holds no recording (no {MANIFEST})")
+    return read_json(path, BenchmarkError)
 
 
 def record(corpus: Path, protocol: str, out: Path, config: DetectorConfig, jobs: int = 1, patterns: Sequence[str] = ()) -> list[str]:
     """Record every file of the corpus not recorded yet; returns the keys recorded by this call."""
-    if protocol not in ("batch", "stream"):
-        raise BenchmarkError(f"protocol must be batch or stream, got {protocol!r}")
+    if protocol not in PROTOCOLS:
+        raise BenchmarkError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     files = load_corpus(corpus, patterns)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"protocol": protocol, "corpus": str(Path(corpus).resolve()), "patterns": list(patterns), "config": config.to_dict()}
     path = out / MANIFEST
-    if path.exists() and json.loads(path.read_text()) != manifest:
+    if path.exists() and read_json(path, BenchmarkError) != manifest:
         raise BenchmarkError(f"{str(out)!r} holds a recording of another protocol, corpus or configuration; use another --out")
-    path.write_text(json.dumps(manifest, indent=2))
+    atomic_write_json(path, manifest)
     todo = [f for f in files if not (out / f.category / f"{f.stem}.npz").exists()]
     if jobs <= 1 or len(todo) <= 1:
         return [record_file(f, protocol, config, out) for f in todo]
@@ -303,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="run the benchmark's fits and store every model's reconstructions")
     rec.add_argument("corpus", type=Path)
-    rec.add_argument("--protocol", choices=("batch", "stream"), default="batch")
+    rec.add_argument("--protocol", choices=PROTOCOLS, default="batch")
     rec.add_argument("--out", type=Path, required=True)
     rec.add_argument("--jobs", type=int, default=1, help="files recorded in parallel (keep it equal to the benchmark's --jobs: threads change float rounding)")
     rec.add_argument("--files", action="append", default=[], metavar="GLOB", help="only category/file.csv keys matching (repeatable)")
