@@ -197,8 +197,20 @@ class ScoringConfig:
     perfectly reconstructed metric does not turn rounding noise into huge
     scores). Error levels drift as a metric's load changes; a fixed cut on
     the raw error then fires all week or never. The baseline needs a quarter
-    of its points of history; earlier points have no score (NaN) and never
-    flag.
+    of its points of history (or ``baseline_warmup``); earlier points have no
+    score (NaN) and never flag.
+
+    Two refinements keep an anomaly from hiding what follows it.
+    ``baseline_exclude`` (σ; null for none): a point whose own score is
+    above it stays out of the baselines of the points after it, and so do
+    the points of the next ``baseline_hold`` (a duration; the smoothed error
+    decays for a while after its cause has gone): one large event would
+    otherwise inflate the σ the next 1,000 points are measured in, and a
+    small spike right after it goes unseen. ``baseline_warmup`` (a
+    duration; null for none): no score before the baseline holds this much
+    history (at least a quarter of ``baseline``, at most all of it), so the
+    first bursts of a metric that started quiet are not measured against a
+    few hours of silence.
     """
 
     aggregate: ReconAggregate = "median"
@@ -209,6 +221,9 @@ class ScoringConfig:
     smoothing_time: str | None = "600min"
     baseline: int = 1000
     baseline_floor: float = 1e-3
+    baseline_exclude: float | None = 4.5
+    baseline_hold: str | None = "1000min"
+    baseline_warmup: str | None = "36h"
     batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -230,6 +245,12 @@ class ScoringConfig:
         if self.baseline == 1:
             _fail(s, "baseline", "0 (none) or at least 2 points", self.baseline)
         _check_float(s, "baseline_floor", self.baseline_floor, 0.0, open_low=True)
+        if self.baseline_exclude is not None:
+            _check_float(s, "baseline_exclude", self.baseline_exclude, 0.0, open_low=True)
+        for name in ("baseline_hold", "baseline_warmup"):
+            value = getattr(self, name)
+            if value is not None and not _is_positive_duration(value):
+                _fail(s, name, "null or a positive duration such as '1000min' or '36h'", value)
         _check_int(s, "batch_size", self.batch_size, 1)
 
     def span_points(self, freq: Any) -> int:
@@ -239,6 +260,21 @@ class ScoringConfig:
         import pandas as pd
 
         return max(1, round(pd.Timedelta(self.smoothing_time) / pd.Timedelta(freq)))
+
+    def hold_points(self, freq: Any) -> int:
+        """``baseline_hold`` in points of a series sampled every ``freq`` (0 for none)."""
+        return _points(self.baseline_hold, freq)
+
+    def warmup_points(self, freq: Any) -> int:
+        """``baseline_warmup`` in points of a series sampled every ``freq`` (0 for none)."""
+        return _points(self.baseline_warmup, freq)
+
+
+def _points(duration: str | None, freq: Any) -> int:
+    """How many points of a ``freq`` grid a duration spans, rounded (0 for None)."""
+    import pandas as pd
+
+    return 0 if duration is None else round(pd.Timedelta(duration) / pd.Timedelta(freq))
 
 
 def _is_positive_duration(text: Any, *, alias: bool = False) -> bool:

@@ -34,13 +34,14 @@ from anomaly.model import LSTMAutoencoder
 from anomaly.scaling import Scaler
 from anomaly.scoring import (
     COMBINED,
+    HELD,
     Scores,
+    against_baseline,
     combine,
     last_observed,
     point_errors,
     reconstruct,
     smooth,
-    standardise,
 )
 from anomaly.thresholds import Threshold, build_threshold
 from anomaly.training import (
@@ -183,8 +184,17 @@ class LSTMAutoencoderDetector:
 
     @property
     def carry_columns(self) -> list[str]:
-        """The columns of this detector's carries: its metrics, then the combined score."""
-        return [*self.metrics_, COMBINED]
+        """The columns of this detector's carries: its metrics, then the combined score.
+
+        With ``scoring.baseline_exclude``, then the same again prefixed with
+        :data:`HELD`: how many points from each on stay out of the baseline
+        (see :func:`anomaly.scoring.baseline_scores`).
+        """
+        columns = [*self.metrics_, COMBINED]
+        scoring = self._checked_config().scoring
+        if scoring.baseline and scoring.baseline_exclude is not None:
+            columns += [HELD + c for c in columns]
+        return columns
 
     def _check_carry(self, carry: pd.DataFrame, frame: MetricFrame) -> None:
         """A carry must come from a model like this one and end before the data to score."""
@@ -214,16 +224,21 @@ class LSTMAutoencoderDetector:
         errors = np.column_stack([errors, combine(errors, scoring.combine)])
         keep = max(scoring.baseline, 1)
         past, fresh = _carried(carry, frame.index, frame.freq, keep, self.carry_columns)
-        smoothed = smooth(errors[fresh:], scoring.span_points(frame.freq), start=last_observed(past.to_numpy()))
-        series = np.vstack([past.to_numpy(), smoothed])
+        width = errors.shape[1]
+        before, held = past.iloc[:, :width].to_numpy(), past.iloc[:, width:].fillna(0).to_numpy(dtype=np.int64)
+        smoothed = smooth(errors[fresh:], scoring.span_points(frame.freq), start=last_observed(before))
+        series, counts = np.vstack([before, smoothed]), np.zeros((len(before) + len(smoothed), width), dtype=np.int64)
         if scoring.baseline:
-            series = standardise(series, scoring.baseline, scoring.baseline_floor)
+            series, counts = against_baseline(series, scoring, frame.freq, held if held.shape[1] else None)
         scores = np.full_like(errors, np.nan)
         scores[fresh:] = series[len(past) :]
         # the last window of points may still be reconstructed differently once later points
         # exist, so the carry stops before them and the next score smooths them again
         settled = max(len(frame) - cfg.window.size - fresh, 0)
-        carried = pd.concat([past, pd.DataFrame(smoothed[:settled], frame.index[fresh : fresh + settled], past.columns)])
+        new_rows = smoothed[:settled]
+        if past.shape[1] > width:  # how long each settled point keeps later ones out of the baseline
+            new_rows = np.column_stack([new_rows, counts[len(past) : len(past) + settled]])
+        carried = pd.concat([past, pd.DataFrame(new_rows, frame.index[fresh : fresh + settled], past.columns)])
         next_carry = carried.iloc[-keep:] if len(carried) else None
         unobserved = missing | frame.filled.to_numpy()
         return _RawScores(recon, scores[:, :-1], scores[:, -1], unobserved, next_carry)

@@ -118,7 +118,9 @@ def with_saved_defaults(data: Any) -> Any:
     one saved before ``scoring.smoothing_time`` and ``scoring.baseline``
     existed smoothed over ``smoothing_span`` points and had no baseline, so
     the missing keys are its old defaults, not today's (600 minutes, 1,000
-    points). One saved with both smoothing keys set was smoothed by time
+    points); one saved before ``baseline_exclude`` and ``baseline_warmup``
+    kept every point in its baseline and started it after a quarter of it.
+    One saved with both smoothing keys set was smoothed by time
     (the time then replaced the span), which today is said by the span being
     null.
     """
@@ -127,6 +129,8 @@ def with_saved_defaults(data: Any) -> Any:
     scoring = dict(data["scoring"])
     scoring.setdefault("smoothing_time", None)
     scoring.setdefault("baseline", 0)
+    scoring.setdefault("baseline_exclude", None)  # every point in the baseline, a quarter of it to start
+    scoring.setdefault("baseline_warmup", None)
     if scoring.get("smoothing_span") is not None and scoring["smoothing_time"] is not None:
         scoring["smoothing_span"] = None
     return {**data, "scoring": scoring}

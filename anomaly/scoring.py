@@ -29,6 +29,8 @@ from anomaly.windows import (
 CHUNK_POINTS = 16_384
 # The combined score's column, beside the metrics' own, in a carry (see :class:`Scores`).
 COMBINED = "anomaly_score"
+# Prefix of a carry column counting the points that stay out of that score's baseline (see :func:`baseline_scores`).
+HELD = "held:"
 
 
 @dataclass(frozen=True)
@@ -199,12 +201,25 @@ def last_observed(rows: np.ndarray) -> np.ndarray:
     return pd.DataFrame(table).ffill().to_numpy()[-1]
 
 
-def baseline_minimum(window: int) -> int:
-    """Points of history a baseline of ``window`` points needs before it gives a score."""
-    return max(2, window // 4)
+def baseline_minimum(window: int, warmup: int = 0) -> int:
+    """Points of history a baseline of ``window`` points needs before it gives a score.
+
+    A quarter of the window, or ``warmup`` points if more, but never more
+    than the window itself (which would never be reached).
+    """
+    return min(max(2, window // 4, warmup), max(window, 2))
 
 
-def standardise(scores: np.ndarray, window: int, floor: float) -> np.ndarray:
+def standardise(
+    scores: np.ndarray,
+    window: int,
+    floor: float,
+    *,
+    minimum: int | None = None,
+    exclude: float | None = None,
+    hold: int = 0,
+    held: np.ndarray | None = None,
+) -> np.ndarray:
     """How far each score is above its trailing baseline, in the baseline's standard deviations.
 
     The baseline of a point is the observed scores among the ``window`` points
@@ -212,13 +227,103 @@ def standardise(scores: np.ndarray, window: int, floor: float) -> np.ndarray:
     causal; gaps leave fewer). Its standard
     deviation is raised to ``floor`` so a near-constant baseline cannot turn
     noise into huge scores. Scores below the baseline mean are 0: only rises
-    are anomalous here. NaN where the score is NaN or fewer than
-    :func:`baseline_minimum` earlier scores exist. ``scores`` is ``(n,)`` or
-    ``(n, m)`` (per column).
+    are anomalous here. NaN where the score is NaN or fewer than ``minimum``
+    (default :func:`baseline_minimum`) earlier scores exist. ``scores`` is
+    ``(n,)`` or ``(n, m)`` (per column). With ``exclude``, see
+    :func:`baseline_scores`.
     """
-    frame = pd.DataFrame(np.asarray(scores, dtype=np.float64).reshape(len(scores), -1))
-    rolling = frame.rolling(window, min_periods=baseline_minimum(window))
-    mean = rolling.mean().shift(1)
-    std = rolling.std(ddof=0).shift(1).clip(lower=floor)
-    out = ((frame - mean) / std).clip(lower=0.0).to_numpy()
-    return out.reshape(np.shape(scores))
+    return baseline_scores(scores, window, floor, minimum=minimum, exclude=exclude, hold=hold, held=held)[0]
+
+
+def baseline_scores(
+    scores: np.ndarray,
+    window: int,
+    floor: float,
+    *,
+    minimum: int | None = None,
+    exclude: float | None = None,
+    hold: int = 0,
+    held: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`standardise`'s result, and how long each point is kept out of later baselines.
+
+    With ``exclude``, a point whose result is above it leaves the baselines
+    of the points after it, and so do the ``hold`` points that follow it
+    (a later such point starts the hold again). The second result counts,
+    per point, the points from it on that are out because of it or an
+    earlier one (``hold + 1`` at the point itself, then one less per point;
+    0 for a point in the baselines). ``held`` gives those counts for the
+    first ``len(held)`` rows, as an earlier run left them (see
+    ``Scores.carry``): those rows are not judged again, so a run continued
+    from a carry excludes what one run over everything would.
+    """
+    table = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+    counts = np.zeros(table.shape, dtype=np.int64)
+    known = 0 if held is None else len(held)
+    if known:
+        counts[:known] = np.asarray(held, dtype=np.int64).reshape(known, -1)
+    minimum = baseline_minimum(window) if minimum is None else minimum
+    out = np.column_stack(
+        [_baseline_column(table[:, j], counts[:, j], known, window, floor, minimum, exclude, hold) for j in range(table.shape[1])]
+    )
+    return out.reshape(np.shape(scores)), counts.reshape(np.shape(scores))
+
+
+def against_baseline(
+    series: np.ndarray, scoring: ScoringConfig, freq: pd.Timedelta, held: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`baseline_scores` under ``scoring``'s baseline settings, the durations in points of ``freq``."""
+    return baseline_scores(
+        series,
+        scoring.baseline,
+        scoring.baseline_floor,
+        minimum=baseline_minimum(scoring.baseline, scoring.warmup_points(freq)),
+        exclude=scoring.baseline_exclude,
+        hold=scoring.hold_points(freq),
+        held=held,
+    )
+
+
+def _baseline_column(
+    s: np.ndarray, counts: np.ndarray, known: int, window: int, floor: float, minimum: int, exclude: float | None, hold: int
+) -> np.ndarray:
+    """One column of :func:`baseline_scores`; fills ``counts[known:]`` in place.
+
+    Vectorised between exclusions: the scores are computed once with what is
+    known to be out, and only the stretch a new exclusion can reach (its
+    hold and one baseline window after it) is computed again, so a series
+    with few anomalies costs a few rolling passes, not a Python loop.
+    """
+    base = s.copy()
+    base[:known][counts[:known] > 0] = np.nan
+    z = _rolling_z(s, base, window, floor, minimum, 0, len(s))
+    if exclude is None:
+        return z
+    t, remaining = known, int(counts[known - 1]) - 1 if known else 0
+    while t < len(s):
+        if remaining <= 0:
+            above = np.flatnonzero(z[t:] > exclude)
+            if len(above) == 0:
+                break
+            t, remaining = t + int(above[0]), 1  # the first point above: out itself, the block below judges its hold
+        stop = min(len(s), t + remaining)
+        base[t:stop] = np.nan  # out whatever their scores, so their scores are final once computed again
+        end = min(len(s), stop + window)  # no later point's baseline reaches the rows just taken out
+        z[t:end] = _rolling_z(s, base, window, floor, minimum, t, end)
+        rows = np.arange(t, stop)
+        flagged = np.where(z[t:stop] > exclude, rows, -1)
+        last = np.maximum.accumulate(flagged)
+        counts[t:stop] = np.where(last >= 0, hold + 1 - (rows - last), 0)
+        counts[t:stop] = np.maximum(counts[t:stop], remaining - (rows - t))
+        t, remaining = stop, int(counts[stop - 1]) - 1
+    return z
+
+
+def _rolling_z(s: np.ndarray, base: np.ndarray, window: int, floor: float, minimum: int, lo: int, hi: int) -> np.ndarray:
+    """Scores of rows ``[lo, hi)`` of ``s`` against the observed ``base`` values among the ``window`` rows before each."""
+    a = max(0, lo - window)
+    rolling = pd.Series(base[a:hi]).rolling(window, min_periods=minimum)
+    mean = rolling.mean().shift(1).to_numpy()
+    std = np.maximum(rolling.std(ddof=0).shift(1).to_numpy(), floor)
+    with np.errstate(invalid="ignore"):
+        return np.clip((s[a:hi] - mean) / std, 0.0, None)[lo - a :]

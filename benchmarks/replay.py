@@ -15,9 +15,10 @@ way, and the variants it says were tried and not taken can be re-measured.
 
 Replayable: ``scoring.error``, ``error_power``, ``combine``,
 ``smoothing_span``, ``smoothing_time``, ``baseline``, ``baseline_floor``,
-and every ``threshold.*`` and ``events.*`` setting. Anything else changes
-what the model reconstructs (or how it is trained) and is refused: record
-again with it. ``record`` replays each file under the recorded
+``baseline_exclude``, ``baseline_hold``, ``baseline_warmup``, and every
+``threshold.*`` and ``events.*`` setting. Anything else changes what the
+model reconstructs (or how it is trained) and is refused: record again
+with it. ``record`` replays each file under the recorded
 configuration before saving it and refuses to keep a recording whose events
 and alerts differ from the real run's, so a replay of the recorded
 configuration is the benchmark's result. (A stream replay reconstructs a
@@ -69,14 +70,25 @@ from anomaly.detector import _model_input, context_points
 from anomaly.errors import AnomalyError
 from anomaly.fileio import atomic_write_json, read_json
 from anomaly.events import find_runs
-from anomaly.scoring import combine, point_errors, reconstruct, smooth, standardise
+from anomaly.scoring import against_baseline, combine, point_errors, reconstruct, smooth
 from anomaly.thresholds import build_threshold
 from anomaly.training import torch_threads
 
 MANIFEST = "record.json"
 #: What a replay may change: everything after the reconstruction.
 REPLAYABLE = {
-    "scoring": {"error", "error_power", "combine", "smoothing_span", "smoothing_time", "baseline", "baseline_floor"},
+    "scoring": {
+        "error",
+        "error_power",
+        "combine",
+        "smoothing_span",
+        "smoothing_time",
+        "baseline",
+        "baseline_floor",
+        "baseline_exclude",
+        "baseline_hold",
+        "baseline_warmup",
+    },
     "threshold": None,  # every field
     "events": None,
 }
@@ -179,7 +191,7 @@ def combined_scores(scaled: np.ndarray, recon: np.ndarray, missing: np.ndarray, 
     errors = np.column_stack([errors, combine(errors, scoring.combine)])
     smoothed = smooth(errors, scoring.span_points(freq))
     if scoring.baseline:
-        smoothed = standardise(smoothed, scoring.baseline, scoring.baseline_floor)
+        smoothed = against_baseline(smoothed, scoring, freq)[0]
     return smoothed[:, -1]
 
 

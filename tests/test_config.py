@@ -296,6 +296,14 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str, Any]] = [
     ("scoring", {}, "smoothing_span", -1),
     ("scoring", {}, "smoothing_span", False),
     ("scoring", {}, "smoothing_time", "soon"),
+    ("scoring", {}, "baseline_exclude", 0.0),
+    ("scoring", {}, "baseline_exclude", NAN),
+    ("scoring", {}, "baseline_exclude", "4.5"),
+    ("scoring", {}, "baseline_hold", "0min"),
+    ("scoring", {}, "baseline_hold", "later"),
+    ("scoring", {}, "baseline_hold", 200),
+    ("scoring", {}, "baseline_warmup", "-1h"),
+    ("scoring", {}, "baseline_warmup", 36),
     ("scoring", {}, "smoothing_time", "0min"),
     ("scoring", {}, "smoothing_time", "-5min"),
     ("scoring", {}, "baseline", -1),
@@ -452,3 +460,12 @@ def test_nan_in_json_file_rejected(tmp_path: Path) -> None:
     path.write_text('{"training": {"learning_rate": NaN}}')
     with pytest.raises(ConfigError, match=r"training\.learning_rate.*nan"):
         DetectorConfig.from_file(path)
+
+
+@pytest.mark.parametrize(("freq", "hold", "warmup"), [("5min", 200, 432), ("1h", 17, 36), ("1min", 1000, 2160)])
+def test_baseline_hold_and_warmup_are_durations_in_points_of_the_sampling_interval(freq: str, hold: int, warmup: int) -> None:
+    scoring = ScoringConfig()
+    assert (scoring.baseline_hold, scoring.baseline_warmup, scoring.baseline_exclude) == ("1000min", "36h", 4.5)
+    assert (scoring.hold_points(pd.Timedelta(freq)), scoring.warmup_points(pd.Timedelta(freq))) == (hold, warmup)
+    off = ScoringConfig(baseline_hold=None, baseline_warmup=None)
+    assert (off.hold_points(pd.Timedelta(freq)), off.warmup_points(pd.Timedelta(freq))) == (0, 0)

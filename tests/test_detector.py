@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -139,7 +140,9 @@ def baselined(two_metrics: pd.DataFrame) -> LSTMAutoencoderDetector:
     """The tiny model with scores in sigmas above a 200-point baseline, flagged at 3 sigma."""
     from tests.conftest import TINY
 
-    config = TINY.replace(scoring={"smoothing_span": 12, "baseline": 200}, threshold={"method": "fixed", "k": 3.0})
+    config = TINY.replace(
+        scoring={"smoothing_span": 12, "baseline": 200, "baseline_warmup": None}, threshold={"method": "fixed", "k": 3.0}
+    )
     return LSTMAutoencoderDetector(config).fit(two_metrics.iloc[:800], progress=False)
 
 
@@ -176,17 +179,27 @@ def test_a_saved_baselined_detector_scores_the_same(
     assert got.flags.equals(expected.flags)
 
 
+def _excluding(detector: LSTMAutoencoderDetector, **scoring: Any) -> LSTMAutoencoderDetector:
+    """The same fitted model, scored with other baseline settings (they change no fitted state here)."""
+    variant = copy.copy(detector)
+    variant.config = detector.config.replace(scoring=scoring)
+    return variant
+
+
+@pytest.mark.parametrize("exclude", [None, 4.5, 1.0])
 def test_scores_continued_from_a_carry_equal_one_score_over_everything(
-    baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame
+    baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame, exclude: float | None
 ) -> None:
     """Three runs, each given the last one's carry and only the windows' context, score as one run does,
 
     except the last window of points of each run, which are scored with the windows that exist then.
+    With points kept out of the baseline (at 1σ, many are), the carry says which, and for how long.
     """
+    baselined = _excluding(baselined, baseline_exclude=exclude, baseline_hold="60min")
     window = baselined.config.window.size
     bounds = [900, 940, 975, 1000]
     whole = baselined.score(two_metrics.iloc[900:1000], context=two_metrics.iloc[:900])
-    parts, carry = [], None
+    parts, carry, held = [], None, []
     for start, stop in itertools.pairwise(bounds):
         context = two_metrics.iloc[:start] if carry is None else two_metrics.iloc[start - 2 * window : start]
         scores = baselined.score(two_metrics.iloc[start:stop], context=context, carry=carry)
@@ -194,7 +207,9 @@ def test_scores_continued_from_a_carry_equal_one_score_over_everything(
         carry = scores.carry
         # the carry holds the baseline's points, and stops one window before the last point scored
         assert len(carry) == 200 and carry.index[-1] == two_metrics.index[stop - 1 - window]
-        assert list(carry.columns) == ["requests", "cpu", "anomaly_score"]
+        columns = ["requests", "cpu", "anomaly_score"]
+        assert list(carry.columns) == (columns if exclude is None else columns + ["held:" + c for c in columns])
+        held.append(carry.filter(like="held:").to_numpy())
     settled = np.ones(100, dtype=bool)
     for stop in bounds[1:-1]:
         settled[stop - 900 - window : stop - 900] = False
@@ -203,6 +218,8 @@ def test_scores_continued_from_a_carry_equal_one_score_over_everything(
         (pd.concat([p.metric_scores for p in parts]), whole.metric_scores),
     ]:
         np.testing.assert_allclose(got.to_numpy()[settled], expected.to_numpy()[settled], rtol=1e-6, atol=1e-9)
+    if exclude == 1.0:  # the carries did hold points out (12 points of hold after each)
+        assert all((h > 0).any() and h.max() <= 13 for h in held)
     # without the carry, the windows' context alone is too short a baseline: the scores differ
     alone = baselined.score(two_metrics.iloc[940:1000], context=two_metrics.iloc[940 - 2 * window : 940])
     assert not np.allclose(alone.score.to_numpy(), whole.score.iloc[40:].to_numpy(), rtol=1e-3)
@@ -212,7 +229,7 @@ def test_scores_continued_from_a_carry_equal_one_score_over_everything(
 def test_a_carry_from_elsewhere_is_refused(baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
     carry = baselined.score(two_metrics.iloc[900:950], context=two_metrics.iloc[:900]).carry
     data = two_metrics.iloc[950:1000]
-    with pytest.raises(DataError, match=r"columns \['requests', 'cpu', 'anomaly_score'\], got \['cpu'\]"):
+    with pytest.raises(DataError, match=r"columns \['requests', 'cpu', 'anomaly_score', 'held:requests', .*\], got \['cpu'\]"):
         baselined.score(data, context=two_metrics.iloc[:950], carry=carry[["cpu"]])
     with pytest.raises(DataError, match="the carry reaches .* but the data to score starts at"):
         baselined.score(two_metrics.iloc[900:950], context=two_metrics.iloc[:900], carry=carry)
@@ -341,21 +358,26 @@ def test_fits_in_parallel_threads_give_the_models_they_give_alone(tiny_config: D
 @pytest.mark.parametrize(
     ("saved", "expected"),
     [
-        ({"smoothing_span": 6}, (6, None, 0)),  # before smoothing_time and baseline existed
-        ({"smoothing_span": 6, "smoothing_time": "200min", "baseline": 1000}, (None, "200min", 1000)),  # time won then
-        ({"smoothing_span": None, "smoothing_time": "600min", "baseline": 1000}, (None, "600min", 1000)),  # today's
+        ({"smoothing_span": 6}, (6, None, 0, None, None)),  # before smoothing_time and baseline existed
+        ({"smoothing_span": 6, "smoothing_time": "200min", "baseline": 1000}, (None, "200min", 1000, None, None)),  # time won then
+        ({"smoothing_span": None, "smoothing_time": "600min", "baseline": 1000}, (None, "600min", 1000, None, None)),
+        (
+            {"smoothing_span": None, "smoothing_time": "600min", "baseline": 1000, "baseline_exclude": 4.5, "baseline_warmup": "36h"},
+            (None, "600min", 1000, 4.5, "36h"),
+        ),  # today's
     ],
-    ids=["no-time-no-baseline", "span-and-time", "current"],
+    ids=["no-time-no-baseline", "span-and-time", "before-exclusion", "current"],
 )
 def test_a_saved_model_loads_with_the_scoring_it_was_saved_with_not_todays_defaults(
     fitted: LSTMAutoencoderDetector, tmp_path: Path, saved: dict[str, object], expected: tuple[object, ...]
 ) -> None:
     path = fitted.save(tmp_path / "model")
     config = json.loads((path / "config.json").read_text())
-    config["scoring"] = {k: v for k, v in config["scoring"].items() if k not in ("smoothing_span", "smoothing_time", "baseline")}
+    newer = ("smoothing_span", "smoothing_time", "baseline", "baseline_exclude", "baseline_warmup")
+    config["scoring"] = {k: v for k, v in config["scoring"].items() if k not in newer}
     (path / "config.json").write_text(json.dumps({**config, "scoring": {**config["scoring"], **saved}}))
     scoring = LSTMAutoencoderDetector.load(path).config.scoring
-    assert (scoring.smoothing_span, scoring.smoothing_time, scoring.baseline) == expected
+    assert tuple(getattr(scoring, k) for k in newer) == expected
 
 
 def test_a_model_saved_before_error_power_existed_keeps_scoring_absolute_errors(

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 from anomaly.scoring import (
     baseline_minimum,
+    baseline_scores,
     combine,
     last_observed,
     point_errors,
@@ -254,3 +255,69 @@ def test_last_observed_skips_missing_values_per_column() -> None:
     np.testing.assert_array_equal(last_observed(rows), [2.0, 5.0])
     assert np.isnan(last_observed(np.full((3, 1), np.nan))).all()
     assert np.isnan(last_observed(np.empty((0, 2)))).all() and last_observed(np.empty((0, 2))).shape == (2,)
+
+
+# --- points kept out of the baseline, and its warm-up -------------------------------------
+
+
+def reference_excluding(x: np.ndarray, window: int, floor: float, exclude: float, hold: int, minimum: int) -> np.ndarray:
+    """By hand, one point at a time: a point above ``exclude`` leaves later baselines, with the ``hold`` points after it."""
+    out = np.full(len(x), np.nan)
+    kept = np.zeros(len(x), dtype=bool)
+    last = -(10**9)
+    for i in range(len(x)):
+        lo = max(0, i - window)
+        past = x[lo:i][kept[lo:i]]
+        if not np.isnan(x[i]) and len(past) >= minimum:
+            out[i] = max((x[i] - past.mean()) / max(past.std(), floor), 0.0)
+        if out[i] > exclude:
+            last = i
+        kept[i] = not np.isnan(x[i]) and i - last > hold
+    return out
+
+
+def test_a_small_spike_after_a_large_one_is_measured_against_the_baseline_before_both() -> None:
+    x = np.r_[np.tile([1.0, 1.2], 30), 50.0, np.tile([1.0, 1.2], 10), 2.0, np.tile([1.0, 1.2], 5)]
+    small = 60 + 1 + 20
+    everything = standardise(x, 40, 1e-3)
+    excluding = standardise(x, 40, 1e-3, exclude=4.5, hold=2)
+    assert everything[small] < 1.0  # the large spike's square dominates the deviation: the small one hides
+    kept = np.r_[x[small - 40 : 60], x[63:small]]  # the spike and the 2 points of its hold are out
+    assert excluding[small] == pytest.approx((2.0 - kept.mean()) / kept.std()) and excluding[small] > 8.5
+    np.testing.assert_array_equal(excluding[:61], everything[:61])  # nothing changes before the first exclusion
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    x=hnp.arrays(np.float64, st.integers(1, 120), elements=st.one_of(st.floats(0.0, 10.0), st.floats(20.0, 100.0), st.just(np.nan))),
+    window=st.integers(2, 30),
+    exclude=st.floats(0.5, 5.0),
+    hold=st.integers(0, 15),
+    minimum=st.integers(2, 12),
+)
+def test_excluding_matches_reference(x: np.ndarray, window: int, exclude: float, hold: int, minimum: int) -> None:
+    minimum = min(minimum, window)
+    got = standardise(x, window, 1e-3, minimum=minimum, exclude=exclude, hold=hold)
+    np.testing.assert_allclose(got, reference_excluding(x, window, 1e-3, exclude, hold, minimum), rtol=1e-6, atol=1e-9, equal_nan=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    x=hnp.arrays(np.float64, (90, 2), elements=st.one_of(st.floats(0.0, 10.0), st.floats(20.0, 100.0), st.just(np.nan))),
+    split=st.integers(1, 89),
+    hold=st.integers(0, 15),
+)
+def test_excluding_continued_from_the_held_counts_equals_one_pass(x: np.ndarray, split: int, hold: int) -> None:
+    window = 20
+    whole, counts = baseline_scores(x, window, 1e-3, exclude=2.0, hold=hold)
+    a = max(0, split - window)  # what a carry keeps: the last window of points and their counts
+    continued, _ = baseline_scores(x[a:], window, 1e-3, exclude=2.0, hold=hold, held=counts[a:split])
+    np.testing.assert_allclose(continued[split - a :], whole[split:], rtol=1e-9, atol=1e-12, equal_nan=True)
+    assert (counts[~np.isnan(whole) & (whole > 2.0)] == hold + 1).all()  # each point above starts a full hold
+
+
+def test_baseline_warmup_delays_the_first_score_but_never_past_the_window() -> None:
+    assert baseline_minimum(1000) == 250 and baseline_minimum(1000, 432) == 432 and baseline_minimum(1000, 2160) == 1000
+    x = np.abs(np.sin(np.arange(200.0)))
+    z = standardise(x, 100, 1e-3, minimum=baseline_minimum(100, 60))
+    assert np.isnan(z[:60]).all() and not np.isnan(z[60:]).any()
