@@ -227,7 +227,7 @@ class LSTMAutoencoderDetector:
         width = errors.shape[1]
         before, held = past.iloc[:, :width].to_numpy(), past.iloc[:, width:].fillna(0).to_numpy(dtype=np.int64)
         smoothed = smooth(errors[fresh:], scoring.span_points(frame.freq), start=last_observed(before))
-        series, counts = np.vstack([before, smoothed]), np.zeros((len(before) + len(smoothed), width), dtype=np.int64)
+        series, counts = np.vstack([before, smoothed]), None
         if scoring.baseline:
             series, counts = against_baseline(series, scoring, frame.freq, held if held.shape[1] else None)
         scores = np.full_like(errors, np.nan)
@@ -236,7 +236,7 @@ class LSTMAutoencoderDetector:
         # exist, so the carry stops before them and the next score smooths them again
         settled = max(len(frame) - cfg.window.size - fresh, 0)
         new_rows = smoothed[:settled]
-        if past.shape[1] > width:  # how long each settled point keeps later ones out of the baseline
+        if counts is not None and past.shape[1] > width:  # how long each settled point keeps later ones out of the baseline
             new_rows = np.column_stack([new_rows, counts[len(past) : len(past) + settled]])
         carried = pd.concat([past, pd.DataFrame(new_rows, frame.index[fresh : fresh + settled], past.columns)])
         next_carry = carried.iloc[-keep:] if len(carried) else None

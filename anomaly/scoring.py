@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -210,16 +211,7 @@ def baseline_minimum(window: int, warmup: int = 0) -> int:
     return min(max(2, window // 4, warmup), max(window, 2))
 
 
-def standardise(
-    scores: np.ndarray,
-    window: int,
-    floor: float,
-    *,
-    minimum: int | None = None,
-    exclude: float | None = None,
-    hold: int = 0,
-    held: np.ndarray | None = None,
-) -> np.ndarray:
+def standardise(scores: np.ndarray, window: int, floor: float, **options: Any) -> np.ndarray:
     """How far each score is above its trailing baseline, in the baseline's standard deviations.
 
     The baseline of a point is the observed scores among the ``window`` points
@@ -229,10 +221,10 @@ def standardise(
     noise into huge scores. Scores below the baseline mean are 0: only rises
     are anomalous here. NaN where the score is NaN or fewer than ``minimum``
     (default :func:`baseline_minimum`) earlier scores exist. ``scores`` is
-    ``(n,)`` or ``(n, m)`` (per column). With ``exclude``, see
-    :func:`baseline_scores`.
+    ``(n,)`` or ``(n, m)`` (per column). ``options`` are
+    :func:`baseline_scores`'s (``minimum``, ``exclude``, ``hold``, ``held``).
     """
-    return baseline_scores(scores, window, floor, minimum=minimum, exclude=exclude, hold=hold, held=held)[0]
+    return baseline_scores(scores, window, floor, **options)[0]
 
 
 def baseline_scores(
