@@ -21,17 +21,20 @@ model reconstructs (or how it is trained) and is refused: record again
 with it. ``record`` replays each file under the recorded
 configuration before saving it and refuses to keep a recording whose events
 and alerts differ from the real run's, so a replay of the recorded
-configuration is the benchmark's result. (A stream replay reconstructs a
-chunk's context from one reconstruction of the rows before it where the
-benchmark reconstructs only the context it reads; the two differ only in
-the context's first window, which has decayed out of the smoothing long
-before the chunk.) The seconds per file a replay prints are the recording's:
+configuration is the benchmark's result. (A stream chunk is scored with
+only the context it reads, so the context's first points take its first
+window's reconstruction, not the one of the window ending at each as in the
+recording. With ``scoring.baseline_exclude`` which points those few leave
+out of the baseline can reach the chunk, so a stream replay rebuilds them
+with the model's stored weights, for whatever context length the replayed
+settings need.) The seconds per file a replay prints are the recording's:
 the run plus the reconstructions it keeps. Prints figures, never a verdict.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -43,6 +46,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from anomaly.benchmark import (
     PROTOCOLS,
@@ -72,6 +76,7 @@ from anomaly.fileio import atomic_write_json, read_json
 from anomaly.events import find_runs
 from anomaly.scoring import against_baseline, combine, point_errors, reconstruct, smooth
 from anomaly.thresholds import build_threshold
+from anomaly.model import LSTMAutoencoder
 from anomaly.training import torch_threads
 
 MANIFEST = "record.json"
@@ -102,6 +107,7 @@ class Model:
     stop: int
     scaled: np.ndarray  # (stop, m), the model's own scaling
     reconstruction: np.ndarray  # (stop, m)
+    weights: dict[str, np.ndarray] | None = None  # the model's state; None in recordings made before it was kept
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,8 @@ def record_file(file: CorpusFile, protocol: str, config: DetectorConfig, out: Pa
         cfg = detector.config
         with torch_threads(cfg.training.num_threads):
             recon = reconstruct(detector.model_, scaled, cfg.window, cfg.scoring, detector.device_, phase=grid_phase(sub.index, sub.freq))
-        models.append(Model(int(detector.training_data_["rows"]), stop, scaled, recon))
+        weights = {name: w.detach().cpu().numpy() for name, w in detector.model_.state_dict().items()}
+        models.append(Model(int(detector.training_data_["rows"]), stop, scaled, recon, weights))
         observed["frame"] = frame
 
     series = read_series(file.path)
@@ -161,6 +168,8 @@ def save(recording: Recording, path: Path) -> None:
         arrays[f"rows_{j}"] = np.array([model.trained, model.stop])
         arrays[f"scaled_{j}"] = model.scaled
         arrays[f"recon_{j}"] = model.reconstruction
+        for name, weight in (model.weights or {}).items():
+            arrays[f"weights_{j}.{name}"] = weight
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.npz")
     np.savez(partial, **arrays)
@@ -176,8 +185,16 @@ def load(path: Path) -> Recording:
             pd.DataFrame(z["values"], index, columns), pd.DataFrame(z["filled"], index, columns), pd.Timedelta(int(z["freq_ns"]), "ns")
         )
         count = sum(1 for k in z.files if k.startswith("rows_"))
-        models = [Model(int(z[f"rows_{j}"][0]), int(z[f"rows_{j}"][1]), z[f"scaled_{j}"], z[f"recon_{j}"]) for j in range(count)]
+        models = [
+            Model(int(z[f"rows_{j}"][0]), int(z[f"rows_{j}"][1]), z[f"scaled_{j}"], z[f"recon_{j}"], _weights(z, f"weights_{j}."))
+            for j in range(count)
+        ]
         return Recording(frame, models, float(z["seconds"]))
+
+
+def _weights(z: Any, prefix: str) -> dict[str, np.ndarray] | None:
+    weights = {key[len(prefix) :]: z[key] for key in z.files if key.startswith(prefix)}
+    return weights or None
 
 
 # -- replaying ----------------------------------------------------------------------------------
@@ -222,7 +239,7 @@ def replay_detection(recording: Recording, protocol: str, config: DetectorConfig
             continue  # the first model of a file too short for any chunk
         a = max(0, model.trained - keep)
         rows = slice(a, model.stop)
-        score = combined_scores(model.scaled[rows], model.reconstruction[rows], missing[rows], frame.freq, config)
+        score = combined_scores(model.scaled[rows], scored_from(model, a, config), missing[rows], frame.freq, config)
         ratio[model.trained : model.stop] = score[model.trained - a :] / max(threshold, 1e-12)
     flags = (ratio > 1.0) & ~unobserved
     flags[: first.trained] = False
@@ -235,6 +252,30 @@ def replayed_result(file: CorpusFile, recording: Recording, protocol: str, confi
     series = read_series(file.path)
     detection = replay_detection(recording, protocol, config)
     return file_result(file, series, detection, scores_table(series, detection), recording.seconds)
+
+
+def scored_from(model: Model, a: int, config: DetectorConfig) -> np.ndarray:
+    """The reconstruction of rows ``[a, stop)`` as a chunk score whose context starts at row ``a`` sees it.
+
+    The stream protocol scores causally (``aggregate: last``): a point takes
+    the window ending at it, but the first ``window.size - 1`` points of the
+    context have none and take the first window's reconstruction. The
+    recording holds the whole file's, so those points are rebuilt from the
+    model's weights, with the windows batched as the run batched them.
+    """
+    recon = model.reconstruction[a : model.stop].copy()
+    if a == 0:
+        return recon  # the context starts where the recording does
+    if model.weights is None:
+        raise BenchmarkError("this stream recording was made before the models' weights were kept: record it again")
+    net = LSTMAutoencoder(model.scaled.shape[1], config.model)
+    net.load_state_dict({name: torch.from_numpy(w) for name, w in model.weights.items()})
+    size, scoring = config.window.size, dataclasses.replace(config.scoring, aggregate="last")
+    head = model.scaled[a : min(model.stop, a + size - 1 + scoring.batch_size)]
+    with torch_threads(config.training.num_threads):
+        first = reconstruct(net, head, config.window, scoring, torch.device("cpu"))
+    recon[: size - 1] = first[: size - 1]
+    return recon
 
 
 def check_replayable(recorded: DetectorConfig, config: DetectorConfig) -> None:

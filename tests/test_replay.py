@@ -8,13 +8,20 @@ replayed against real runs, with the recorded settings and with other ones.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
 
-from anomaly.benchmark import Benchmark, BenchmarkError
-from benchmarks.replay import main, record, replay
+from anomaly.benchmark import Benchmark, BenchmarkError, load_corpus, read_series, scores_table
+from anomaly.detector import context_points
+from anomaly.model import LSTMAutoencoder
+from anomaly.scoring import reconstruct
+from benchmarks.replay import load, main, record, replay, replay_detection, scored_from
 from tests.test_benchmark import BASELINED, per_file, sine, standard_corpus, write_corpus
 
 # What the replays change: a lower cut, a shorter merge gap and other smoothing and errors,
@@ -55,6 +62,42 @@ def test_a_replay_under_other_settings_is_a_real_run_with_them(recorded: tuple[s
     replayed = replay(folder, SETTINGS)
     assert per_file(replayed) == per_file(real(corpus, protocol, tmp_path, **CHANGED))
     assert per_file(replayed) != per_file(replay(folder)), "the settings move the results, so the comparison means something"
+
+
+def test_every_replayed_score_is_the_run_s_even_when_many_points_leave_the_baseline(
+    recorded: tuple[str, Path], corpus: Path, tmp_path: Path
+) -> None:
+    """At 1 sigma many points stay out of later baselines, so a stream chunk's scores depend on
+    its context's first points (reconstructed by the context's first window): the replay must
+    rebuild those as the run saw them, not take the recording's, or events drift."""
+    protocol, folder = recorded
+    held_out = {"scoring": {"baseline_exclude": 1.0, "baseline_hold": "30min"}}
+    real(corpus, protocol, tmp_path, **held_out)
+    config = BASELINED.replace(**held_out)
+    for file in load_corpus(corpus):
+        replayed = replay_detection(load(folder / file.category / f"{file.stem}.npz"), protocol, config)
+        table = scores_table(read_series(file.path), replayed)
+        run = pd.read_csv(tmp_path / "real" / file.category / f"{file.stem}.scores.csv")
+        # the run's float32 reconstructions and the replay's stored ones agree to about 1e-4
+        np.testing.assert_allclose(table.anomaly_score, run.anomaly_score, rtol=1e-3, atol=1e-6, err_msg=file.key)
+
+
+def test_a_stream_replay_reads_each_chunk_s_context_as_the_run_reconstructed_it(corpus: Path, tmp_path: Path) -> None:
+    """A chunk's context starts ``context_points`` back, so its first window-1 points take that
+    window's reconstruction; the recording's differ there (they take the windows ending at them)."""
+    record(corpus, "stream", tmp_path / "rec", BASELINED, patterns=["cat_a/shift.csv"])
+    recording = load(tmp_path / "rec" / "cat_a" / "shift.npz")
+    size, keep = BASELINED.window.size, context_points(BASELINED, recording.frame.freq)
+    causal = dataclasses.replace(BASELINED.scoring, aggregate="last")
+    heads_differ = []
+    for model in recording.models:
+        a = max(0, model.trained - keep)
+        net = LSTMAutoencoder(1, BASELINED.model)
+        net.load_state_dict({name: torch.from_numpy(w) for name, w in (model.weights or {}).items()})
+        expected = reconstruct(net, model.scaled[a : model.stop], BASELINED.window, causal, torch.device("cpu"))
+        np.testing.assert_allclose(scored_from(model, a, BASELINED), expected, rtol=1e-6, atol=1e-7)
+        heads_differ.append(a > 0 and not np.allclose(model.reconstruction[a : a + size - 1], expected[: size - 1], atol=1e-4))
+    assert any(heads_differ), "some chunk's context starts inside the file, where the recording's reconstruction differs"
 
 
 def test_a_setting_that_changes_reconstructions_is_refused_by_name(recorded: tuple[str, Path]) -> None:
