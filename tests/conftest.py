@@ -40,7 +40,7 @@ from anomaly.synthetic import clean_metrics  # noqa: E402
 # the defaults become; tests of the defaults' own baseline rule build their configuration themselves.
 TINY = DetectorConfig().replace(
     window={"size": 32, "score_stride": 4, "max_train_windows": 20_000},
-    model={"hidden_size": 16, "latent_size": 8},
+    model={"hidden_size": 16, "latent_size": 8, "num_layers": 1, "dropout": 0.0},
     training={"epochs": 4, "batch_size": 64, "learning_rate": 1e-2, "patience": 2},
     scoring={"error": "abs", "smoothing_span": 6, "smoothing_time": None, "baseline": 0},
     threshold={"method": "spot", "k": 4.0},
@@ -53,6 +53,8 @@ TINY_SETTINGS = [
     "--set", "window.score_stride=4",
     "--set", "model.hidden_size=16",
     "--set", "model.latent_size=8",
+    "--set", "model.num_layers=1",
+    "--set", "model.dropout=0",
     "--set", "training.epochs=3",
     "--set", "training.learning_rate=1e-2",
     "--set", "window.max_train_windows=20000",
