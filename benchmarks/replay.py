@@ -74,9 +74,9 @@ from anomaly.detector import _model_input, context_points
 from anomaly.errors import AnomalyError
 from anomaly.fileio import atomic_write_json, read_json
 from anomaly.events import find_runs
+from anomaly.model import LSTMAutoencoder
 from anomaly.scoring import against_baseline, combine, point_errors, reconstruct, smooth
 from anomaly.thresholds import build_threshold
-from anomaly.model import LSTMAutoencoder
 from anomaly.training import torch_threads
 
 MANIFEST = "record.json"

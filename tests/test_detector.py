@@ -43,10 +43,11 @@ def test_clean_days_raise_at_most_one_event(week_and_after: tuple[pd.DataFrame, 
     Measured with these defaults (two layers, dropout 0.1) on nine
     realisations of the same two clean days (data seeds 1-8 and 11): no event
     on six, one on three, peaks 5.0, 5.3 and 11.3 (against 4.5), never two;
-    the one-layer model before them also had one event on two or three of
-    the nine, depending on the machine. The weakest incident below peaks near
-    11. A fixed 4.5-sigma cut over a 1,000-point baseline buys catching every
-    incident kind at about one false event in six days on this metric. Which realisation crosses the cut also moves
+    the one-layer model before them had one event on two or three of the
+    nine, depending on the machine. The weakest incident below peaks near 11.
+    A fixed 4.5-sigma cut over a 1,000-point baseline buys catching every
+    incident kind at about one false event in six days on this metric.
+    Which realisation crosses the cut also moves
     with the machine: training amplifies float rounding (with the previous
     defaults this one peaked at 3.8 on one machine and 4.9 on another,
     against 4), so asserting silence on one realisation would test the

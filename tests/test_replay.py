@@ -67,9 +67,10 @@ def test_a_replay_under_other_settings_is_a_real_run_with_them(recorded: tuple[s
 def test_every_replayed_score_is_the_run_s_even_when_many_points_leave_the_baseline(
     recorded: tuple[str, Path], corpus: Path, tmp_path: Path
 ) -> None:
-    """At 1 sigma many points stay out of later baselines, so a stream chunk's scores depend on
-    its context's first points (reconstructed by the context's first window): the replay must
-    rebuild those as the run saw them, not take the recording's, or events drift."""
+    """At 1 sigma many points stay out of later baselines, the setting where a stream chunk's
+    scores can depend on its context's first points; every replayed score must still be the
+    run's. (On this small corpus it passes without rebuilding those points too: the next test
+    is the one that tells them apart.)"""
     protocol, folder = recorded
     held_out = {"scoring": {"baseline_exclude": 1.0, "baseline_hold": "30min"}}
     real(corpus, protocol, tmp_path, **held_out)
