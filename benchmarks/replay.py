@@ -271,7 +271,7 @@ def scored_from(model: Model, a: int, config: DetectorConfig) -> np.ndarray:
     net = LSTMAutoencoder(model.scaled.shape[1], config.model)
     net.load_state_dict({name: torch.from_numpy(w) for name, w in model.weights.items()})
     size, scoring = config.window.size, dataclasses.replace(config.scoring, aggregate="last")
-    head = model.scaled[a : min(model.stop, a + size - 1 + scoring.batch_size)]
+    head = model.scaled[a : a + size - 1 + scoring.batch_size]
     with torch_threads(config.training.num_threads):
         first = reconstruct(net, head, config.window, scoring, torch.device("cpu"))
     recon[: size - 1] = first[: size - 1]
