@@ -430,8 +430,14 @@ class Benchmark:
 
 
 def _worker_init(threads: int) -> None:
-    """Each worker process gets its share of the cores, so parallel files do not oversubscribe them."""
+    """Each worker process gets its share of the cores, so parallel files do not oversubscribe them.
+
+    It also imports ``torch._dynamo`` up front: torch loads it lazily on the
+    first optimiser a process builds (about 3 s), a once-per-process start-up
+    cost that would otherwise be timed as part of each worker's first file.
+    """
     import torch
+    import torch._dynamo  # noqa: F401  (see the docstring)
 
     torch.set_num_threads(threads)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -586,6 +588,20 @@ def test_parallel_files_give_the_same_results_as_one_at_a_time(corpus: Path, bat
     for key in KEYS:
         events, _, _ = outputs(out, key)
         pd.testing.assert_frame_equal(events, outputs(batch_run[0], key)[0])
+
+
+def test_a_worker_pays_torchs_lazy_start_up_before_its_first_file() -> None:
+    # A fresh interpreter: in this one the tests' optimisers have imported torch._dynamo already.
+    code = (
+        "import sys, torch\n"
+        "from anomaly.benchmark import _worker_init\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "_worker_init(1)\n"
+        "assert 'torch._dynamo' in sys.modules, 'not imported'\n"
+        "assert torch.get_num_threads() == 1, torch.get_num_threads()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 # -- command line -----------------------------------------------------------------------------------
