@@ -120,10 +120,9 @@ class ModelConfig:
     summary and on the decoder's output) are the defaults because the
     labelled-corpus benchmark measured them better than one layer on
     average over three training seeds (batch F1 0.758 / 0.784 / 0.737
-    against 0.717 / 0.717 / 0.753, both trained for up to 20 epochs then),
-    at about three times the training time; two layers without dropout, or
-    dropout with one layer (seed 0), did less well (README, "Detection
-    quality").
+    against 0.717 / 0.717 / 0.753), at about three times the training time;
+    two layers without dropout, or dropout with one layer (seed 0), did less well
+    (README, "Detection quality").
     """
 
     hidden_size: int = 32
@@ -149,22 +148,13 @@ class TrainingConfig:
     ``num_threads`` caps torch's threads for training *and* scoring (None
     leaves torch's setting alone); set it when several detectors run side by
     side so they do not oversubscribe the cores.
-
-    Up to 8 epochs, stopping after 3 without a better validation loss, are
-    the defaults because they keep the labelled-corpus benchmark inside its
-    10 s per file on a 2-core Intel machine (median 8.4 s, where 20 epochs
-    with patience 5 took 16.0 s) for the same quality on average: batch F1
-    0.758 / 0.737 / 0.716 with training seeds 0 / 1 / 2, against 0.742 /
-    0.755 / 0.731, and the same events as 10 epochs with each seed. Raise
-    ``epochs`` where training time does not matter (README, "Detection
-    quality").
     """
 
-    epochs: int = 8
+    epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 5e-3
     validation_fraction: float = 0.2
-    patience: int = 3
+    patience: int = 5
     min_delta: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
