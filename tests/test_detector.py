@@ -37,26 +37,24 @@ def week_and_after() -> tuple[pd.DataFrame, LSTMAutoencoderDetector]:
     return frame, detector
 
 
-def test_clean_days_raise_at_most_one_event(week_and_after: tuple[pd.DataFrame, LSTMAutoencoderDetector]) -> None:
+def test_clean_days_raise_at_most_two_events(week_and_after: tuple[pd.DataFrame, LSTMAutoencoderDetector]) -> None:
     """The false-alarm rate of the defaults, bounded where it is known, not a promise of silence.
 
-    Measured with these defaults (two layers, dropout 0.1) on nine
-    realisations of the same two clean days (data seeds 1-8 and 11): no event
-    on six, one on three, peaks 5.0, 5.3 and 11.3 (against 4.5), never two;
-    the one-layer model before them had one event on two or three of the
-    nine, depending on the machine. The weakest incident below peaks near 11.
-    A fixed 4.5-sigma cut over a 1,000-point baseline buys catching every
-    incident kind at about one false event in six days on this metric.
-    Which realisation crosses the cut also moves
-    with the machine: training amplifies float rounding (with the previous
-    defaults this one peaked at 3.8 on one machine and 4.9 on another,
-    against 4), so asserting silence on one realisation would test the
-    machine. ``benchmarks/incidents.py`` prints the clean days' events and
-    highest score for any configuration.
+    Measured with these defaults on nine realisations of the same two clean
+    days (data seeds 1-8 and 11, ``benchmarks/incidents.py --data-seed N``):
+    on an AMD EPYC with one thread, no event on six, one on three, never two;
+    on a 2-core Intel Xeon with one thread no event on seven and one on two,
+    with two threads (this suite's setting when run serially) no event on six,
+    one on two and two on one: this realisation, peaking at 7.4 against 4.5,
+    where one thread peaks at 4.2 without an event. Training amplifies float
+    rounding, so which realisation crosses the cut moves with the machine and
+    its thread count, and asserting silence, or the one-event bound that held
+    on one machine, would test the machine. Two events in two days is the
+    worst measured; more would be a real change in the false-alarm rate.
     """
     frame, detector = week_and_after
     events = detector.detect(frame.iloc[DAY * 7 :], context=frame.iloc[: DAY * 7])
-    assert len(events) <= 1, events
+    assert len(events) <= 2, events
 
 
 @pytest.mark.parametrize("kind", INCIDENT_KINDS)
