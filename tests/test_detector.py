@@ -41,8 +41,8 @@ def test_clean_days_raise_at_most_two_events(week_and_after: tuple[pd.DataFrame,
     """The false-alarm rate of the defaults, bounded where it is known, not a promise of silence.
 
     Measured with these defaults on nine realisations of the same two clean
-    days (data seeds 1-8 and 11, ``benchmarks/incidents.py --data-seed N``):
-    on an AMD EPYC with one thread, no event on six, one on three, never two;
+    days (data seeds 1-8 and 11; ``benchmarks/incidents.py --data-seed N`` prints one):
+    on an AMD EPYC (threads not recorded) no event on six, one on three, never two;
     on a 2-core Intel Xeon with one thread no event on seven and one on two,
     with two threads (this suite's setting when run serially) no event on six,
     one on two and two on one: this realisation, peaking at 7.4 against 4.5,
