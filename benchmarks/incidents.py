@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=None, help="YAML/JSON config (default: the library defaults)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the test suite's fit has)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as under pytest-xdist; `make test` runs serially, with every core)")
     parser.add_argument("--data-seed", type=int, default=11, help="realisation of the clean metric (default 11, the test suite's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
