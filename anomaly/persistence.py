@@ -122,9 +122,15 @@ def with_saved_defaults(data: Any) -> Any:
     kept every point in its baseline and started it after a quarter of it.
     One saved with both smoothing keys set was smoothed by time
     (the time then replaced the span), which today is said by the span being
-    null.
+    null. One saved before ``training.schedule`` existed was trained at a
+    constant rate, so its record says so (it matters to whoever refits
+    from it).
     """
-    if not isinstance(data, dict) or not isinstance(data.get("scoring"), dict):
+    if not isinstance(data, dict):
+        return data
+    if isinstance(data.get("training"), dict) and "schedule" not in data["training"]:
+        data = {**data, "training": {**data["training"], "schedule": "constant"}}
+    if not isinstance(data.get("scoring"), dict):
         return data
     scoring = dict(data["scoring"])
     scoring.setdefault("smoothing_time", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ class EpochResult:
     val_loss: float | None
     best: bool
     seconds: float
+    learning_rate: float = 0.0  # the optimiser's rate when the epoch ended (it moves under a schedule)
 
 
 EpochCallback = Callable[[EpochResult], None]
@@ -149,6 +151,7 @@ def train_model(
     rng = np.random.default_rng(config.seed)
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = _scheduler(optimiser, config, len(train_starts))
     loss_fn = nn.MSELoss()
     history = History(device=str(device))
     best_loss, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0
@@ -159,7 +162,7 @@ def train_model(
         for epoch in bar:
             t0 = time.perf_counter()
             order = rng.permutation(train_starts)
-            train_loss = _train_epoch(model, windows, order, config, optimiser, loss_fn, device)
+            train_loss = _train_epoch(model, windows, order, config, optimiser, loss_fn, device, scheduler)
             history.windows_seen += len(order)
             val_loss = _evaluate(model, windows, val_starts, config.batch_size, loss_fn, device)
             watched = train_loss if val_loss is None else val_loss
@@ -171,7 +174,10 @@ def train_model(
                 stale += 1
             history.train_loss.append(train_loss)
             history.val_loss.append(val_loss)
-            result = EpochResult(epoch, config.epochs, train_loss, val_loss, improved, time.perf_counter() - t0)
+            result = EpochResult(
+                epoch, config.epochs, train_loss, val_loss, improved, time.perf_counter() - t0,
+                optimiser.param_groups[0]["lr"],
+            )
             bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}" if val_loss is not None else "-")
             for callback in callbacks:
                 callback(result)
@@ -182,6 +188,20 @@ def train_model(
     model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def _scheduler(
+    optimiser: torch.optim.Optimizer, config: TrainingConfig, n_train: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-step learning-rate schedule ``config.schedule`` names (None: constant).
+
+    The one cycle is planned over every step ``config.epochs`` would take, so
+    stopping early leaves it unfinished rather than compressing it.
+    """
+    if config.schedule == "constant":
+        return None
+    steps = config.epochs * max(1, math.ceil(n_train / config.batch_size))
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=steps)
 
 
 def _batch(windows: np.ndarray, starts: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -197,6 +217,7 @@ def _train_epoch(
     optimiser: torch.optim.Optimizer,
     loss_fn: nn.Module,
     device: torch.device,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
     model.train()
     total, count = 0.0, 0
@@ -207,6 +228,8 @@ def _train_epoch(
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimiser.step()
+        if scheduler is not None:
+            scheduler.step()
         total += float(loss.detach()) * len(x)
         count += len(x)
     return total / max(count, 1)

@@ -284,6 +284,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str, Any]] = [
     ("training", {}, "seed", -1),
     ("training", {}, "seed", True),
     ("training", {}, "device", "gpu"),
+    ("training", {}, "schedule", "cosine"),
     ("training", {}, "num_threads", 0),
     ("scoring", {}, "aggregate", "max"),
     ("scoring", {}, "error", "mse"),

@@ -395,6 +395,19 @@ def test_a_model_saved_before_error_power_existed_keeps_scoring_absolute_errors(
     np.testing.assert_array_equal(loaded.score(new, context=context).score, fitted.score(new, context=context).score)
 
 
+def test_a_model_saved_before_the_schedule_existed_records_its_constant_rate(
+    fitted: LSTMAutoencoderDetector, tmp_path: Path
+) -> None:
+    """It was trained at a constant rate; today's one-cycle default must not be read into its record."""
+    path = fitted.save(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    assert config["training"]["schedule"] == fitted.config.training.schedule
+    del config["training"]["schedule"]
+    (path / "config.json").write_text(json.dumps(config))
+    assert LSTMAutoencoderDetector.load(path).config.training.schedule == "constant"
+    assert LSTMAutoencoderDetector.load(fitted.save(tmp_path / "again")).config.training == fitted.config.training
+
+
 def test_save_load_scores_identically(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame, tmp_path: Path) -> None:
     new = two_metrics.iloc[800:]
     path = fitted.save(tmp_path / "model")

@@ -48,7 +48,7 @@ def test_training_reduces_loss_and_reports_every_epoch() -> None:
     seen: list[EpochResult] = []
     torch.manual_seed(0)
     model = LSTMAutoencoder(1, ModelConfig(hidden_size=16, latent_size=4))
-    config = TrainingConfig(epochs=8, batch_size=32, learning_rate=1e-2, patience=8)
+    config = TrainingConfig(epochs=8, batch_size=32, learning_rate=1e-2, patience=8, schedule="constant")
     history = train_model(model, windows, train, val, config, [seen.append], progress=False)
     assert [r.epoch for r in seen] == list(range(1, 9))
     assert history.train_loss == [r.train_loss for r in seen]
@@ -56,6 +56,31 @@ def test_training_reduces_loss_and_reports_every_epoch() -> None:
     assert history.windows_seen == 8 * len(train)
     assert history.windows_per_second > 0
     assert not model.training, "the model is returned in eval mode"
+
+
+def _rates(schedule: str) -> tuple[list[float], list[float]]:
+    windows = sine_windows()
+    train, val = split_train_validation(np.arange(len(windows)), 16, 0.2)
+    model = LSTMAutoencoder(1, ModelConfig(hidden_size=8, latent_size=2))
+    seen: list[EpochResult] = []
+    config = TrainingConfig(epochs=10, batch_size=32, learning_rate=1e-2, patience=10, schedule=schedule)  # type: ignore[arg-type]
+    train_model(model, windows, train, val, config, [seen.append], progress=False)
+    return [r.learning_rate for r in seen], [r.val_loss or 0.0 for r in seen]
+
+
+def test_constant_schedule_keeps_the_learning_rate() -> None:
+    assert _rates("constant")[0] == [1e-2] * 10
+
+
+def test_one_cycle_warms_up_to_the_learning_rate_then_anneals() -> None:
+    rates, val_loss = _rates("one_cycle")
+    peak = int(np.argmax(rates))
+    assert max(rates) <= 1e-2 and max(rates) > 0.9e-2, "the peak is training.learning_rate"
+    assert 1 <= peak <= 4, f"warm-up is the first 30% of the steps, peak after epoch {peak + 1}"
+    assert all(a < b for a, b in zip(rates[:peak], rates[1 : peak + 1])), "rises to the peak"
+    assert all(a > b for a, b in zip(rates[peak:], rates[peak + 1 :])), "then only falls"
+    assert rates[-1] < 1e-5, "the cycle ends at almost nothing after the planned epochs"
+    assert val_loss[-1] < 0.8 * val_loss[0], "and it learns (a sine's mean alone has loss 0.5)"
 
 
 def test_early_stopping_restores_the_best_weights() -> None:
