@@ -66,8 +66,8 @@ def test_defaults_construct_with_documented_values() -> None:
     # The defaults the README documents: the configuration `anomaly benchmark` measured.
     assert cfg.window.size == 48 and cfg.window.score_stride == 10 and cfg.window.max_train_windows == 2000
     assert cfg.model.hidden_size == 32 and cfg.model.latent_size == 8
-    assert cfg.training.epochs == 20 and cfg.training.batch_size == 64
-    assert cfg.training.learning_rate == 5e-3
+    assert cfg.training.epochs == 12 and cfg.training.batch_size == 64
+    assert (cfg.training.learning_rate, cfg.training.schedule) == (1e-2, "one_cycle")
     assert (cfg.scoring.smoothing_span, cfg.scoring.smoothing_time, cfg.scoring.baseline) == (None, "600min", 1000)
     assert (cfg.scoring.error, cfg.scoring.error_power) == ("power", 1.5)
     assert (cfg.threshold.method, cfg.threshold.k) == ("fixed", 4.5)
@@ -152,7 +152,7 @@ def test_replace_changes_only_the_named_fields() -> None:
     for name in SECTIONS:
         if name != "training":
             assert getattr(new, name) == getattr(base, name)
-    assert base.training.epochs == 20  # original untouched
+    assert base.training.epochs == 12  # original untouched
 
 
 def test_replace_several_sections_and_keeps_previous_changes() -> None:
