@@ -157,7 +157,7 @@ class TrainingConfig:
     0.95 and 0.85 the other way, torch's defaults), which reaches a given
     loss in fewer epochs.
     The defaults (one cycle of 12 epochs peaking at 1e-2) are what the
-    labelled-corpus benchmark measured: batch F1 over Orion's LSTM
+    labelled-corpus benchmark measured: batch F1 at or above Orion's LSTM
     autoencoder with each of three seeds at about half the time of 20
     constant-rate epochs at 5e-3, which they replaced (README, "Detection
     quality").
