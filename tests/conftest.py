@@ -35,13 +35,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 from anomaly.config import DetectorConfig  # noqa: E402
 from anomaly.synthetic import clean_metrics  # noqa: E402
 
-# A small model with its post-processing pinned to a raw smoothed absolute error, a peaks-over-threshold
-# cut and short merges (what the assertions on scores, thresholds and events lean on), whatever
-# the defaults become; tests of the defaults' own baseline rule build their configuration themselves.
+# A small model trained at a constant rate, with its post-processing pinned to a raw smoothed
+# absolute error, a peaks-over-threshold cut and short merges (what the assertions on scores,
+# thresholds and events lean on), whatever the defaults become; tests of the defaults' own
+# baseline rule build their configuration themselves.
 TINY = DetectorConfig().replace(
     window={"size": 32, "score_stride": 4, "max_train_windows": 20_000},
     model={"hidden_size": 16, "latent_size": 8, "num_layers": 1, "dropout": 0.0},
-    training={"epochs": 4, "batch_size": 64, "learning_rate": 1e-2, "patience": 2},
+    training={"epochs": 4, "batch_size": 64, "learning_rate": 1e-2, "patience": 2, "schedule": "constant"},
     scoring={"error": "abs", "smoothing_span": 6, "smoothing_time": None, "baseline": 0},
     threshold={"method": "spot", "k": 4.0},
     events={"padding": 0, "merge_gap": 12},
@@ -57,6 +58,7 @@ TINY_SETTINGS = [
     "--set", "model.dropout=0",
     "--set", "training.epochs=3",
     "--set", "training.learning_rate=1e-2",
+    "--set", "training.schedule=constant",
     "--set", "window.max_train_windows=20000",
     "--set", "scoring.error=abs",
     "--set", "scoring.smoothing_span=6",

@@ -47,7 +47,7 @@ from tests.conftest import TINY
 OVERRIDES: dict[str, dict[str, Any]] = {
     "window": {"size": 16, "score_stride": 4, "max_train_windows": 20_000},
     "model": {"hidden_size": 16, "latent_size": 8, "num_layers": 1, "dropout": 0.0},
-    "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.01, "patience": 2},
+    "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.01, "patience": 2, "schedule": "constant"},
     "scoring": {"aggregate": "median", "error": "abs", "smoothing_span": 6, "smoothing_time": None, "baseline": 0},
     "threshold": {"method": "quantile", "quantile": 0.98, "k": 4.0},
     "events": {"padding": 0, "merge_gap": 12, "min_length": 1, "prune": 0.0},
