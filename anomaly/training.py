@@ -40,7 +40,7 @@ class EpochResult:
     val_loss: float | None
     best: bool
     seconds: float
-    learning_rate: float = 0.0  # the optimiser's rate when the epoch ended (it moves under a schedule)
+    learning_rate: float  # the optimiser's rate when the epoch ended (it moves under a schedule)
 
 
 EpochCallback = Callable[[EpochResult], None]
@@ -176,7 +176,7 @@ def train_model(
             history.val_loss.append(val_loss)
             result = EpochResult(
                 epoch, config.epochs, train_loss, val_loss, improved, time.perf_counter() - t0,
-                optimiser.param_groups[0]["lr"],
+                learning_rate=optimiser.param_groups[0]["lr"],
             )
             bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}" if val_loss is not None else "-")
             for callback in callbacks:
@@ -217,7 +217,7 @@ def _train_epoch(
     optimiser: torch.optim.Optimizer,
     loss_fn: nn.Module,
     device: torch.device,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
 ) -> float:
     model.train()
     total, count = 0.0, 0
