@@ -26,3 +26,15 @@ class NotFittedError(AnomalyError, RuntimeError):
 
 class ModelFileError(AnomalyError, ValueError):
     """A saved model folder is missing a file, damaged, or of an unknown format."""
+
+
+#: Longest quoted value an error message carries: a 200 MB field must not be echoed whole.
+EXCERPT_CHARS = 60
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters, saying how long it was when cut."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
