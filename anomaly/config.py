@@ -41,9 +41,10 @@ def _fail(section: str, name: str, expected: str, value: Any) -> None:
 
 
 def _check_int(section: str, name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    too_big = maximum is not None and isinstance(value, int) and value > maximum
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
-        _fail(section, name, f"an integer >= {minimum}" + ("" if maximum is None else f" and <= {maximum}"), value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(section, name, f"an integer >= {minimum}", value)
+    if maximum is not None and value > maximum:
+        _fail(section, name, f"an integer <= {maximum:,}", value)
 
 
 # Upper bounds no real use reaches. They exist so a typo in ``--set`` or a hostile

@@ -414,7 +414,7 @@ def test_a_users_own_set_is_bounded_too(box: Path, setting: str, named: str) -> 
 
 
 def test_a_configs_own_bounds_name_the_field() -> None:
-    with pytest.raises(ConfigError, match=r"model\.hidden_size must be an integer >= 1 and <= 4096, got 200000"):
+    with pytest.raises(ConfigError, match=r"model\.hidden_size must be an integer <= 4,096, got 200000"):
         DetectorConfig().replace(model={"hidden_size": 200_000})
     with pytest.raises(ConfigError, match=r"model\.hidden_size 4096, latent_size 8 and num_layers 16 make [\d,]+ parameters, more than"):
         DetectorConfig().replace(model={"hidden_size": 4096, "num_layers": 16})
