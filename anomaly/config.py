@@ -40,9 +40,25 @@ def _fail(section: str, name: str, expected: str, value: Any) -> None:
     raise ConfigError(f"{section}.{name} must be {expected}, got {value!r}")
 
 
-def _check_int(section: str, name: str, value: Any, minimum: int) -> None:
+def _check_int(section: str, name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         _fail(section, name, f"an integer >= {minimum}", value)
+    if maximum is not None and value > maximum:
+        _fail(section, name, f"an integer <= {maximum:,}", value)
+
+
+# Upper bounds no real use reaches. They exist so a typo in ``--set`` or a hostile
+# saved config.json is refused by name before anything is allocated, not after
+# minutes of swapping: the default model has about 27,000 parameters and windows of 48.
+MAX_LAYER_SIZE = 4096  # model.hidden_size and model.latent_size
+MAX_LAYERS = 16  # model.num_layers
+MAX_PARAMETERS = 100_000_000  # about 400 MB of float32 weights, before the optimiser's copies
+MAX_WINDOW = 10_000  # window.size: a week of 1-minute points
+MAX_TRAIN_WINDOWS = 10_000_000  # window.max_train_windows
+MAX_BATCH = 65_536  # training.batch_size and scoring.batch_size
+MAX_EPOCHS = 100_000  # training.epochs and training.patience
+MAX_SEED = 2**63 - 1  # the largest seed torch accepts
+MAX_THREADS = 1024  # training.num_threads
 
 
 def _check_float(
@@ -104,13 +120,13 @@ class WindowConfig:
 
     def __post_init__(self) -> None:
         s = "window"
-        _check_int(s, "size", self.size, 2)
+        _check_int(s, "size", self.size, 2, MAX_WINDOW)
         _check_int(s, "train_stride", self.train_stride, 1)
         _check_int(s, "score_stride", self.score_stride, 1)
         if self.score_stride > self.size:
             _fail(s, "score_stride", f"<= window.size ({self.size})", self.score_stride)
         if self.max_train_windows is not None:
-            _check_int(s, "max_train_windows", self.max_train_windows, 1)
+            _check_int(s, "max_train_windows", self.max_train_windows, 1, MAX_TRAIN_WINDOWS)
 
 
 @dataclass(frozen=True)
@@ -134,12 +150,32 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         s = "model"
-        _check_int(s, "hidden_size", self.hidden_size, 1)
-        _check_int(s, "latent_size", self.latent_size, 1)
-        _check_int(s, "num_layers", self.num_layers, 1)
+        _check_int(s, "hidden_size", self.hidden_size, 1, MAX_LAYER_SIZE)
+        _check_int(s, "latent_size", self.latent_size, 1, MAX_LAYER_SIZE)
+        _check_int(s, "num_layers", self.num_layers, 1, MAX_LAYERS)
         if not isinstance(self.bidirectional, bool):
             _fail(s, "bidirectional", "true or false", self.bidirectional)
         _check_float(s, "dropout", self.dropout, 0.0, 0.95)
+        parameters = self.parameter_count(1)
+        if parameters > MAX_PARAMETERS:
+            raise ConfigError(
+                f"model.hidden_size {self.hidden_size}, latent_size {self.latent_size} and num_layers "
+                f"{self.num_layers} make {parameters:,} parameters, more than the {MAX_PARAMETERS:,} allowed"
+            )
+
+    def parameter_count(self, n_features: int) -> int:
+        """Weights and biases of the autoencoder for ``n_features`` metrics, computed without building it."""
+        directions = 2 if self.bidirectional else 1
+        hidden, latent = self.hidden_size, self.latent_size
+
+        def lstm(inputs: int, dirs: int) -> int:  # per layer and direction: 4 gates of W_ih, W_hh, b_ih, b_hh
+            first = 4 * hidden * (inputs + hidden + 2)
+            rest = 4 * hidden * (hidden * dirs + hidden + 2)
+            return dirs * (first + (self.num_layers - 1) * rest)
+
+        to_latent = hidden * directions * latent + latent
+        head = hidden * n_features + n_features
+        return lstm(n_features, directions) + to_latent + lstm(latent, 1) + head
 
 
 @dataclass(frozen=True)
@@ -177,18 +213,18 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         s = "training"
-        _check_int(s, "epochs", self.epochs, 1)
-        _check_int(s, "batch_size", self.batch_size, 1)
+        _check_int(s, "epochs", self.epochs, 1, MAX_EPOCHS)
+        _check_int(s, "batch_size", self.batch_size, 1, MAX_BATCH)
         _check_float(s, "learning_rate", self.learning_rate, 0.0, open_low=True)
         _check_float(s, "validation_fraction", self.validation_fraction, 0.0, 0.5)
-        _check_int(s, "patience", self.patience, 1)
+        _check_int(s, "patience", self.patience, 1, MAX_EPOCHS)
         _check_float(s, "min_delta", self.min_delta, 0.0)
         _check_float(s, "grad_clip", self.grad_clip, 0.0, open_low=True)
-        _check_int(s, "seed", self.seed, 0)
+        _check_int(s, "seed", self.seed, 0, MAX_SEED)
         _check_choice(s, "device", self.device, DeviceKind)
         _check_choice(s, "schedule", self.schedule, ScheduleKind)
         if self.num_threads is not None:
-            _check_int(s, "num_threads", self.num_threads, 1)
+            _check_int(s, "num_threads", self.num_threads, 1, MAX_THREADS)
 
 
 @dataclass(frozen=True)
@@ -275,7 +311,7 @@ class ScoringConfig:
             value = getattr(self, name)
             if value is not None and not _is_positive_duration(value):
                 _fail(s, name, "null or a positive duration such as '1000min' or '36h'", value)
-        _check_int(s, "batch_size", self.batch_size, 1)
+        _check_int(s, "batch_size", self.batch_size, 1, MAX_BATCH)
 
     def span_points(self, freq: Any) -> int:
         """The smoothing span in points of a series sampled every ``freq`` (a Timedelta)."""

@@ -43,12 +43,36 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def read_json(path: Path, error: type[Exception]) -> Any:
-    """Parsed JSON; an unreadable or invalid file raises ``error`` naming it."""
+def read_json(path: Path, error: type[Exception], max_bytes: int | None = None, *, follow: bool = True) -> Any:
+    """Parsed JSON; an unreadable, invalid or (past ``max_bytes``) oversized file raises ``error`` naming it.
+
+    The size is checked on the open file before reading, so a huge file costs
+    no memory; with ``follow=False`` a symbolic link is refused, not read.
+    Nesting too deep for the parser and integers too long to convert are
+    reported like any other invalid JSON.
+    """
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"cannot read {str(path)!r}: {exc}") from exc
+        with open(path, "rb", opener=None if follow else _open_no_follow) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise error(f"cannot read {str(path)!r}: it is {size:,} bytes, more than the {max_bytes:,} allowed")
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSON and UTF-8 decoding
+        raise error(f"cannot read {str(path)!r}: {_reason(exc)}") from exc
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception in a few words: the OS's own message, or the first line of the parser's."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    lines = str(exc).splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def sha256_file(path: Path) -> str:
