@@ -54,11 +54,13 @@ def read_json(path: Path, error: type[Exception], max_bytes: int | None = None, 
     try:
         with open(path, "rb", opener=None if follow else _open_no_follow) as handle:
             size = os.fstat(handle.fileno()).st_size
-            if max_bytes is not None and size > max_bytes:
-                raise error(f"cannot read {str(path)!r}: it is {size:,} bytes, more than the {max_bytes:,} allowed")
-            return json.loads(handle.read().decode("utf-8"))
+            text = None if max_bytes is not None and size > max_bytes else handle.read()
+            data = None if text is None else json.loads(text.decode("utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSON and UTF-8 decoding
         raise error(f"cannot read {str(path)!r}: {_reason(exc)}") from exc
+    if text is None:
+        raise error(f"cannot read {str(path)!r}: it is {size:,} bytes, more than the {max_bytes:,} allowed")
+    return data
 
 
 def _open_no_follow(path: str, flags: int) -> int:
