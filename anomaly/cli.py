@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -17,13 +18,15 @@ from typing import Any
 
 from anomaly.benchmark import PROTOCOLS
 from anomaly.config import DetectorConfig, parse_value
-from anomaly.errors import AnomalyError, ConfigError, DataError
+from anomaly.errors import AnomalyError, ConfigError, DataError, excerpt
 from anomaly.results import write_results, write_table
 from anomaly.training import EpochResult
 
 log = logging.getLogger("anomaly")
 
 EXIT_USER_ERROR = 2
+#: A section or setting name in ``--set``: a Python identifier, as every config field is.
+_SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 DESCRIPTION = """\
 Find anomalies in metric streams with an LSTM autoencoder.
@@ -178,9 +181,9 @@ def load_config(path: Path | None, overrides: Sequence[str], base: DetectorConfi
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not name:
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        sections.setdefault(section, {})[name] = parse_value(raw)
+        if not sep or not _SETTING.fullmatch(section) or not _SETTING.fullmatch(name):
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {excerpt(item)}")
+        sections.setdefault(section, {})[name] = parse_value(raw, f"--set {section}.{name}")
     return config.replace(**sections) if sections else config
 
 
