@@ -19,12 +19,14 @@ from typing import Any
 from anomaly.benchmark import PROTOCOLS
 from anomaly.config import DetectorConfig, parse_value
 from anomaly.errors import AnomalyError, ConfigError, DataError, excerpt
-from anomaly.results import write_results, write_table
+from anomaly.results import check_out_folder, write_results, write_table
 from anomaly.training import EpochResult
 
 log = logging.getLogger("anomaly")
 
 EXIT_USER_ERROR = 2
+#: Commands whose ``--out`` is a folder to write into (``generate --out`` is a file).
+FOLDER_OUTS = frozenset({"train", "detect", "demo", "benchmark"})
 #: A section or setting name in ``--set``: a Python identifier, as every config field is.
 _SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
@@ -368,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command in FOLDER_OUTS and args.out is not None:  # a file in the way fails now, not after training
+            check_out_folder(args.out, "--out")
         return int(args.func(args))
     except AnomalyError as exc:
         if args.debug:
