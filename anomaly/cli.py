@@ -276,6 +276,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the alert report of what the score runs found since the last report, as the scheduled flows do.
 
     For running the pipeline from cron or by hand; the Prefect flows call the same function.
+    An alert the webhook refuses for good (a redirect, a 4xx other than 408/429) is printed
+    as rejected, named in the next report, and does not hold up the others.
     """
     from anomaly.reports import headline, write_report
 
@@ -286,7 +288,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     for kind, path in report.paths.items():
         print(f"{kind + ':':<10}{path}")
     if args.webhook:
-        print(f"webhook:  {report.delivery['delivered']} delivered, {report.delivery['undelivered']} waiting")
+        d = report.delivery
+        print(f"webhook:  {d['delivered']} delivered, {d['undelivered']} waiting, {d['parked']} rejected")
+        for item in d["rejected"]:  # refused for good: not retried, kept in reports/state.json under "parked"
+            print(f"  rejected {item['key']} ({item['metric'] or 'no metric'}): {item['reason']}")
     return 0
 
 
