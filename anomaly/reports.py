@@ -107,7 +107,7 @@ def _write_report(
     every_part = _parts(root / EVENTS)
     event_parts = [p for p in every_part if p not in ledger.processed_events]
     run_files = sorted(p.name for p in (root / RUNS).glob("score-*.json") if p.name not in ledger.processed_runs)
-    runs = [read_json(root / RUNS / name, DataError) for name in run_files]
+    runs = [read_run(root / RUNS / name) for name in run_files]
     events = _read_events(root, event_parts)
     changes = advance(ledger, events, group_infos(root, ledger, events), moment)
     rejected = [item for item in ledger.parked if item.get("reported_at") is None]  # refused since the last report
@@ -154,6 +154,15 @@ def load_ledger(path: Path) -> Ledger:
     return Ledger.from_json(read_json(path, DataError), excerpt(str(path), 300)) if path.exists() else Ledger()
 
 
+def read_run(path: Path) -> dict[str, Any]:
+    """A score run's record; one that is not ``{"results": [{"group", "status", ...}, ...]}`` is a :class:`DataError` naming it."""
+    record = read_json(path, DataError)
+    results = record.get("results") if isinstance(record, dict) else None
+    if not (isinstance(results, list) and all(isinstance(r, dict) and isinstance(r.get("group"), str) and isinstance(r.get("status"), str) for r in results)):
+        raise DataError(f"{excerpt(str(path), 300)} is not a score run's record: delete it or move it out of the way")
+    return record
+
+
 def save_ledger(path: Path, ledger: Ledger) -> None:
     atomic_write_json(path, ledger.to_json())
 
@@ -181,6 +190,8 @@ def group_infos(root: Path, ledger: Ledger, events: pd.DataFrame) -> dict[str, G
     for model in sorted(models):
         path = root / SCORES / model / STATE
         state = read_json(path, DataError) if path.exists() else {}
+        if not isinstance(state, dict):
+            raise DataError(f"{excerpt(str(path), 300)} is not a scoring state: it holds a {type(state).__name__}")
         last = pd.Timestamp(state["last_scored"]) if "last_scored" in state else None
         infos[model] = GroupInfo(last, float(state.get("step_s", 0.0)), float(state.get("gap_s", 0.0)), int(state.get("sustained", 0)))
     return infos

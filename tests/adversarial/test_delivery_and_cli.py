@@ -302,6 +302,18 @@ def test_a_damaged_ledger_is_one_line_and_nothing_is_overwritten(tmp_path: Path,
     assert snapshot(workspace) == before
 
 
+@pytest.mark.parametrize("content", [b"[]", b'{"at": "2026-03-01T00:00:00+00:00", "results": [1, 2]}'], ids=["list", "results-not-records"])
+def test_a_damaged_run_record_is_one_line_naming_it_and_nothing_is_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes) -> None:
+    workspace = workspace_with_outbox(tmp_path, 0)
+    write_report(workspace, now=T0 + pd.Timedelta("1h"))
+    record = workspace / "runs" / "score-20260301T010000000000Z-1.json"
+    record.parent.mkdir()
+    record.write_bytes(content)
+    before = snapshot(workspace)
+    line = assert_one_line_error(cli(["report", str(workspace)], capsys), repr(str(record)), "is not a score run's record")
+    assert len(line) < 400 and snapshot(workspace) == before
+
+
 def test_a_ledger_in_the_previous_layout_is_read_and_kept_whole() -> None:
     previous = {"ledger_version": 2, "last_report": None, "alerts": {}, "processed_events": ["e"], "processed_runs": ["r"], "outbox": waiting(range(2))}
     ledger = Ledger.from_json(previous)
