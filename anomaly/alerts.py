@@ -25,11 +25,12 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from anomaly.errors import DataError
+from anomaly.errors import DataError, excerpt
 from anomaly.events import SEVERITY_LEVELS, severity
 
 #: Version of the ledger's layout; a ledger written by a newer version is refused, not guessed at.
-LEDGER_VERSION = 2
+#: Version 3 added ``parked`` (deliveries the webhook refused for good); version 2 is read as is.
+LEDGER_VERSION = 3
 #: Resolved alerts are forgotten after this long: late duplicates of older events are unlikely.
 KEEP_RESOLVED = pd.Timedelta("7D")
 STATES: tuple[str, ...] = ("new", "ongoing", "resolved")
@@ -88,6 +89,7 @@ class Ledger:
     processed_runs: set[str] = field(default_factory=set)
     outbox: list[dict[str, Any]] = field(default_factory=list)
     last_report: str | None = None
+    parked: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,23 +99,73 @@ class Ledger:
             "processed_events": sorted(self.processed_events),
             "processed_runs": sorted(self.processed_runs),
             "outbox": self.outbox,
+            "parked": self.parked,
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], where: str = "the report state") -> Ledger:
-        """Read a ledger; the first layout (``{"reported": [...]}``) is taken over, not lost."""
-        if "ledger_version" not in data:
-            return cls(processed_events=set(data.get("reported", [])))
-        version = data["ledger_version"]
-        if version != LEDGER_VERSION:
-            raise DataError(f"{where} has ledger_version {version!r}; this version reads {LEDGER_VERSION}")
-        return cls(
-            alerts={key: Alert(**value) for key, value in data["alerts"].items()},
-            processed_events=set(data["processed_events"]),
-            processed_runs=set(data["processed_runs"]),
-            outbox=list(data["outbox"]),
-            last_report=data["last_report"],
-        )
+    def from_json(cls, data: Any, where: str = "the report state") -> Ledger:
+        """Read a ledger; the earlier layouts (``{"reported": [...]}``, version 2 without ``parked``) are taken over.
+
+        Anything else (a list, a missing field, an alert without its
+        fields, a time that is not one) is a one-line :class:`DataError`
+        naming ``where``: a damaged ledger is reported, never half-read.
+        """
+        if not isinstance(data, Mapping):
+            raise DataError(f"{where} is not a report ledger: it holds a {type(data).__name__}, not a mapping")
+        version = data.get("ledger_version", 1)
+        if type(version) is not int or not 1 <= version <= LEDGER_VERSION:
+            raise DataError(f"{where} has ledger_version {excerpt(version)}; this version reads {LEDGER_VERSION} and the layouts before it")
+        try:
+            if version == 1:
+                return cls(processed_events=set(_texts(data.get("reported", []))))
+            return cls(
+                alerts={str(key): _alert(value) for key, value in data["alerts"].items()},
+                processed_events=set(_texts(data["processed_events"])),
+                processed_runs=set(_texts(data["processed_runs"])),
+                outbox=_deliveries(data["outbox"], "queued_at"),
+                last_report=_time(data["last_report"]),
+                parked=_deliveries(data["parked"], "parked_at") if version >= 3 else [],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problem = f"missing {excerpt(exc.args[0])}" if isinstance(exc, KeyError) else _clip(" ".join(str(exc).split()))
+            raise DataError(f"{where} is not a report ledger: {problem}") from exc
+
+
+def _texts(items: Any) -> list[str]:
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise TypeError(f"expected a list of names, got a {type(items).__name__}")
+    return items
+
+
+def _time(value: Any) -> str | None:
+    """An ISO time with its zone, kept as text, checked to be one (``None`` passes)."""
+    if value is not None and pd.Timestamp(str(value)).tzinfo is None:
+        raise ValueError(f"time {excerpt(value)} has no time zone")
+    return value
+
+
+def _clip(text: str, limit: int = 150) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _alert(value: Any) -> Alert:
+    """An alert from its JSON, with its times checked, so a damaged one is refused when read, not when used."""
+    alert = Alert(**value)
+    for stamp in (alert.start, alert.end, alert.peak_time, alert.reported_at, alert.resolved_at):
+        _time(stamp)
+    return alert
+
+
+def _deliveries(items: Any, stamp: str) -> list[dict[str, Any]]:
+    """Outbox or parked entries: mappings with a text ``key``, a mapping ``payload`` and a time ``stamp``."""
+    if not isinstance(items, list):
+        raise TypeError(f"expected a list of deliveries, got a {type(items).__name__}")
+    for item in items:
+        if not (isinstance(item, dict) and isinstance(item.get("key"), str) and isinstance(item.get("payload"), dict)):
+            raise TypeError("a delivery lacks its key or payload")
+        if _time(item.get(stamp)) is None:
+            raise TypeError(f"a delivery lacks its {stamp}")
+    return list(items)
 
 
 @dataclass(frozen=True)

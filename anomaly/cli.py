@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -17,13 +18,17 @@ from typing import Any
 
 from anomaly.benchmark import PROTOCOLS
 from anomaly.config import DetectorConfig, parse_value
-from anomaly.errors import AnomalyError, ConfigError, DataError
-from anomaly.results import write_results, write_table
+from anomaly.errors import AnomalyError, ConfigError, DataError, excerpt
+from anomaly.results import check_out_folder, write_results, write_table
 from anomaly.training import EpochResult
 
 log = logging.getLogger("anomaly")
 
 EXIT_USER_ERROR = 2
+#: Commands whose ``--out`` is a folder to write into (``generate --out`` is a file).
+FOLDER_OUTS = frozenset({"train", "detect", "demo", "benchmark"})
+#: A section or setting name in ``--set``: a Python identifier, as every config field is.
+_SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 DESCRIPTION = """\
 Find anomalies in metric streams with an LSTM autoencoder.
@@ -178,9 +183,9 @@ def load_config(path: Path | None, overrides: Sequence[str], base: DetectorConfi
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not name:
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        sections.setdefault(section, {})[name] = parse_value(raw)
+        if not sep or not _SETTING.fullmatch(section) or not _SETTING.fullmatch(name):
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {excerpt(item)}")
+        sections.setdefault(section, {})[name] = parse_value(raw, f"--set {section}.{name}")
     return config.replace(**sections) if sections else config
 
 
@@ -271,6 +276,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the alert report of what the score runs found since the last report, as the scheduled flows do.
 
     For running the pipeline from cron or by hand; the Prefect flows call the same function.
+    An alert the webhook refuses for good (a redirect, a 4xx other than 408/429) is printed
+    as rejected, named in the next report, and does not hold up the others.
     """
     from anomaly.reports import headline, write_report
 
@@ -281,7 +288,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     for kind, path in report.paths.items():
         print(f"{kind + ':':<10}{path}")
     if args.webhook:
-        print(f"webhook:  {report.delivery['delivered']} delivered, {report.delivery['undelivered']} waiting")
+        d = report.delivery
+        print(f"webhook:  {d['delivered']} delivered, {d['undelivered']} waiting, {d['parked']} rejected")
+        for item in d["rejected"]:  # refused for good: not retried, kept in reports/state.json under "parked"
+            print(f"  rejected {item['key']} ({item['metric'] or 'no metric'}): {item['reason']}")
     return 0
 
 
@@ -365,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command in FOLDER_OUTS and args.out is not None:  # a file in the way fails now, not after training
+            check_out_folder(args.out, "--out")
         return int(args.func(args))
     except AnomalyError as exc:
         if args.debug:

@@ -21,7 +21,7 @@ from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin, get_typ
 
 import yaml
 
-from anomaly.errors import ConfigError
+from anomaly.errors import ConfigError, excerpt
 
 T = TypeVar("T")
 
@@ -472,17 +472,27 @@ class DetectorConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "DetectorConfig":
-        """Load YAML (``.yaml``/``.yml``) or JSON (anything else) from ``path``."""
+        """Load YAML (``.yaml``/``.yml``) or JSON (anything else) from ``path``.
+
+        The file is refused, in one line naming it, when it is over
+        :data:`MAX_CONFIG_BYTES`, not UTF-8, not valid, nested or expanding
+        past the YAML bounds, or not sections of single values.
+        """
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror}") from exc
-        try:
-            data = yaml.load(text, Loader=_YamlLoader) if p.suffix in {".yaml", ".yml"} else json.loads(text)
-        except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid: {exc}") from exc
-        return cls.from_dict({} if data is None else data)
+        where = f"config file {excerpt(str(p), 300)}"  # a path is quoted whole unless absurd: the user must find it
+        text = _read_config_text(p, where)
+        if p.suffix in {".yaml", ".yml"}:
+            data = _load_yaml(text, where)
+        else:
+            try:
+                data = json.loads(text)
+            except RecursionError as exc:
+                raise ConfigError(f"{where} is nested more than {MAX_DEPTH} levels deep") from exc
+            except ValueError as exc:  # JSONDecodeError, or an integer of more digits than Python converts
+                raise ConfigError(f"{where} is not valid JSON: {_clip(str(exc))}") from exc
+        data = {} if data is None else data
+        _check_sections(data, where)
+        return cls.from_dict(data)
 
     def replace(self, **sections: Mapping[str, Any]) -> "DetectorConfig":
         """Copy with some fields of some sections changed, e.g. ``replace(training={"epochs": 2})``."""
@@ -505,9 +515,143 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value read as YAML (numbers, booleans, null, lists), ``1e-4`` included."""
-    return yaml.load(text, Loader=_YamlLoader)
+#: Longest ``--set`` value read (default 1,000 characters): every setting is a number, a word or a
+#: duration, so a longer value is a mistake, and an error that quotes it stays one short line.
+MAX_VALUE_CHARS = 1_000
+#: Largest configuration file read (default 1 MiB): a complete configuration is about 1 KB.
+MAX_CONFIG_BYTES = 1 << 20
+#: Deepest nesting and most values (aliases expanded) a YAML text may hold: a configuration is two
+#: levels of about fifty values, and these bounds refuse a "billion laughs" before it is built.
+MAX_DEPTH, MAX_YAML_VALUES = 32, 10_000
+#: Longest section or setting name: the longest real one has 19 characters.
+MAX_NAME_CHARS = 100
+
+
+def parse_value(text: str, where: str = "value") -> Any:
+    """A command-line value read as safe YAML (numbers, booleans, null, lists), ``1e-4`` included.
+
+    ``where`` names the value in errors (the CLI passes ``--set section.key``).
+    A value longer than :data:`MAX_VALUE_CHARS`, invalid, or nested or
+    expanding past the YAML bounds raises :class:`ConfigError`.
+    """
+    if len(text) > MAX_VALUE_CHARS:
+        raise ConfigError(f"{where} is too long: {excerpt(text)}; the limit is {MAX_VALUE_CHARS:,} characters")
+    return _load_yaml(text, f"{where} {excerpt(text)}")
+
+
+def _read_config_text(path: Path, where: str) -> str:
+    """The file's text, reading at most one byte past :data:`MAX_CONFIG_BYTES` (``/dev/zero`` ends too)."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror or type(exc).__name__}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_CONFIG_BYTES:,} bytes; a configuration is a few lines")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {exc.start:,} is {raw[exc.start]:#04x})") from exc
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    """Safe YAML, measured before it is built; every way it can fail is a one-line :class:`ConfigError`."""
+    try:
+        _check_yaml_size(text, where)
+        return yaml.load(text, Loader=_YamlLoader)
+    except ConfigError:
+        raise
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: a safe tag's constructor (a 13th month)
+        raise ConfigError(f"{where} is not valid YAML: {_yaml_problem(exc)}") from exc
+
+
+def _check_yaml_size(text: str, where: str) -> None:
+    """Refuse YAML nested past :data:`MAX_DEPTH` or holding over :data:`MAX_YAML_VALUES` values once aliases expand.
+
+    Reads the parser's event stream (no recursion, nothing built), counting
+    each alias as the size of the node it names, so nine lists of nine
+    aliases are refused after a few hundred bytes, not after a billion copies.
+    """
+    loader = _YamlLoader(text)
+    try:
+        sizes: dict[str, int] = {}
+        open_nodes: list[list[Any]] = []  # [anchor, values so far] of each collection not yet ended
+        total = 0
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_nodes.append([event.anchor, 1])
+                if len(open_nodes) > MAX_DEPTH:
+                    raise ConfigError(f"{where} is nested more than {MAX_DEPTH} levels deep")
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
+                anchor, count = open_nodes.pop()
+            elif isinstance(event, yaml.ScalarEvent):
+                anchor, count = event.anchor, 1
+            elif isinstance(event, yaml.AliasEvent):
+                if any(node[0] == event.anchor for node in open_nodes):
+                    raise ConfigError(f"{where} has an alias *{_clip(event.anchor, 40)} inside the node it names")
+                anchor, count = None, sizes.get(event.anchor, 1)  # an undefined one fails when composed
+            else:
+                continue
+            if anchor is not None:
+                sizes[anchor] = count
+            if open_nodes:
+                open_nodes[-1][1] += count
+            total += 0 if open_nodes else count
+            if (open_nodes[-1][1] if open_nodes else total) > MAX_YAML_VALUES:
+                raise ConfigError(f"{where} is refused: its aliases expand to more than {MAX_YAML_VALUES:,} values")
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: BaseException) -> str:
+    """A YAML error in one short line: PyYAML's own text spans lines and quotes the input."""
+    if isinstance(exc, RecursionError):
+        return f"nested more than {MAX_DEPTH} levels deep"
+    if isinstance(exc, yaml.MarkedYAMLError) and (exc.problem or exc.context):
+        mark = exc.problem_mark or exc.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return _clip(f"{exc.problem or exc.context}{at}")
+    return _clip(" ".join(str(exc).split()))
+
+
+def _check_sections(data: Any, where: str) -> None:
+    """Sections of settings, each a single value, as every field is; anything else is refused here, quoted short.
+
+    What :meth:`DetectorConfig.from_dict` would otherwise echo whole (a
+    100,000-item list) or fail to sort (names of mixed types) stops here.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping of sections, got {_kind(data)}")
+    for section, values in data.items():
+        _check_name(section, "section", where)
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: section {section!r} must be a mapping of settings, got {_kind(values)}")
+        for name, value in values.items():
+            _check_name(name, "setting", where)
+            if isinstance(value, (Mapping, list, tuple, set)):
+                raise ConfigError(f"{where}: {section}.{name} must be a single value, got {_kind(value)}")
+            if isinstance(value, (str, bytes)) and len(value) > MAX_VALUE_CHARS:
+                raise ConfigError(f"{where}: {section}.{name} is too long: {excerpt(value)}")
+
+
+def _check_name(name: Any, what: str, where: str) -> None:
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+        raise ConfigError(f"{where}: {what} names must be text of at most {MAX_NAME_CHARS} characters, got {excerpt(name)}")
+
+
+def _kind(value: Any) -> str:
+    """What a value is, in a few words: ``a list of 100,000 items``, never the value itself."""
+    if isinstance(value, Mapping):
+        return f"a mapping of {len(value):,} keys"
+    if isinstance(value, (list, tuple, set)):
+        return f"a list of {len(value):,} items"
+    return excerpt(value) if isinstance(value, (bool, int, float)) or value is None else f"a {type(value).__name__}"
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _build(cls: type[T], data: Any, path: str) -> T:

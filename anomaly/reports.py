@@ -31,7 +31,7 @@ import pandas as pd
 from filelock import FileLock
 
 from anomaly.alerts import STATES, Change, GroupInfo, Ledger, advance, counts
-from anomaly.errors import DataError
+from anomaly.errors import DataError, excerpt
 from anomaly.events import EVENT_COLUMNS
 from anomaly.fileio import atomic_write_json, atomic_write_text, read_json
 from anomaly.jobs import EVENTS, REPORTS, RUNS, SCORES, STATE
@@ -107,13 +107,14 @@ def _write_report(
     every_part = _parts(root / EVENTS)
     event_parts = [p for p in every_part if p not in ledger.processed_events]
     run_files = sorted(p.name for p in (root / RUNS).glob("score-*.json") if p.name not in ledger.processed_runs)
-    runs = [read_json(root / RUNS / name, DataError) for name in run_files]
+    runs = [read_run(root / RUNS / name) for name in run_files]
     events = _read_events(root, event_parts)
     changes = advance(ledger, events, group_infos(root, ledger, events), moment)
+    rejected = [item for item in ledger.parked if item.get("reported_at") is None]  # refused since the last report
     # new alerts, and ongoing ones that grew, most severe first: an unchanged alert's plot is unchanged
     drawn = [c for c in changes if c.state == "new" or (c.state == "ongoing" and c.extended)][:PLOT_LIMIT]
     evidence = {c.alert.id: _evidence(root, c) for c in drawn}
-    document = build_document(changes, runs, moment, ledger.last_report, {k: v[1] for k, v in evidence.items()})
+    document = build_document(changes, runs, moment, ledger.last_report, {k: v[1] for k, v in evidence.items()}, rejected)
     plots = {k: v[0] for k, v in evidence.items() if v[0] is not None}
     name = f"report-{moment.strftime('%Y%m%dT%H%M%S%fZ')}"
     markdown = render_markdown(document)
@@ -135,8 +136,10 @@ def _write_report(
     ledger.processed_events = (ledger.processed_events & set(every_part)) | set(event_parts)  # replaced parts are forgotten
     ledger.processed_runs |= set(run_files)
     ledger.last_report = moment.isoformat()
+    for item in rejected:
+        item["reported_at"] = moment.isoformat()
     save_ledger(folder / STATE, ledger)  # the commit point: from here on this report's alerts are reported
-    delivery = flush(ledger.outbox, hook, moment)
+    delivery = flush(ledger.outbox, hook, moment, ledger.parked)
     _prune_runs(root, ledger, moment)
     save_ledger(folder / STATE, ledger)
     _prune_reports(folder, moment)
@@ -147,7 +150,17 @@ def _write_report(
 
 
 def load_ledger(path: Path) -> Ledger:
-    return Ledger.from_json(read_json(path, DataError), str(path)) if path.exists() else Ledger()
+    """The ledger at ``path`` (a new one if none); a damaged one is a :class:`DataError` naming it, and is left as it is."""
+    return Ledger.from_json(read_json(path, DataError), excerpt(str(path), 300)) if path.exists() else Ledger()
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    """A score run's record; one that is not ``{"results": [{"group", "status", ...}, ...]}`` is a :class:`DataError` naming it."""
+    record = read_json(path, DataError)
+    results = record.get("results") if isinstance(record, dict) else None
+    if not (isinstance(results, list) and all(isinstance(r, dict) and isinstance(r.get("group"), str) and isinstance(r.get("status"), str) for r in results)):
+        raise DataError(f"{excerpt(str(path), 300)} is not a score run's record: delete it or move it out of the way")
+    return record
 
 
 def save_ledger(path: Path, ledger: Ledger) -> None:
@@ -177,6 +190,8 @@ def group_infos(root: Path, ledger: Ledger, events: pd.DataFrame) -> dict[str, G
     for model in sorted(models):
         path = root / SCORES / model / STATE
         state = read_json(path, DataError) if path.exists() else {}
+        if not isinstance(state, dict):
+            raise DataError(f"{excerpt(str(path), 300)} is not a scoring state: it holds a {type(state).__name__}")
         last = pd.Timestamp(state["last_scored"]) if "last_scored" in state else None
         infos[model] = GroupInfo(last, float(state.get("step_s", 0.0)), float(state.get("gap_s", 0.0)), int(state.get("sustained", 0)))
     return infos
@@ -207,8 +222,13 @@ def build_document(
     moment: pd.Timestamp,
     since: str | None,
     shares: Mapping[str, list[dict[str, Any]]] | None = None,
+    rejected: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The report as plain data: the one source the three formats are rendered from."""
+    """The report as plain data: the one source the three formats are rendered from.
+
+    ``rejected`` are the parked webhook deliveries no report has named yet
+    (:mod:`anomaly.webhooks`): each is listed once, in the next report.
+    """
     results = [r for run in runs for r in run["results"]]
     scored = [r for r in results if r["status"] == "scored"]
     return {
@@ -227,6 +247,21 @@ def build_document(
         "no_new_data": sorted({r["group"] for r in results if r["status"] == "no-new-data"} - {r["group"] for r in scored}),
         "counts": {state: counts(changes, state) for state in STATES},
         "alerts": [_alert(c, (shares or {}).get(c.alert.id, [])) for c in changes],
+        "rejected_deliveries": [_rejected(item) for item in rejected],
+    }
+
+
+def _rejected(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A parked delivery as the report names it: which alert, why the webhook refused it, and when."""
+    payload = item.get("payload", {})
+    return {
+        "key": item["key"],
+        "metric": payload.get("metric"),
+        "severity": payload.get("severity"),
+        "reason": str(item.get("reason", "")),
+        "queued_at": item.get("queued_at"),
+        "parked_at": item["parked_at"],
+        "attempts": int(item.get("attempts", 0)),
     }
 
 
@@ -358,6 +393,14 @@ def summary_lines(doc: Mapping[str, Any]) -> list[str]:
         lines.append(f"**not scored**: {len(doc['not_scored']) - LIST_LIMIT} more model(s), listed in the JSON report")
     if doc["no_new_data"]:
         lines.append(f"no new data for {len(doc['no_new_data'])} model(s): {', '.join(doc['no_new_data'][:LIST_LIMIT])}")
+    rejected = doc.get("rejected_deliveries", [])
+    for item in rejected[:LIST_LIMIT]:
+        lines.append(
+            f"**webhook rejected** alert {item['key']} ({item['metric'] or 'no metric'}, {item['severity'] or '—'}) on "
+            f"{_when(item['parked_at'])}, not retried: {item['reason']}"
+        )
+    if len(rejected) > LIST_LIMIT:
+        lines.append(f"**webhook rejected** {len(rejected) - LIST_LIMIT} more alert(s), listed in the JSON report and reports/state.json")
     return lines
 
 

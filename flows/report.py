@@ -40,19 +40,24 @@ def report_flow(workspace: str | None = None, report_url: str | None = None, web
     Prefect event, for automations to route to people. ``webhook`` (a URL
     or ``{"url" or "url_secret", "timeout", "retries", "headers"}``, where
     ``url_secret`` names a Prefect Secret block) is an optional direct JSON
-    POST; an alert it cannot take waits on disk for the next run.
+    POST; an alert it cannot take waits on disk for the next run, and one it refuses
+    for good (a redirect, a 4xx other than 408/429) is parked, logged and named in the
+    next report while the others go out.
     """
     report = report_task(str(workspace_path(workspace)), report_url, webhook)
     link = report.delivery["link"]
     if report.delivery["undelivered"]:
         where = report.delivery["webhook"] or "(none set for this run)"
         get_run_logger().warning("%d alert(s) wait for the webhook %s", report.delivery["undelivered"], where)
+    for item in report.delivery.get("rejected", []):
+        get_run_logger().warning("the webhook refused alert %s for good (not retried; named in the next report): %s", item["key"], item["reason"])
     create_markdown_artifact(markdown=report.markdown + f"\n[Full report with plots]({link})\n", key="anomaly-report", description="alert report")
     publish(
         "report",
         "Report",
         [f"- {headline(report.document)}", f"- report: `{report.paths['html']}`",
-         f"- webhook: {report.delivery['delivered']} delivered, {report.delivery['undelivered']} waiting"],
+         f"- webhook: {report.delivery['delivered']} delivered, {report.delivery['undelivered']} waiting, "
+         f"{report.delivery['parked']} rejected"],
         [{k: str(a[k]) for k in ALERT_FIELDS} for a in report.document["alerts"]],
         file_link(report.paths["html"]),
         "the HTML report",
