@@ -19,6 +19,12 @@ Each file writes ``<category>/<stem>.events.csv``, ``.scores.csv`` and
 interrupted run resumes from the rest). ``summary.json`` and ``summary.md``
 hold event precision/recall/F1 (Orion's overlap rule), the NAB standard
 score of the alerts, and seconds per file, per category and overall.
+
+A file that fails (unreadable, too few points, anything it raises) never
+aborts the run: its error's class and message are recorded in the summary
+(``failures``, and a count per category), it is left out of the figures,
+and the other files run on. It writes no ``.result.json``, so a rerun
+tries it again.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import logging
 import math
 import os
 import statistics
@@ -61,6 +68,9 @@ LABELS = Path("labels") / "combined_windows.json"
 RESULT_VERSION = 1
 STAMP = "%Y-%m-%d %H:%M:%S"  # NAB's timestamp format (UTC)
 GROWTH = 1.5  # stream: refit when the history seen has grown by half since the last fit
+MESSAGE_CHARS = 300  # a failed file's message in the summary: one line, cut to this length
+
+log = logging.getLogger(__name__)
 
 
 class BenchmarkError(AnomalyError):
@@ -121,6 +131,23 @@ class FileResult:
             event_scores=EventScores(**data["event_scores"]),
             nab=NabScore(**data["nab"]),
         )
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """A file that could not be run: its error, recorded in the summary instead of aborting the run."""
+
+    key: str
+    category: str
+    error: str  # the exception's class name
+    message: str  # its message, on one line
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"category": self.category, "error": self.error, "message": self.message, "seconds": self.seconds}
+
+
+Outcome = FileResult | FileFailure
 
 
 # -- the corpus --------------------------------------------------------------------------------
@@ -340,6 +367,23 @@ def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: 
     return result
 
 
+def run_file_isolated(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: Path) -> Outcome:
+    """:func:`run_file`, or what it raised as a :class:`FileFailure`: one file never stops the others."""
+    started = time.perf_counter()
+    try:
+        return run_file(file, protocol, config, out)
+    except Exception as exc:  # the isolation boundary: whatever one file raises is that file's result
+        return _failure(file, exc, time.perf_counter() - started)
+
+
+def _failure(file: CorpusFile, exc: BaseException, seconds: float) -> FileFailure:
+    message = " ".join(str(exc).split())
+    if len(message) > MESSAGE_CHARS:
+        message = message[:MESSAGE_CHARS] + "…"
+    log.warning("benchmark file %s failed: %s: %s", file.key, type(exc).__name__, message)
+    return FileFailure(file.key, file.category, type(exc).__name__, message, round(seconds, 3))
+
+
 def file_result(file: CorpusFile, series: pd.DataFrame, detection: Detection, table: pd.DataFrame, seconds: float) -> FileResult:
     """What a detection scores on its file: Orion's overlap counts of its events, NAB of ``table``'s alerts."""
     return FileResult(
@@ -367,14 +411,14 @@ class Benchmark:
     jobs: int = 0  # 0: one per core
     patterns: Sequence[str] = ()
 
-    def run(self, progress: bool | None = None, on_file: Callable[[FileResult], None] | None = None) -> dict[str, Any]:
-        """Run the files not finished yet, then write and return the summary of all of them."""
+    def run(self, progress: bool | None = None, on_file: Callable[[Outcome], None] | None = None) -> dict[str, Any]:
+        """Run the files not finished yet, then write and return the summary of all of them (failures included)."""
         if self.protocol not in PROTOCOLS:
             raise BenchmarkError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         files = load_corpus(self.corpus, self.patterns)
         self.out.mkdir(parents=True, exist_ok=True)
         self._claim_output()
-        done = {f.key: r for f in files if (r := self._finished(f)) is not None}
+        done: dict[str, Outcome] = {f.key: r for f in files if (r := self._finished(f)) is not None}
         todo = [f for f in files if f.key not in done]
         for result in self._execute(todo, progress):
             done[result.key] = result
@@ -409,6 +453,7 @@ class Benchmark:
             return None
 
     def _execute(self, files: list[CorpusFile], progress: bool | None) -> Any:
+        """Each file's outcome as it finishes; a file that fails (or whose worker dies) yields a FileFailure."""
         from tqdm.auto import tqdm
 
         jobs = self.jobs or os.cpu_count() or 1
@@ -416,14 +461,17 @@ class Benchmark:
         try:
             if jobs == 1 or len(files) <= 1:
                 for f in files:
-                    yield run_file(f, self.protocol, self.config, self.out)
+                    yield run_file_isolated(f, self.protocol, self.config, self.out)
                     bar.update()
                 return
             threads = max(1, (os.cpu_count() or 1) // jobs)
             with ProcessPoolExecutor(min(jobs, len(files)), mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
-                futures = [pool.submit(run_file, f, self.protocol, self.config, self.out) for f in files]
+                futures = {pool.submit(run_file_isolated, f, self.protocol, self.config, self.out): f for f in files}
                 for future in as_completed(futures):
-                    yield future.result()
+                    try:
+                        yield future.result()
+                    except Exception as exc:  # the worker itself died (e.g. killed for memory)
+                        yield _failure(futures[future], exc, 0.0)
                     bar.update()
         finally:
             bar.close()
@@ -449,26 +497,37 @@ def config_hash(config: DetectorConfig) -> str:
 # -- the summary ---------------------------------------------------------------------------
 
 
-def summarise(results: Sequence[FileResult], protocol: str) -> dict[str, Any]:
-    """Per category (in name order) and overall: event P/R/F1, NAB score, events and seconds per file."""
-    categories = sorted({r.category for r in results})
-    rows = {c: _aggregate([r for r in results if r.category == c]) for c in categories}
+def summarise(outcomes: Sequence[Outcome], protocol: str) -> dict[str, Any]:
+    """Per category (in name order) and overall: event P/R/F1, NAB score, events and seconds per file.
+
+    Failed files count in ``files`` and ``failed`` and are listed in
+    ``failures``; the figures are those of the files that ran.
+    """
+    results = [r for r in outcomes if isinstance(r, FileResult)]
+    failures = [r for r in outcomes if isinstance(r, FileFailure)]
+    categories = sorted({r.category for r in outcomes})
+    rows = {c: _aggregate([r for r in outcomes if r.category == c]) for c in categories}
     return {
         "protocol": protocol,
-        "files": len(results),
+        "files": len(outcomes),
+        "failed": len(failures),
         "categories": rows,
-        "overall": _aggregate(list(results)),
+        "overall": _aggregate(list(outcomes)),
         "per_file": {r.key: {"events": r.events, "seconds": r.seconds, **r.event_scores.to_dict(), "nab_raw": r.nab.raw} for r in results},
+        "failures": {r.key: r.to_dict() for r in failures},
     }
 
 
-def _aggregate(results: Sequence[FileResult]) -> dict[str, Any]:
+def _aggregate(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The figures of the files that ran; ``files`` counts every file, ``failed`` those that did not run."""
+    results = [r for r in outcomes if isinstance(r, FileResult)]
     events = sum((r.event_scores for r in results), EventScores(0, 0, 0))
-    nab = sum((r.nab for r in results[1:]), results[0].nab)
-    seconds = [r.seconds for r in results]
+    nab = sum((r.nab for r in results), NabScore(0.0, 0, 0, 0, 0))
+    seconds = [r.seconds for r in results] or [math.nan]
     has_windows = events.tp + events.fn > 0
     return {
-        "files": len(results),
+        "files": len(outcomes),
+        "failed": len(outcomes) - len(results),
         "windows": events.tp + events.fn,
         "events": sum(r.events for r in results),
         "tp": events.tp,
@@ -494,9 +553,14 @@ def _no_nan(value: Any) -> Any:
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """The summary as a Markdown table; '–' where a figure is undefined (no windows to find)."""
+    """The summary as a Markdown table; '–' where a figure is undefined (no windows to find).
+
+    Failed files show in the table's ``files`` column ("6 (1 failed)") and
+    are listed, with their errors, after it.
+    """
+    failed = summary.get("failed", 0)
     lines = [
-        f"# Benchmark, {summary['protocol']} protocol ({summary['files']} files)",
+        f"# Benchmark, {summary['protocol']} protocol ({summary['files']} files{f', {failed} failed' if failed else ''})",
         "",
         "| category | files | windows | events | tp | fp | fn | precision | recall | F1 | NAB score | median s/file |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -504,9 +568,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     rows = [*summary["categories"].items(), ("**overall**", summary["overall"])]
     for name, r in rows:
         lines.append(
-            f"| {name} | {r['files']} | {r['windows']} | {r['events']} | {r['tp']} | {r['fp']} | {r['fn']} | "
+            f"| {name} | {_files(r)} | {r['windows']} | {r['events']} | {r['tp']} | {r['fp']} | {r['fn']} | "
             f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['nab_score'], 1)} | "
-            f"{r['median_seconds_per_file']:.1f} |"
+            f"{_fmt(r['median_seconds_per_file'], 1)} |"
         )
     lines += [
         "",
@@ -514,7 +578,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "The NAB score is the standard profile of the alert onsets (`label`), 0 = no detections, 100 = perfect;",
         "'–' where a category has no anomaly window to find.",
     ]
+    if failed:
+        lines += ["", f"{failed} file(s) failed and are left out of the figures (a rerun tries them again):", ""]
+        lines += [f"- `{key}`: {f['error']}: {f['message']}" for key, f in summary["failures"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _files(row: dict[str, Any]) -> str:
+    failed = row.get("failed", 0)
+    return f"{row['files']} ({failed} failed)" if failed else str(row["files"])
 
 
 def _fmt(value: float, digits: int = 3) -> str:

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     pick.add_argument("--version", type=_version_arg, help="with --name: this version, e.g. 000003 or 3")
     pick.add_argument("--alias", help="with --name: the version this alias points to")
     detect.add_argument("--context", type=Path, help="earlier history so the first points get full windows")
+    detect.add_argument("--allow-resample", action="store_true",
+                        help="score data sampled more coarsely than the model's interval anyway (refused by default: "
+                             "most points would be interpolated or missing, and those are never flagged)")
     _add_registry_option(detect)
     _add_config_options(detect)
     detect.set_defaults(func=cmd_detect)
@@ -223,6 +226,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     DATA without refitting: --version or --alias picks it, else the one
     'production' points to, else the latest. With --model, a plain model
     folder does. With neither, a detector is fitted on DATA and detects in it.
+    Data sampled more coarsely than the model's interval is refused unless
+    --allow-resample.
     """
     from anomaly.detector import LSTMAutoencoderDetector
     from anomaly.registry import ModelRegistry
@@ -235,10 +240,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
         model, version = args.name, detector.registry_version_.version
     elif args.model:
         detector = LSTMAutoencoderDetector.load(args.model)
-    else:
+    else:  # fitted on DATA's own grid (fit warns when a configured preprocess.freq differs from it)
         detector = LSTMAutoencoderDetector(load_config(args.config, args.overrides))
         detector.fit(args.data, callbacks=[_log_epoch])
-    scores = detector.score(args.data, context=args.context)
+    fitted_here = not (args.name or args.model)
+    scores = detector.score(args.data, context=args.context, allow_resample=args.allow_resample or fitted_here)
     events = detector.events(scores, model=model, version=version)
     paths = write_results(scores.to_frame(), events, args.out)
     print(f"{len(events)} event(s) in {len(scores.score)} points; results in {args.out}/")

@@ -5,12 +5,17 @@ learns the scaler, the model and the thresholds; ``score`` and ``detect``
 use that fitted state only, never refitting, so a model trained yesterday
 scores today's data (with the tail of yesterday's as ``context`` so today's
 first points are covered by full windows). Learned state ends in ``_``.
+
+Data sampled more coarsely than the model's grid is refused by ``score``
+unless ``allow_resample`` (see :func:`check_intervals`): regridding it would
+interpolate or leave missing most points, and those are never flagged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,14 +29,17 @@ from anomaly.data import (
     MetricFrame,
     epoch_nanoseconds,
     grid_phase,
+    infer_freq,
     normalise,
+    read_table,
     require_length,
+    to_wide,
     with_context,
 )
-from anomaly.errors import ConfigError, DataError, NotFittedError
+from anomaly.errors import ConfigError, DataError, NotFittedError, excerpt
 from anomaly.events import find_events
 from anomaly.model import LSTMAutoencoder
-from anomaly.scaling import Scaler
+from anomaly.scaling import MAX_TRAINING_MAGNITUDE, Scaler, first_beyond_magnitude
 from anomaly.scoring import (
     COMBINED,
     HELD,
@@ -54,9 +62,15 @@ from anomaly.training import (
     torch_threads,
     train_model,
 )
-from anomaly.windows import sliding_windows, training_starts
+from anomaly.windows import MAX_MISSING_FRACTION, missing_counts, sliding_windows, training_starts
+
+log = logging.getLogger(__name__)
 
 DataLike = pd.DataFrame | MetricFrame | str | Path
+#: How much longer (or shorter) than the model's interval a metric's own sampling interval may
+#: be and still count as the same (default 10%): collectors jitter, and the median spacing
+#: of real data sits a little off the nominal interval.
+INTERVAL_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -93,19 +107,24 @@ class LSTMAutoencoderDetector:
     ) -> "LSTMAutoencoderDetector":
         """Learn scaler, model and thresholds from ``data`` (assumed mostly normal)."""
         cfg = self._checked_config()
-        frame = normalise(data, cfg.preprocess)
+        frame = self._training_frame(data)
         require_length(frame, cfg.window.size, "the training data")
+        _check_magnitudes(frame)
         self.metrics_ = frame.metrics
         self.freq_ = frame.freq
         self.scaler_ = Scaler(cfg.preprocess.scaler).fit(frame.values.to_numpy())
         scaled = self.scaler_.transform(_model_input(frame))
-        missing = frame.missing.to_numpy().any(axis=1)
-        starts = training_starts(len(frame), cfg.window, missing)
+        missing = frame.missing.to_numpy()
+        starts = training_starts(len(frame), cfg.window, missing.any(axis=1))
         if len(starts) == 0:
             raise DataError(
-                f"no training window of {cfg.window.size} points without a gap: the training data has "
-                f"{int(missing.sum())} missing points on its {frame.freq} grid"
+                f"no training window of {cfg.window.size} points with at most {MAX_MISSING_FRACTION:.0%} of them "
+                f"missing: the training data has {int(missing.any(axis=1).sum())} missing points of {len(frame)} "
+                f"on its {_duration(frame.freq)} grid"
             )
+        # windows with missing points (see training_starts) learn from their observed points only
+        gappy = missing_counts(starts, cfg.window.size, missing.any(axis=1)).any()
+        observed = sliding_windows(~missing, cfg.window.size) if gappy else None
         train, val = split_train_validation(starts, cfg.window.size, cfg.training.validation_fraction)
         self.device_ = resolve_device(cfg.training.device)
         # seeding and drawing the initial weights must not interleave with another thread's fit
@@ -121,6 +140,7 @@ class LSTMAutoencoderDetector:
                 cfg.training,
                 callbacks,
                 progress=progress,
+                observed=observed,
             )
         raw = self._raw_scores(frame)
         self._fit_thresholds(raw)
@@ -130,6 +150,15 @@ class LSTMAutoencoderDetector:
         )
         self.training_data_ = _describe_data(frame)
         return self
+
+    def _training_frame(self, data: DataLike) -> MetricFrame:
+        """The training data on its grid; a configured grid that differs from the data's own interval is logged."""
+        cfg = self._checked_config().preprocess
+        if cfg.freq is None or isinstance(data, MetricFrame):
+            return normalise(data, cfg)
+        wide = _wide(data, cfg.aggregate)
+        check_intervals(wide, pd.Timedelta(cfg.freq), allow_resample=True, what="the training data")
+        return normalise(wide, cfg)
 
     def _fit_thresholds(self, raw: _RawScores) -> None:
         """Fit one threshold per metric and one on the combined score, on observed points only."""
@@ -145,7 +174,12 @@ class LSTMAutoencoderDetector:
     # -- scoring -----------------------------------------------------------------
 
     def score(
-        self, data: DataLike, *, context: DataLike | None = None, carry: pd.DataFrame | None = None
+        self,
+        data: DataLike,
+        *,
+        context: DataLike | None = None,
+        carry: pd.DataFrame | None = None,
+        allow_resample: bool = False,
     ) -> Scores:
         """Score every point of ``data`` with the fitted state; ``context`` is earlier history.
 
@@ -154,33 +188,44 @@ class LSTMAutoencoderDetector:
         ``carry`` is the ``Scores.carry`` of this model's previous score, which
         must end before ``data`` starts: smoothing and baseline continue from
         it, so the context need only cover the windows, not the baseline.
+        A metric sampled more coarsely than the model's grid is refused unless
+        ``allow_resample`` (see :func:`check_intervals`).
         """
         self._check_fitted()
         cfg = self._checked_config()
-        frame = self._prepare(data)
+        frame = self._prepare(data, allow_resample, "the data")
         if carry is not None:
             self._check_carry(carry, frame)
         full = frame
         if context is not None:
             keep = context_points(cfg, self.freq_, carried=carry is not None)
-            full = with_context(self._prepare(context), frame, keep)
+            full = with_context(self._prepare(context, allow_resample, "the context"), frame, keep)
         require_length(full, cfg.window.size, "the data to score (with its context)")
         raw = self._raw_scores(full, carry)
         rows = slice(len(full) - len(frame), len(full))
         return self._to_scores(full, raw, rows)
 
-    def detect(self, data: DataLike, *, context: DataLike | None = None) -> pd.DataFrame:
+    def detect(self, data: DataLike, *, context: DataLike | None = None, allow_resample: bool = False) -> pd.DataFrame:
         """Events in ``data`` (see :data:`anomaly.events.EVENT_COLUMNS`)."""
-        return self.events(self.score(data, context=context))
+        return self.events(self.score(data, context=context, allow_resample=allow_resample))
 
     def events(self, scores: Scores, *, model: str = "", version: str = "") -> pd.DataFrame:
         """Events from already computed scores."""
         return find_events(scores, self._checked_config().events, model=model, version=version)
 
-    def _prepare(self, data: DataLike) -> MetricFrame:
-        """Normalise onto the training grid and select the trained metrics, in order."""
-        cfg = self._checked_config()
-        return normalise(data, cfg.preprocess, freq=self.freq_).select(self.metrics_)
+    def _prepare(self, data: DataLike, allow_resample: bool, what: str) -> MetricFrame:
+        """Normalise onto the training grid and select the trained metrics, in order.
+
+        A frame already on the model's grid is taken as it is; anything else has
+        its metrics' own sampling intervals checked against the grid first.
+        """
+        cfg = self._checked_config().preprocess
+        if isinstance(data, MetricFrame) and data.freq == self.freq_:
+            return data.select(self.metrics_)
+        wide = _wide(data, cfg.aggregate)
+        trained = wide[[m for m in self.metrics_ if m in wide.columns]]
+        check_intervals(trained, self.freq_, allow_resample=allow_resample, what=what)
+        return normalise(wide, cfg, freq=self.freq_).select(self.metrics_)
 
     @property
     def carry_columns(self) -> list[str]:
@@ -297,6 +342,69 @@ class LSTMAutoencoderDetector:
     def __repr__(self) -> str:
         state = f"fitted on {self.metrics_}" if hasattr(self, "model_") else "not fitted"
         return f"LSTMAutoencoderDetector({state})"
+
+
+def check_intervals(
+    wide: pd.DataFrame, freq: pd.Timedelta, *, allow_resample: bool = False, what: str = "the data"
+) -> None:
+    """Compare each metric's own sampling interval with a model's grid ``freq``, before regridding.
+
+    A metric's interval is the median spacing of its observed timestamps
+    (:func:`anomaly.data.infer_freq`), so jitter and outages do not move it.
+    One more than :data:`INTERVAL_TOLERANCE` coarser than the grid would
+    leave most grid points interpolated (never flagged) or missing (never
+    scored): that is a DataError unless ``allow_resample``, which logs a
+    warning instead. A finer one is averaged onto the grid (``preprocess.aggregate``),
+    which can dilute a short spike: a warning. Metrics with fewer than two
+    timestamps have no interval and pass.
+    """
+    for metric in wide.columns:
+        stamps = pd.DatetimeIndex(wide.index[wide[metric].notna().to_numpy()])
+        if stamps.nunique() < 2:
+            continue
+        own = infer_freq(stamps)
+        name, model = excerpt(str(metric)), _duration(freq)
+        if own > freq * (1 + INTERVAL_TOLERANCE):
+            if not allow_resample:
+                raise DataError(
+                    f"metric {name} in {what} is sampled every {_duration(own)}, coarser than the model's "
+                    f"{model} grid: most points would be interpolated or missing, and those are never flagged; "
+                    f"resample it to {model}, use a model trained on it, or allow it (allow_resample=True, "
+                    "anomaly detect --allow-resample)"
+                )
+            log.warning("metric %s in %s is sampled every %s, coarser than the model's %s grid: "
+                        "scoring it resampled (allowed)", name, what, _duration(own), model)
+        elif own * (1 + INTERVAL_TOLERANCE) < freq:
+            log.warning("metric %s in %s is sampled every %s, finer than the model's %s grid: "
+                        "its points are aggregated onto the grid", name, what, _duration(own), model)
+
+
+def _duration(step: pd.Timedelta) -> str:
+    """A sampling interval as a person writes it: ``15min``, ``1h``, ``90s``, ``1D``."""
+    for unit, size in (("D", "1D"), ("h", "1h"), ("min", "1min"), ("s", "1s")):
+        count, rest = divmod(step, pd.Timedelta(size))
+        if count and not rest:
+            return f"{count}{unit}"
+    return str(step)
+
+
+def _wide(data: DataLike, aggregate: str) -> pd.DataFrame:
+    """Any input as a wide frame on its own timestamps (a MetricFrame: its observed points)."""
+    if isinstance(data, MetricFrame):
+        return data.values.where(~data.filled).dropna(how="all")
+    return to_wide(read_table(data) if isinstance(data, (str, Path)) else data, aggregate)
+
+
+def _check_magnitudes(frame: MetricFrame) -> None:
+    """Observed training values must lie within ±MAX_TRAINING_MAGNITUDE: name the first that does not."""
+    beyond = first_beyond_magnitude(frame.values.where(~frame.filled).to_numpy(dtype=np.float64))
+    if beyond is not None:
+        row, col = beyond
+        raise DataError(
+            f"metric {excerpt(frame.metrics[col])} has the value {frame.values.iat[row, col]:g} at "
+            f"{frame.index[row]} in the training data, beyond ±{MAX_TRAINING_MAGNITUDE:g} (the most the scaler "
+            "can represent): a sentinel or an overflowed counter, not a level; drop it or make it missing (NaN)"
+        )
 
 
 def context_points(config: DetectorConfig, freq: pd.Timedelta, *, carried: bool = False) -> int:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from anomaly.config import DetectorConfig
 from anomaly.data import normalise
-from anomaly.detector import LSTMAutoencoderDetector, context_points
+from anomaly.detector import LSTMAutoencoderDetector, check_intervals, context_points
 from anomaly.errors import DataError
 from anomaly.events import EVENT_COLUMNS, SEVERITY_LEVELS
 from anomaly.fileio import atomic_write_json, read_json
@@ -211,7 +211,7 @@ def promotion(new: float | None, current: float | None, tolerance: float) -> tup
 # -- scoring -----------------------------------------------------------------------------
 
 
-def score_group(group: Group, workspace: str | Path, registry_root: str | Path) -> dict[str, Any]:
+def score_group(group: Group, workspace: str | Path, registry_root: str | Path, *, allow_resample: bool = False) -> dict[str, Any]:
     """Score the points that arrived since the last scored one with the production model.
 
     The first run of a group starts after the data its model was trained on.
@@ -226,6 +226,10 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     (the commit point: after a crash before it, the next run scores the same
     points again and replaces what the crashed run wrote, so nothing is
     skipped or doubled; a report run in between may see such an event twice).
+    A metric stored more coarsely than the model's interval (the median
+    spacing of the points read) fails the group with that reason, which the
+    run's record and the report show, unless ``allow_resample``
+    (see :func:`anomaly.detector.check_intervals`).
     """
     root, registry = Path(workspace), ModelRegistry(registry_root)
     if DEFAULT_ALIAS not in registry.aliases(group.name):
@@ -243,6 +247,7 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path) 
     recent = store.read_wide(list(group.metrics), start=last - keep * step + _JUST_AFTER)
     if not (recent.index > last).any():
         return {"group": group.name, "status": "no-new-data", "version": version, "points": 0, "events": 0}
+    check_intervals(recent, step, allow_resample=allow_resample, what=f"the store (group {group.name!r})")
     # normalised once, then split: gaps across the boundary are filled as in one series
     context, new = normalise(recent, config.preprocess, freq=step).split(last)
     scores = detector.score(new, context=context if len(context) else None, carry=carry)

@@ -4,6 +4,12 @@ The parameters are two plain numbers per metric (``center`` and ``scale``) so
 they serialise to JSON and can be read by a person. A metric with no spread in
 training (a constant series) keeps ``scale = 1``: it is only shifted, never
 divided by zero, and any departure from the constant shows up as error.
+
+Scaled values are clipped to ±:data:`SCALED_LIMIT` before the float32 cast
+the model takes, so a value far outside anything seen in training (1e40,
+1e308) scores as the most extreme error there is rather than overflowing to
+inf and freezing every score after it. Training values must lie within
+±:data:`MAX_TRAINING_MAGNITUDE`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,15 @@ import numpy as np
 
 from anomaly.config import ScalerKind
 from anomaly.errors import DataError, NotFittedError
+
+#: Largest magnitude a training value may have (default 1e150): beyond it the scaler's
+#: float64 arithmetic (a range, a sum of squares) can overflow, and no measurement comes
+#: near it: such a value is a sentinel or an overflowed counter, not a metric's level.
+MAX_TRAINING_MAGNITUDE = 1e150
+#: Scaled values are clipped to ±this many training spreads (default 1e6) before the float32
+#: cast: far beyond any anomaly that still needs telling apart from another, yet small enough
+#: that an error raised to the largest configurable power (8) and squared stays finite.
+SCALED_LIMIT = 1e6
 
 
 @dataclass
@@ -31,11 +46,18 @@ class Scaler:
     scale_: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def fit(self, values: np.ndarray) -> "Scaler":
-        """Estimate per-column parameters, ignoring NaN (gaps)."""
+        """Estimate per-column parameters, ignoring NaN (gaps); values beyond ±1e150 are refused."""
         x = _as_2d(values)
         if np.isnan(x).all(axis=0).any():
             col = int(np.flatnonzero(np.isnan(x).all(axis=0))[0])
             raise DataError(f"cannot fit the scaler: column {col} has no values")
+        beyond = first_beyond_magnitude(x)
+        if beyond is not None:
+            row, col = beyond
+            raise DataError(
+                f"cannot fit the scaler: column {col} has the value {x[row, col]:g} at row {row}, "
+                f"beyond ±{MAX_TRAINING_MAGNITUDE:g}"
+            )
         if self.kind == "minmax":
             lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
             center, spread = (hi + lo) / 2.0, (hi - lo) / 2.0
@@ -51,8 +73,11 @@ class Scaler:
         return self
 
     def transform(self, values: np.ndarray) -> np.ndarray:
+        """Scaled float32 values, clipped to ±:data:`SCALED_LIMIT` (NaN stays NaN)."""
         self._check(values)
-        return ((_as_2d(values) - self.center_) / self.scale_).astype(np.float32)
+        with np.errstate(over="ignore"):  # a value near ±1e308 over a small scale: clipped below
+            scaled = (_as_2d(values) - self.center_) / self.scale_
+        return np.clip(scaled, -SCALED_LIMIT, SCALED_LIMIT).astype(np.float32)
 
     def inverse_transform(self, values: np.ndarray) -> np.ndarray:
         self._check(values)
@@ -71,7 +96,8 @@ class Scaler:
             kind = data["kind"]
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"invalid scaler parameters: {exc}") from exc
-        if center.shape != scale.shape or center.ndim != 1 or not np.all(scale > 0):
+        usable = np.all(scale > 0) and np.isfinite(center).all() and np.isfinite(scale).all()
+        if center.shape != scale.shape or center.ndim != 1 or not usable:
             raise DataError(f"invalid scaler parameters: center {center.tolist()}, scale {scale.tolist()}")
         return cls(kind=kind, center_=center, scale_=scale)
 
@@ -81,6 +107,14 @@ class Scaler:
         n = _as_2d(values).shape[1]
         if n != len(self.center_):
             raise DataError(f"the data has {n} metrics, but the scaler was fitted on {len(self.center_)}")
+
+
+def first_beyond_magnitude(values: np.ndarray) -> tuple[int, int] | None:
+    """Row and column of the first value beyond ±:data:`MAX_TRAINING_MAGNITUDE` (time order), or None."""
+    x = _as_2d(values)
+    with np.errstate(invalid="ignore"):
+        rows, cols = np.nonzero(np.abs(x) > MAX_TRAINING_MAGNITUDE)
+    return (int(rows[0]), int(cols[0])) if len(rows) else None
 
 
 def _as_2d(values: np.ndarray | Sequence[float]) -> np.ndarray:

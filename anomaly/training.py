@@ -137,13 +137,16 @@ def train_model(
     callbacks: Sequence[EpochCallback] = (),
     *,
     progress: bool | None = None,
+    observed: np.ndarray | None = None,
 ) -> History:
     """Fit ``model`` to reconstruct ``windows[train_starts]``; returns the loss history.
 
     ``windows`` is the (n, size, m) view from :func:`anomaly.windows.sliding_windows`
-    indexed by window start. Early stopping watches the validation loss (the
-    training loss when there is no validation split) and restores the best
-    weights before returning.
+    indexed by window start. ``observed``, a boolean view of the same shape,
+    keeps the points it marks False (missing, bridged in ``windows``) out of
+    the loss; None counts every point. Early stopping watches the validation
+    loss (the training loss when there is no validation split) and restores
+    the best weights before returning.
     """
     device = resolve_device(config.device)
     with RNG_LOCK:
@@ -162,9 +165,9 @@ def train_model(
         for epoch in bar:
             t0 = time.perf_counter()
             order = rng.permutation(train_starts)
-            train_loss = _train_epoch(model, windows, order, config, optimiser, loss_fn, device, scheduler)
+            train_loss = _train_epoch(model, windows, order, config, optimiser, loss_fn, device, scheduler, observed)
             history.windows_seen += len(order)
-            val_loss = _evaluate(model, windows, val_starts, config.batch_size, loss_fn, device)
+            val_loss = _evaluate(model, windows, val_starts, config.batch_size, loss_fn, device, observed)
             watched = train_loss if val_loss is None else val_loss
             improved = watched < best_loss - config.min_delta
             if improved:
@@ -209,6 +212,18 @@ def _batch(windows: np.ndarray, starts: np.ndarray, device: torch.device) -> tor
     return torch.from_numpy(np.ascontiguousarray(windows[starts], dtype=np.float32)).to(device)
 
 
+def _loss(
+    model: nn.Module, windows: np.ndarray, starts: np.ndarray, loss_fn: nn.Module, device: torch.device,
+    observed: np.ndarray | None,
+) -> tuple[torch.Tensor, int]:
+    """The batch's reconstruction loss, and its size; with ``observed``, the mean over observed points only."""
+    x = _batch(windows, starts, device)
+    if observed is None:
+        return loss_fn(model(x), x), len(x)
+    weight = _batch(observed, starts, device)
+    return ((model(x) - x) ** 2 * weight).sum() / weight.sum().clamp_min(1.0), len(x)
+
+
 def _train_epoch(
     model: nn.Module,
     windows: np.ndarray,
@@ -218,20 +233,20 @@ def _train_epoch(
     loss_fn: nn.Module,
     device: torch.device,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    observed: np.ndarray | None = None,
 ) -> float:
     model.train()
     total, count = 0.0, 0
     for i in range(0, len(order), config.batch_size):
-        x = _batch(windows, order[i : i + config.batch_size], device)
         optimiser.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), x)
+        loss, size = _loss(model, windows, order[i : i + config.batch_size], loss_fn, device, observed)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimiser.step()
         if scheduler is not None:
             scheduler.step()
-        total += float(loss.detach()) * len(x)
-        count += len(x)
+        total += float(loss.detach()) * size
+        count += size
     return total / max(count, 1)
 
 
@@ -242,6 +257,7 @@ def _evaluate(
     batch_size: int,
     loss_fn: nn.Module,
     device: torch.device,
+    observed: np.ndarray | None = None,
 ) -> float | None:
     if len(starts) == 0:
         return None
@@ -249,6 +265,6 @@ def _evaluate(
     total = 0.0
     with torch.inference_mode():
         for i in range(0, len(starts), batch_size * 4):
-            x = _batch(windows, starts[i : i + batch_size * 4], device)
-            total += float(loss_fn(model(x), x)) * len(x)
+            loss, size = _loss(model, windows, starts[i : i + batch_size * 4], loss_fn, device, observed)
+            total += float(loss) * size
     return total / len(starts)

@@ -48,22 +48,45 @@ def window_starts(n_points: int, size: int, stride: int, phase: int = 0) -> np.n
     return starts
 
 
+#: The most of a training window that may be missing (default a quarter), when gap-free
+#: windows are too few (see :func:`training_starts`); those points stay out of the loss.
+#: Irregularly sampled metrics (10-minute spacing with frequent 20-60 minute gaps) leave
+#: few gap-free windows, yet most of their windows miss less than a quarter.
+MAX_MISSING_FRACTION = 0.25
+#: Gap-free windows are trained on alone while they are at least this share of all
+#: candidate windows (default half): then they still cover most of the series.
+MIN_GAP_FREE_SHARE = 0.5
+
+
 def training_starts(n_points: int, window: WindowConfig, missing: np.ndarray | None = None) -> np.ndarray:
-    """Window starts a model trains on: every ``train_stride`` points, gap-free.
+    """Window starts a model trains on: every ``train_stride`` points, gap-free where that is most of them.
 
     The stride widens so there are at most ``max_train_windows`` windows
-    (long histories cost bounded time per epoch), and windows that contain a
-    missing point (``missing`` is a boolean per point) are dropped. May be empty.
+    (long histories cost bounded time per epoch). Windows that contain a
+    missing point (``missing`` is a boolean per point) are dropped, unless
+    fewer than :data:`MIN_GAP_FREE_SHARE` of the windows are gap-free: then
+    windows with up to :data:`MAX_MISSING_FRACTION` of their points missing
+    are kept too, so an irregular series trains on all of itself rather than
+    on the few stretches its gaps spare (or not at all). May be empty.
     """
     n_windows = n_points - window.size + 1
     stride = window.train_stride
     if window.max_train_windows is not None:
         stride = max(stride, math.ceil(n_windows / window.max_train_windows))
     starts = window_starts(n_points, window.size, stride)
-    if missing is not None and missing.any():
-        counts = np.concatenate(([0], np.cumsum(missing)))
-        starts = starts[counts[starts + window.size] - counts[starts] == 0]
-    return starts
+    if missing is None or not missing.any():
+        return starts
+    counts = missing_counts(starts, window.size, missing)
+    gap_free = starts[counts == 0]
+    if len(gap_free) >= MIN_GAP_FREE_SHARE * len(starts):
+        return gap_free
+    return starts[counts <= MAX_MISSING_FRACTION * window.size]
+
+
+def missing_counts(starts: np.ndarray, size: int, missing: np.ndarray) -> np.ndarray:
+    """How many points of each window (starting at ``starts``, ``size`` long) are ``missing``."""
+    counts = np.concatenate(([0], np.cumsum(missing, dtype=np.int64)))
+    return counts[starts + size] - counts[starts]
 
 
 def coverage_capacity(size: int, stride: int) -> int:

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from anomaly.config import ModelConfig, TrainingConfig
 from anomaly.errors import ConfigError
 from anomaly.model import LSTMAutoencoder
-from anomaly.training import EpochResult, History, resolve_device, split_train_validation, torch_threads, train_model
+from anomaly.training import (
+    EpochResult,
+    History,
+    _loss,
+    resolve_device,
+    split_train_validation,
+    torch_threads,
+    train_model,
+)
 from anomaly.windows import sliding_windows, window_starts
 
 
@@ -122,3 +130,24 @@ def test_device_choice() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="training.device is 'cuda' but no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_missing_points_stay_out_of_the_loss() -> None:
+    """With ``observed``, a batch's loss is the mean squared error over its observed points only."""
+    t = np.arange(100, dtype=np.float32)
+    values = np.sin(2 * np.pi * t / 24)[:, None]
+    observed = np.ones_like(values, dtype=bool)
+    observed[::7] = False
+    windows, mask, starts = sliding_windows(values, 16), sliding_windows(observed, 16), np.arange(0, 80, 5)
+    torch.manual_seed(0)
+    model = LSTMAutoencoder(1, ModelConfig(hidden_size=8, latent_size=2)).eval()
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(windows[starts]))
+        squared = ((model(x) - x) ** 2).numpy()
+        masked, size = _loss(model, windows, starts, torch.nn.MSELoss(), torch.device("cpu"), mask)
+        plain, _ = _loss(model, windows, starts, torch.nn.MSELoss(), torch.device("cpu"), None)
+        everything, _ = _loss(model, windows, starts, torch.nn.MSELoss(), torch.device("cpu"), np.ones_like(mask))
+    assert size == len(starts)
+    assert float(masked) == pytest.approx(float(squared[mask[starts]].mean()), rel=1e-6)
+    assert float(masked) != pytest.approx(float(squared.mean()), rel=1e-3)
+    assert float(everything) == pytest.approx(float(plain), rel=1e-6)

@@ -9,8 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anomaly.config import WindowConfig
 from anomaly.errors import DataError
-from anomaly.windows import aggregate_points, coverage_capacity, sliding_windows, window_starts
+from anomaly.windows import (
+    MAX_MISSING_FRACTION,
+    aggregate_points,
+    coverage_capacity,
+    missing_counts,
+    sliding_windows,
+    training_starts,
+    window_starts,
+)
 
 FAST = settings(max_examples=150, deadline=None)
 
@@ -305,3 +314,27 @@ def test_chunked_equals_whole(n: int, data: st.DataObject, m: int, method: str, 
         hi = int(np.searchsorted(starts, b))
         parts.append(aggregate_points(recon[lo:hi], starts[lo:hi], a, b - a, method, cap))  # type: ignore[arg-type]
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-12, atol=1e-12)
+
+
+# --- training_starts with gaps ------------------------------------------------------------
+
+
+def test_training_starts_keep_only_gap_free_windows_while_they_are_most() -> None:
+    window = WindowConfig(size=10, train_stride=1, max_train_windows=None)
+    missing = np.zeros(100, dtype=bool)
+    missing[[20, 60]] = True  # 20 of the 91 windows hold a gap
+    starts = training_starts(100, window, missing)
+    assert starts.tolist() == [s for s in range(91) if not (s <= 20 < s + 10 or s <= 60 < s + 10)]
+    np.testing.assert_array_equal(training_starts(100, window), np.arange(91))  # gap-free data: every window
+
+
+def test_training_starts_admit_windows_with_a_few_missing_points_when_gaps_are_everywhere() -> None:
+    window = WindowConfig(size=20, train_stride=1, max_train_windows=None)
+    missing = np.zeros(200, dtype=bool)
+    missing[::15] = True  # no 20-point window is gap-free; each misses 1 or 2 points
+    missing[100:110] = True  # a long outage: windows over it miss more than a quarter
+    starts = training_starts(200, window, missing)
+    counts = missing_counts(starts, 20, missing)
+    assert len(starts) > 100 and counts.min() >= 1 and counts.max() <= MAX_MISSING_FRACTION * 20
+    everything = np.arange(181)
+    assert set(everything) - set(starts) == {s for s in everything if missing_counts(np.array([s]), 20, missing)[0] > 5}
