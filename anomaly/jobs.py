@@ -184,11 +184,13 @@ def holdout_error(detector: LSTMAutoencoderDetector, recent: pd.DataFrame, conte
 
     Two models are compared on the same points in the same units: each
     model's own scaled score would not do, since a retrain refits the
-    scaler. None when there is nothing observed to compare on.
+    scaler. None when there is nothing observed to compare on. A metric
+    whose interval changed is still compared (with the scorer's warning):
+    refusing here would stop the retrain that adapts to the new interval.
     """
     if recent.empty:
         return None
-    scores = detector.score(recent, context=context if not context.empty else None)
+    scores = detector.score(recent, context=context if not context.empty else None, allow_resample=True)
     observed = ~scores.filled.to_numpy() & np.isfinite(scores.values.to_numpy())
     spread = np.nanstd(np.where(observed, scores.values.to_numpy(), np.nan), axis=0)
     spread = np.where(np.isfinite(spread) & (spread > 1e-12), spread, 1.0)
