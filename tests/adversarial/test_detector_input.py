@@ -277,6 +277,23 @@ def test_the_score_job_fails_the_group_with_the_reason_and_writes_nothing(
     assert allowed["status"] == "scored" and allowed["points"] > 0
 
 
+
+def test_a_retrain_after_the_source_changed_its_interval_is_not_blocked(
+    detectors: dict[str, LSTMAutoencoderDetector], series: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The daily retrain compares the new model with production on the newest day, now 15-minute data."""
+    from anomaly.jobs import train_group
+
+    workspace, registry = tmp_path / "ws", tmp_path / "models"
+    published = ModelRegistry(registry).publish(detectors["spot"], "requests")
+    ModelRegistry(registry).promote("requests", published.version)
+    newest = series.iloc[HISTORY_POINTS:][["requests"]]
+    stored = pd.concat([series.iloc[:HISTORY_POINTS][["requests"]], newest[newest.index.minute % 15 == 0]])
+    RawStore(workspace / STORE).append(long_points(stored))
+    result = train_group(Group("requests", ("requests",)), workspace, registry, TINY, validation="1D")
+    assert result["version"] == "000002"
+    assert result["holdout_error"] is not None
+
 # -- item 10: irregular series, and one file never aborts a benchmark ---------------------------
 
 # the default window: short windows find gap-free stretches even in irregular data
