@@ -70,7 +70,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from filelock import FileLock
 
-from anomaly.data import LONG_COLUMNS, TIME_COLUMNS, _numeric, parse_timestamps
+from anomaly.data import LONG_COLUMNS, NS_MAX, NS_MIN, TIME_COLUMNS, numeric_values, parse_timestamps
 from anomaly.errors import DataError
 from anomaly.fileio import atomic_write_json, fsync_dir, pid_alive
 
@@ -87,7 +87,6 @@ TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
 SCHEMA = pa.schema([("metric", pa.string()), ("timestamp", TIMESTAMP_TYPE), ("value", pa.float64())])
 _METRIC = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,199}")
 _BATCH = re.compile(r"\d{8}T\d{12}Z-(\d+)-[0-9a-f]{8}")
-_NS_MIN, _NS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 
 
 # -- validation ----------------------------------------------------------------------
@@ -143,26 +142,10 @@ def validate_points(frame: pd.DataFrame) -> pd.DataFrame:
             f"the index); got columns {[str(c) for c in frame.columns]}"
         )
     raw_stamps = frame.index if isinstance(frame.index, pd.DatetimeIndex) else frame[time_col]
-    stamps = _nanosecond_stamps(raw_stamps)
+    stamps = pd.DatetimeIndex(parse_timestamps(raw_stamps).as_unit("ns"), name="timestamp")
     metrics = _metric_names(frame[lower["metric"]])
     values = _point_values(frame[lower["value"]], metrics, stamps)
     return pd.DataFrame({"metric": metrics, "timestamp": stamps, "value": values})
-
-
-def _nanosecond_stamps(raw: pd.Index | pd.Series) -> pd.DatetimeIndex:
-    """UTC nanosecond timestamps: exact for second to nanosecond inputs, years 1677-2262."""
-    try:
-        stamps = parse_timestamps(raw)
-    except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:
-        raise DataError(f"timestamp out of range: {exc}") from exc
-    outside = (stamps < _NS_MIN) | (stamps > _NS_MAX)
-    if outside.any():
-        row = int(np.flatnonzero(outside)[0])
-        raise DataError(
-            f"timestamp {stamps[row]} at row {row} is outside the storable range "
-            f"{_NS_MIN.year}-{_NS_MAX.year} (numbers are read as epoch seconds, not milliseconds)"
-        )
-    return pd.DatetimeIndex(stamps.as_unit("ns"), name="timestamp")
 
 
 def _metric_names(column: pd.Series) -> np.ndarray:
@@ -183,10 +166,10 @@ def _metric_names(column: pd.Series) -> np.ndarray:
 def _point_values(column: pd.Series, metrics: np.ndarray, stamps: pd.DatetimeIndex) -> np.ndarray:
     """float64 values via :mod:`anomaly.data`'s check; on failure the message also names the metric."""
     try:
-        return _numeric(column, "value", stamps)
+        return numeric_values(column, "value", stamps)
     except DataError:
         labels = pd.Index([f"{t} (metric {m!r})" for m, t in zip(metrics, stamps)])
-        _numeric(column, "value", labels)  # type: ignore[arg-type]  # raises the same error, better labelled
+        numeric_values(column, "value", labels)  # type: ignore[arg-type]  # raises the same error, better labelled
         raise
 
 
@@ -741,10 +724,10 @@ def _bound(value: object, what: str) -> pd.Timestamp | None:
     """A read bound parsed like any timestamp (str, datetime, epoch seconds), as ns UTC."""
     if value is None:
         return None
-    if isinstance(value, pd.Timestamp) and value.tzinfo is not None and _NS_MIN <= value <= _NS_MAX:
+    if isinstance(value, pd.Timestamp) and value.tzinfo is not None and NS_MIN <= value <= NS_MAX:
         return value.tz_convert("UTC").as_unit("ns")  # the common case, without the parser's cost
     try:
-        return _nanosecond_stamps(pd.Index([value]))[0]
+        return parse_timestamps(pd.Index([value])).as_unit("ns")[0]
     except DataError as exc:
         raise DataError(f"invalid {what} {value!r}: {exc}") from exc
 
