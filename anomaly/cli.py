@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     _add_models_parser(sub)
+    _add_store_parser(sub)
 
     demo = sub.add_parser("demo", help="generate sample data, train, detect and report", description=_doc(cmd_demo))
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default ./demo-output)")
@@ -150,6 +151,25 @@ def _add_models_parser(sub: Any) -> None:
     prune.set_defaults(func=cmd_models_prune)
     for action in (lst, show, promote, rollback, prune):
         _add_registry_option(action)
+
+
+def _add_store_parser(sub: Any) -> None:
+    store = sub.add_parser("store", help="inspect and repair a raw store (the ingest flows' store/ folder)",
+                           description="Inspect the raw store of a workspace (data/store in a deployment) and repair one "
+                                       "poisoned by points far from the clock.")
+    ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    lst = ssub.add_parser("list", help="every metric: first and last stored point, watermark, whether it needs a repair")
+    lst.set_defaults(func=cmd_store_list)
+    held = ssub.add_parser("quarantine", help="the points refused as implausible, with the reason and origin")
+    held.set_defaults(func=cmd_store_quarantine)
+    repair = ssub.add_parser("repair", help="move points past the clock (or outside given bounds) to quarantine",
+                             description=_doc(cmd_store_repair))
+    repair.add_argument("--metric", action="append", default=[], help="only this metric (repeatable; default: all)")
+    repair.add_argument("--drop-after", metavar="TIME", help="remove points after TIME (default: now + ANOMALY_STORE_MAX_AHEAD, 1 day)")
+    repair.add_argument("--drop-before", metavar="TIME", help="remove points before TIME (default: ANOMALY_STORE_EARLIEST, 1970-01-01)")
+    repair.set_defaults(func=cmd_store_repair)
+    for action in (lst, held, repair):
+        action.add_argument("store", type=Path, help="the store folder, e.g. data/store")
 
 
 def _version_arg(text: str) -> str | int:
@@ -362,6 +382,41 @@ def cmd_models_prune(args: argparse.Namespace) -> int:
 
     removed = ModelRegistry(args.registry).prune(args.name, args.keep)
     print(f"{args.name}: removed {', '.join(removed) if removed else 'nothing'}")
+    return 0
+
+
+def cmd_store_list(args: argparse.Namespace) -> int:
+    """Every metric of the store, one line each."""
+    from anomaly.store import RawStore
+
+    table = RawStore.existing(args.store).summary()
+    print(f"store: {args.store}")
+    print(table.to_string(index=False) if len(table) else "(no metrics)")
+    return 0
+
+
+def cmd_store_quarantine(args: argparse.Namespace) -> int:
+    """The quarantined points, one line each."""
+    from anomaly.store import RawStore
+
+    table = RawStore.existing(args.store).quarantined()
+    print(table.to_string(index=False) if len(table) else "(nothing quarantined)")
+    return 0
+
+
+def cmd_store_repair(args: argparse.Namespace) -> int:
+    """Move the stored points later than --drop-after (default: the clock plus
+    a day) or earlier than --drop-before (default: 1970) to quarantine, so a
+    metric poisoned by a far-future point gets its real watermark back.
+    Crash-safe like an append; 'anomaly store quarantine' lists what moved."""
+    from anomaly.store import RawStore
+
+    store = RawStore.existing(args.store)
+    result = store.repair(args.metric or None, after=args.drop_after, before=args.drop_before)
+    moved = ", ".join(f"{m} {n}" for m, n in result.removed_by_metric.items()) or "nothing to remove"
+    print(f"{args.store}: moved {result.removed} point(s) to quarantine ({moved})")
+    for metric, mark in result.watermarks.items():
+        print(f"  {metric}: watermark {mark.isoformat()}")
     return 0
 
 

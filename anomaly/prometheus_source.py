@@ -78,7 +78,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly.data import as_utc
-from anomaly.errors import DataError
+from anomaly.errors import DataError, excerpt
 from anomaly.sources import SourceIOError, newer_than
 from anomaly.store import check_metric_name, empty_points
 
@@ -88,6 +88,8 @@ QUERY_RANGE_PATH = "/api/v1/query_range"
 #: Prometheus refuses a range query of more than 11,000 points per series.
 MAX_POINTS_PER_SERIES = 11_000
 MAX_KEY_LENGTH = 200
+#: A quoted query or URL is cut past this in messages.
+QUERY_CHARS = 200
 HASH_DIGITS = 8
 #: HTTP statuses worth a retry besides 5xx: request timeout and too many requests.
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -140,10 +142,10 @@ class PrometheusSource:
         self.step_ms = parse_duration_ms(step, "step")
         self.lookback_ms = parse_duration_ms(lookback, "lookback")
         if self.lookback_ms < self.step_ms:
-            raise DataError(f"lookback {lookback!r} is shorter than the step {step!r}: a pull would hold no point")
+            raise DataError(f"lookback {excerpt(lookback)} is shorter than the step {excerpt(step)}: a pull would hold no point")
         self.end = None if end is None else _parse_time(end, "end")
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
-            raise DataError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+            raise DataError(f"timeout_s must be a positive number of seconds, got {excerpt(timeout_s)}")
         self.timeout_s = float(timeout_s)
         self.username = username
         self.password_env = password_env
@@ -152,7 +154,7 @@ class PrometheusSource:
         self._token = token
         self.auth = _auth_kind(username, password, password_env, token, token_env)
         if not isinstance(name, str) or not name:
-            raise DataError(f"a source name must be a non-empty string, got {name!r}")
+            raise DataError(f"a source name must be a non-empty string, got {excerpt(name)}")
         self.name = name
 
     def __repr__(self) -> str:
@@ -204,7 +206,7 @@ class PrometheusSource:
         elif self.auth == "bearer":
             token = self._secret(self._token, self.token_env, "token")
             if not (token.isascii() and token.isprintable()):  # httpx would refuse it with the token in the message
-                raise DataError(f"the bearer token of source {self.name!r} has line breaks, control or non-ASCII characters")
+                raise DataError(f"the bearer token of source {excerpt(self.name)} has line breaks, control or non-ASCII characters")
             headers["Authorization"] = f"Bearer {token}"
         return httpx.Client(
             base_url=self.url, headers=headers, auth=auth, timeout=self.timeout_s, follow_redirects=False
@@ -216,7 +218,7 @@ class PrometheusSource:
             return value
         found = os.environ.get(str(env), "")
         if not found:
-            raise DataError(f"the environment variable {env!r} named by {what}_env for source {self.name!r} is not set")
+            raise DataError(f"the environment variable {excerpt(env)} named by {what}_env for source {excerpt(self.name)} is not set")
         return found
 
     def _query_range(self, client: httpx.Client, query: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
@@ -233,10 +235,10 @@ class PrometheusSource:
             response = client.get(QUERY_RANGE_PATH, params=params)
         except httpx.TimeoutException as exc:
             raise SourceIOError(
-                f"{where} did not answer query {query!r} within {self.timeout_s:g}s ({type(exc).__name__})"
+                f"{where} did not answer query {excerpt(query, QUERY_CHARS)} within {self.timeout_s:g}s ({type(exc).__name__})"
             ) from exc
         except httpx.TransportError as exc:
-            raise SourceIOError(f"cannot reach {where} for query {query!r}: {type(exc).__name__}: {exc}") from exc
+            raise SourceIOError(f"cannot reach {where} for query {excerpt(query, QUERY_CHARS)}: {type(exc).__name__}: {exc}") from exc
         log.debug(
             "%s: %s over %s..%s step %gs: HTTP %d",
             self.name, query, params["start"], params["end"], self.step_ms / 1000, response.status_code,
@@ -248,7 +250,7 @@ class PrometheusSource:
             log.warning("%s: query %r: Prometheus warns: %s", self.name, query, warning)
         data = body.get("data")
         if not isinstance(data, dict) or data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
-            raise DataError(f"{where} returned no range result (matrix) for query {query!r}: {str(body)[:200]}")
+            raise DataError(f"{where} returned no range result (matrix) for query {excerpt(query, QUERY_CHARS)}: {str(body)[:200]}")
         return data["result"]
 
     # -- answers to points -----------------------------------------------------------
@@ -263,23 +265,23 @@ class PrometheusSource:
         """Long-form points per returned series, named by :func:`series_key`; ``owners`` catches collisions."""
         for series in result:
             if not isinstance(series, dict) or not isinstance(series.get("metric", {}), dict):
-                raise DataError(f"query {query!r}: a series in Prometheus' answer is malformed: {str(series)[:200]}")
+                raise DataError(f"query {excerpt(query, QUERY_CHARS)}: a series in Prometheus' answer is malformed: {str(series)[:200]}")
             labels = {str(k): str(v) for k, v in (series.get("metric") or {}).items()}
             if query_name is None and not labels.get("__name__"):
                 raise DataError(
-                    f"query {query!r} returns series without a metric name ({_show_labels(labels)}); "
+                    f"query {excerpt(query, QUERY_CHARS)} returns series without a metric name ({_show_labels(labels)}); "
                     "name it with the mapping form, e.g. {'my_name': <query>}"
                 )
             key = series_key(labels, query_name)
             seen = owners.setdefault(key, labels)
             if seen != labels:
                 raise DataError(
-                    f"series {_show_labels(seen)} and {_show_labels(labels)} would both be stored as {key!r}; "
+                    f"series {_show_labels(seen)} and {_show_labels(labels)} would both be stored as {excerpt(key)}; "
                     "tell them apart in PromQL (label_replace, aggregation) or query them under different names"
                 )
             if series.get("histograms"):
                 raise DataError(
-                    f"query {query!r} returns native histograms for {key!r}; query floats, e.g. histogram_quantile(...)"
+                    f"query {excerpt(query, QUERY_CHARS)} returns native histograms for {excerpt(key)}; query floats, e.g. histogram_quantile(...)"
                 )
             yield self._points(key, series.get("values") or [], query)
 
@@ -290,7 +292,7 @@ class PrometheusSource:
             numbers = np.asarray([v for _, v in values], dtype=np.float64)
         except (TypeError, ValueError) as exc:
             shown = str(values)[:200]
-            raise DataError(f"query {query!r}: unreadable sample for {key!r} in {shown}: {exc}") from exc
+            raise DataError(f"query {excerpt(query, QUERY_CHARS)}: unreadable sample for {excerpt(key)} in {shown}: {exc}") from exc
         infinite = np.isinf(numbers)
         if infinite.any():
             log.warning(
@@ -333,7 +335,7 @@ def series_key(labels: Mapping[str, str], name: str | None = None) -> str:
 
 def _show_labels(labels: Mapping[str, str]) -> str:
     """Labels as PromQL writes them, for messages: ``name{a="1", b="2"}``."""
-    rest = ", ".join(f"{k}={v!r}" for k, v in sorted(labels.items()) if k != "__name__")
+    rest = ", ".join(f"{k}={excerpt(v)}" for k, v in sorted(labels.items()) if k != "__name__")
     return f"{labels.get('__name__', '')}{{{rest}}}"
 
 
@@ -361,7 +363,7 @@ def parse_duration_ms(value: str | float, what: str) -> int:
         ms = -1
     if ms < 1 or ms != int(ms):
         raise DataError(
-            f"{what} {value!r} is not a duration of whole milliseconds: use e.g. '30s', '5m', '1h30m', '7d' or seconds"
+            f"{what} {excerpt(value)} is not a duration of whole milliseconds: use e.g. '30s', '5m', '1h30m', '7d' or seconds"
         )
     return int(ms)
 
@@ -376,9 +378,9 @@ def _parse_time(value: str | float, what: str) -> pd.Timestamp:
         else:
             raise ValueError("not a time")
     except (ValueError, OverflowError) as exc:
-        raise DataError(f"{what} {value!r} is not an ISO time or epoch seconds") from exc
+        raise DataError(f"{what} {excerpt(value)} is not an ISO time or epoch seconds") from exc
     if pd.isna(stamp):
-        raise DataError(f"{what} {value!r} is not an ISO time or epoch seconds")
+        raise DataError(f"{what} {excerpt(value)} is not an ISO time or epoch seconds")
     return as_utc(stamp)
 
 
@@ -389,11 +391,11 @@ def _check_url(url: object) -> str:
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise DataError(
-            f"the Prometheus url for host {parts.hostname!r} carries credentials; "
+            f"the Prometheus url for host {excerpt(parts.hostname)} carries credentials; "
             "pass username with password_env, or token_env, instead"
         )
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise DataError(f"the Prometheus url must look like 'http://host:9090' (an optional path allowed), got {url!r}")
+        raise DataError(f"the Prometheus url must look like 'http://host:9090' (an optional path allowed), got {excerpt(url, QUERY_CHARS)}")
     return url.rstrip("/")
 
 
@@ -406,18 +408,18 @@ def _named_queries(queries: object) -> list[tuple[str | None, str]]:
         for name, _ in pairs:
             if not isinstance(name, str) or not _QUERY_NAME.fullmatch(name) or len(name) > MAX_KEY_LENGTH // 2:
                 raise DataError(
-                    f"query name {name!r} cannot prefix metric names: use up to {MAX_KEY_LENGTH // 2} letters, "
+                    f"query name {excerpt(name)} cannot prefix metric names: use up to {MAX_KEY_LENGTH // 2} letters, "
                     "digits, '_', ':' or '-' (no dots)"
                 )
     elif isinstance(queries, Sequence):
         pairs = [(None, q) for q in queries]
     else:
-        raise DataError(f"queries must be a PromQL string, a list of them or a mapping name -> query, got {queries!r}")
+        raise DataError(f"queries must be a PromQL string, a list of them or a mapping name -> query, got {excerpt(queries)}")
     if not pairs:
         raise DataError("a Prometheus source needs at least one query")
     for name, query in pairs:
         if not isinstance(query, str) or not query.strip():
-            raise DataError(f"query {name + ' ' if name else ''}must be a non-empty PromQL string, got {query!r}")
+            raise DataError(f"query {name + ' ' if name else ''}must be a non-empty PromQL string, got {excerpt(query, QUERY_CHARS)}")
     return [(name, str(query)) for name, query in pairs]
 
 
@@ -435,7 +437,7 @@ def _auth_kind(
         raise DataError("bearer auth needs exactly one of token or token_env")
     for env in (password_env, token_env):
         if env is not None and (not isinstance(env, str) or not env):
-            raise DataError(f"an environment variable name must be a non-empty string, got {env!r}")
+            raise DataError(f"an environment variable name must be a non-empty string, got {excerpt(env)}")
     return "basic" if basic else "bearer" if bearer else None
 
 
@@ -477,19 +479,19 @@ def _http_error(where: str, query: str, response: httpx.Response, body: Mapping[
     else:
         reason = " ".join(response.text.split())[:200] or response.reason_phrase
     if status >= 500 or status in RETRYABLE_STATUSES:
-        return SourceIOError(f"{where} failed query {query!r} (HTTP {status}): {reason}")
+        return SourceIOError(f"{where} failed query {excerpt(query, QUERY_CHARS)} (HTTP {status}): {reason}")
     if status in (401, 403):
-        return DataError(f"{where} refused the credentials (HTTP {status}) for query {query!r}")
+        return DataError(f"{where} refused the credentials (HTTP {status}) for query {excerpt(query, QUERY_CHARS)}")
     if 300 <= status < 400:
         return DataError(
-            f"{where} redirected query {query!r} (HTTP {status}) to {response.headers.get('location', '?')}; "
+            f"{where} redirected query {excerpt(query, QUERY_CHARS)} (HTTP {status}) to {response.headers.get('location', '?')}; "
             "point url at the Prometheus server itself"
         )
     if status == 404:
         return DataError(f"{where} has no {QUERY_RANGE_PATH} (HTTP 404): is url the Prometheus server's base URL?")
     if response.is_success:
-        return DataError(f"{where} did not answer like Prometheus to query {query!r}: {reason}")
-    return DataError(f"{where} rejected query {query!r} (HTTP {status}): {reason}")
+        return DataError(f"{where} did not answer like Prometheus to query {excerpt(query, QUERY_CHARS)}: {reason}")
+    return DataError(f"{where} rejected query {excerpt(query, QUERY_CHARS)} (HTTP {status}): {reason}")
 
 
 __all__ = ["MAX_POINTS_PER_SERIES", "PrometheusSource", "parse_duration_ms", "series_key"]

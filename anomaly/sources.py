@@ -26,9 +26,10 @@ import pandas as pd
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from anomaly.data import LONG_COLUMNS, as_utc, to_wide
-from anomaly.errors import DataError
+from anomaly.data import COMPRESSION_SUFFIXES, LONG_COLUMNS, ReadBudget, as_utc, file_kind, read_frame, to_wide
+from anomaly.errors import DataError, excerpt
 from anomaly.store import (
+    ORIGIN,
     AppendResult,
     RawStore,
     check_metric_name,
@@ -38,9 +39,6 @@ from anomaly.store import (
 
 log = logging.getLogger(__name__)
 
-PARQUET_SUFFIXES: tuple[str, ...] = (".parquet", ".pq")
-CSV_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".txt")
-COMPRESSION_SUFFIXES: tuple[str, ...] = (".gz", ".bz2", ".xz", ".zst")
 
 
 class SourceIOError(DataError, OSError):
@@ -73,6 +71,9 @@ class Source(Protocol):
       series to a stable safe key (e.g. ``http_requests:job=api`` is *not*
       safe; ``http_requests.job_api`` is) and documents the mapping.
     - Nothing new is an empty DataFrame, not an error.
+    - Optionally, ``fetch_by_origin(watermarks)`` returns the same points as
+      ``[(origin, frame), ...]`` (e.g. one per file): :func:`ingest` then
+      names each point's origin when the store quarantines it.
     - Raise :class:`DataError` for configuration or content problems and an
       ``OSError`` (e.g. :class:`SourceIOError`) for I/O that may succeed on a
       retry. Do not retry inside ``fetch``.
@@ -106,15 +107,25 @@ def ingest(source: Source, store: RawStore) -> AppendResult:
     Safe to re-run: an overlapping or repeated fetch only adds duplicates,
     which the store drops.
     """
-    points = source.fetch(store.watermarks())
-    if not isinstance(points, pd.DataFrame):
-        raise DataError(f"source {source.name!r} returned {type(points).__name__}, expected a pandas DataFrame")
+    points = _fetch_with_origin(source, store.watermarks())
     result = store.append(points)
     log.info(
-        "ingest from %s into %s: %d rows in, %d new, %d duplicates, %d missing",
+        "ingest from %s into %s: %d rows in, %d new, %d duplicates, %d missing, %d quarantined",
         source.name, store.root, result.rows_in, result.rows_written, result.duplicates_dropped, result.missing_dropped,
+        result.quarantined,
     )  # fmt: skip
     return result
+
+
+def _fetch_with_origin(source: Source, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
+    """The source's new points with an :data:`~anomaly.store.ORIGIN` column: a file's name, else the source's."""
+    by_origin = getattr(source, "fetch_by_origin", None)
+    parts = by_origin(watermarks) if callable(by_origin) else [(str(source.name), source.fetch(watermarks))]
+    for _, frame in parts:
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"source {excerpt(source.name)} returned {type(frame).__name__}, expected a pandas DataFrame")
+    tagged = [frame.assign(**{ORIGIN: origin}) for origin, frame in parts if len(frame)]
+    return pd.concat(tagged, ignore_index=True) if tagged else empty_points()
 
 
 @dataclass(frozen=True)
@@ -143,7 +154,10 @@ class FileSource:
     Paths are expanded on every fetch, so files that appear later are picked
     up. Every matching file is read whole on every fetch and filtered by the
     watermarks: fine for a working set of files, not for an ever-growing
-    archive (point the source at the recent files instead). Files are read in
+    archive (point the source at the recent files instead). One fetch reads
+    at most ``max_read_mb`` MiB (default ``$ANOMALY_MAX_READ_MB``, else
+    :data:`anomaly.data.MAX_READ_MB`), counted after decompression: a larger
+    file is refused before it is opened. Files are read in
     path order, so where two files hold the same point in one fetch, the
     later path wins. Repeated timestamps inside one *wide* file are averaged
     (:func:`anomaly.data.to_wide`); inside a long file the last row wins.
@@ -156,24 +170,31 @@ class FileSource:
         recursive: bool = False,
         name: str = "files",
         storage_options: Mapping[str, Any] | None = None,
+        max_read_mb: float | None = None,
     ) -> None:
         self.paths = [paths] if isinstance(paths, str) else list(paths)
         self.recursive = recursive
         self.name = name
         self.storage_options = dict(storage_options or {})
         if not self.paths or not all(isinstance(p, str) and p for p in self.paths):
-            raise DataError(f"FileSource needs one or more non-empty path strings, got {paths!r}")
+            raise DataError(f"FileSource needs one or more non-empty path strings, got {excerpt(paths)}")
+        if max_read_mb is not None and not (isinstance(max_read_mb, (int, float)) and 0 < max_read_mb < float("inf")):
+            raise DataError(f"max_read_mb must be a positive number of MiB, got {excerpt(max_read_mb)}")
+        self.max_read_mb = max_read_mb
 
     def __repr__(self) -> str:
         return f"FileSource({self.paths!r}, recursive={self.recursive})"
 
     def fetch(self, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
         """Points of every matched file newer than their metric's watermark (see :class:`Source`)."""
-        frames = [newer_than(self._read(file), watermarks) for file in self._expand_all()]
-        frames = [f for f in frames if len(f)]
-        if not frames:
-            return empty_points()
-        return pd.concat(frames, ignore_index=True)
+        frames = [frame for _, frame in self.fetch_by_origin(watermarks)]
+        return pd.concat(frames, ignore_index=True) if frames else empty_points()
+
+    def fetch_by_origin(self, watermarks: Mapping[str, pd.Timestamp]) -> list[tuple[str, pd.DataFrame]]:
+        """:meth:`fetch` file by file, as ``(file, points)`` for files with new points, in path order."""
+        budget = ReadBudget(None if self.max_read_mb is None else int(self.max_read_mb * (1 << 20)))
+        frames = [(file.shown, newer_than(self._read(file, budget), watermarks)) for file in self._expand_all()]
+        return [(shown, frame) for shown, frame in frames if len(frame)]
 
     def files(self) -> list[str]:
         """The data files the paths match now, as fetch would read them (for logs and dry runs)."""
@@ -218,20 +239,20 @@ class FileSource:
 
     # -- reading files ---------------------------------------------------------------
 
-    def _read(self, file: _File) -> pd.DataFrame:
-        """One file as validated long-form points, without missing values; errors name the file."""
+    def _read(self, file: _File, budget: ReadBudget) -> pd.DataFrame:
+        """One file as validated long-form points, without missing values; errors name the file.
+
+        Its size is checked against ``budget`` before it is opened.
+        """
         kind = _kind(file.path, file.shown)
         try:
-            if kind == "parquet":
-                with file.fs.open(file.path, "rb") as handle:
-                    frame = pd.read_parquet(handle)
-            else:
-                with file.fs.open(file.path, "rb", compression="infer") as handle:
-                    frame = pd.read_csv(handle, sep="\t" if kind == "tsv" else ",")
+            size = file.fs.size(file.path)
+            if size is not None:
+                budget.admit(int(size), file.shown)
+            with file.fs.open(file.path, "rb", compression=None if kind == "parquet" else "infer") as handle:
+                frame = read_frame(handle, kind, file.shown, budget)
         except OSError as exc:
             raise SourceIOError(f"cannot read {file.shown!r}: {exc}") from exc
-        except (ValueError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
-            raise DataError(f"cannot read {file.shown!r} as {kind.upper()}: {exc}") from exc
         try:
             points = _to_points(frame)
         except DataError as exc:
@@ -251,26 +272,19 @@ def _to_points(frame: pd.DataFrame) -> pd.DataFrame:
         try:
             check_metric_name(column)
         except DataError as exc:
-            raise DataError(f"column {column!r} cannot be a metric: {exc}") from None
+            raise DataError(f"column {excerpt(column)} cannot be a metric: {exc}") from None
     long = wide.rename_axis(columns="metric").stack(future_stack=True).rename("value").reset_index()
     return validate_points(long)
 
 
 def _kind(path: str, shown: str) -> str:
     """``parquet``, ``csv`` or ``tsv`` from the file name; anything else is refused by name."""
-    name = posixpath.basename(path).lower()
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    stem, ext = posixpath.splitext(name)
-    if ext in COMPRESSION_SUFFIXES:
-        name = stem
-    if name.endswith(".tsv"):
-        return "tsv"
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    raise DataError(
-        f"unsupported file type for {shown!r}: expected .csv, .tsv, .txt (optionally compressed) or .parquet"
-    )
+    kind = file_kind(posixpath.basename(path))
+    if kind is None:
+        raise DataError(
+            f"unsupported file type for {shown!r}: expected .csv, .tsv, .txt (optionally compressed) or .parquet"
+        )
+    return kind
 
 
 def _is_data_file(path: str) -> bool:
@@ -316,11 +330,11 @@ def build_source(spec: str | Sequence[str] | Mapping[str, Any]) -> Source:
     if isinstance(spec, str) or (isinstance(spec, Sequence) and not isinstance(spec, Mapping)):
         return FileSource(spec)
     if not isinstance(spec, Mapping):
-        raise DataError(f"a source is a path, a list of paths or a mapping with a 'kind', got {spec!r}")
+        raise DataError(f"a source is a path, a list of paths or a mapping with a 'kind', got {excerpt(spec)}")
     options = dict(spec)
     kind = options.pop("kind", "files")
     if kind not in SOURCE_KINDS:
-        raise DataError(f"unknown source kind {kind!r}; expected one of {sorted(SOURCE_KINDS)}")
+        raise DataError(f"unknown source kind {excerpt(kind)}; expected one of {sorted(SOURCE_KINDS)}")
     module, _, attribute = SOURCE_KINDS[kind].partition(":")
     try:
         return getattr(importlib.import_module(module), attribute)(**options)

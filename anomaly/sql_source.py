@@ -90,7 +90,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from anomaly.data import as_utc, parse_timestamps
-from anomaly.errors import DataError
+from anomaly.errors import DataError, excerpt
 from anomaly.sources import SourceIOError, newer_than
 from anomaly.store import check_metric_name, empty_points, validate_points
 
@@ -144,7 +144,7 @@ class SQLSource:
         self.password_env = password_env
         self._password = password
         if not isinstance(name, str) or not name:
-            raise DataError(f"a SQL source needs a non-empty name, got {name!r}")
+            raise DataError(f"a SQL source needs a non-empty name, got {excerpt(name)}")
         self._check_credentials()
         self._check_layout()
         self._statement = self._build_statement()
@@ -190,43 +190,43 @@ class SQLSource:
         if len(given) > 1:
             raise DataError(f"the SQL source {self.url} has a password in {' and '.join(given)}; give it in one place")
         if self.password_env is not None and (not isinstance(self.password_env, str) or not self.password_env):
-            raise DataError(f"password_env must name an environment variable, got {self.password_env!r}")
+            raise DataError(f"password_env must name an environment variable, got {excerpt(self.password_env)}")
         if self._password is not None and not isinstance(self._password, str):
             raise DataError(f"password must be a string, got {type(self._password).__name__}")
 
     def _check_layout(self) -> None:
         """Exactly one of table/query, and the columns one layout needs; names must be usable as metrics."""
         if (self.table is None) == (self.query is None):
-            raise DataError(f"a SQL source needs exactly one of table or query, got table={self.table!r}, "
-                            f"query={self.query!r}")  # fmt: skip
+            raise DataError(f"a SQL source needs exactly one of table or query, got table={excerpt(self.table)}, "
+                            f"query={excerpt(self.query)}")  # fmt: skip
         for option in ("table", "query"):
             given = getattr(self, option)
             if given is not None and (not isinstance(given, str) or not given.strip()):
-                raise DataError(f"{option} must be a non-empty string, got {given!r}")
+                raise DataError(f"{option} must be a non-empty string, got {excerpt(given)}")
         if not isinstance(self.timestamp, str) or not self.timestamp:
-            raise DataError(f"timestamp must name the time column, got {self.timestamp!r}")
+            raise DataError(f"timestamp must name the time column, got {excerpt(self.timestamp)}")
         if not isinstance(self.metric_prefix, str):
-            raise DataError(f"metric_prefix must be a string, got {self.metric_prefix!r}")
+            raise DataError(f"metric_prefix must be a string, got {excerpt(self.metric_prefix)}")
         if self.columns is not None:
             if (self.metric, self.value) not in {(None, None), ("metric", "value")}:
                 raise DataError(
-                    f"columns={self.columns!r} selects the wide layout, which has no metric or value column; "
-                    f"got metric={self.metric!r}, value={self.value!r} (leave them out)"
+                    f"columns={excerpt(self.columns)} selects the wide layout, which has no metric or value column; "
+                    f"got metric={excerpt(self.metric)}, value={excerpt(self.value)} (leave them out)"
                 )
             self.metric = self.value = None
             for column in self.columns:
-                _check_metric(self.metric_prefix + column, f"column {column!r}")
+                _check_metric(self.metric_prefix + column, f"column {excerpt(column)}")
             return
         if not (isinstance(self.metric, str) and self.metric and isinstance(self.value, str) and self.value):
             raise DataError(
-                f"the long layout needs metric and value column names, got metric={self.metric!r}, "
-                f"value={self.value!r}; for the wide layout list the value columns in columns"
+                f"the long layout needs metric and value column names, got metric={excerpt(self.metric)}, "
+                f"value={excerpt(self.value)}; for the wide layout list the value columns in columns"
             )
         if len({self.timestamp, self.metric, self.value}) < 3:
-            raise DataError(f"timestamp, metric and value must be three columns, got {self.timestamp!r}, "
-                            f"{self.metric!r}, {self.value!r}")  # fmt: skip
+            raise DataError(f"timestamp, metric and value must be three columns, got {excerpt(self.timestamp)}, "
+                            f"{excerpt(self.metric)}, {excerpt(self.value)}")  # fmt: skip
         if self.metric_prefix:
-            _check_metric(self.metric_prefix + "x", f"metric_prefix {self.metric_prefix!r}")
+            _check_metric(self.metric_prefix + "x", f"metric_prefix {excerpt(self.metric_prefix)}")
 
     def _build_statement(self) -> sa.Executable:
         """The SELECT, built once: from Core constructs for a table, or the user's text with ``:since``."""
@@ -254,7 +254,7 @@ class SQLSource:
     @property
     def _what(self) -> str:
         """The table or query, for messages."""
-        return f"table {self.table!r}" if self.table is not None else f"query {_shorten(self.query or '')!r}"
+        return f"table {excerpt(self.table)}" if self.table is not None else f"query {_shorten(self.query or '')!r}"
 
     # -- reading ---------------------------------------------------------------------
 
@@ -287,7 +287,7 @@ class SQLSource:
         try:
             return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         except (ImportError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
-            raise DataError(f"cannot open {self.url} for the SQL source {self.name!r}: {exc}") from None
+            raise DataError(f"cannot open {self.url} for the SQL source {excerpt(self.name)}: {exc}") from None
 
     def _secret(self) -> str | None:
         """The password from ``password`` or the environment variable ``password_env`` names; None if neither."""
@@ -295,15 +295,15 @@ class SQLSource:
             return self._password
         secret = os.environ.get(self.password_env)
         if secret is None:
-            raise DataError(f"the environment variable {self.password_env!r} (password_env of the SQL source "
-                            f"{self.name!r}) is not set")  # fmt: skip
+            raise DataError(f"the environment variable {excerpt(self.password_env)} (password_env of the SQL source "
+                            f"{excerpt(self.name)}) is not set")  # fmt: skip
         return secret
 
     def _check_sqlite_file(self, url: URL) -> None:
         """A missing SQLite file is a configuration error, not a new empty database created by reading it."""
         path = url.database
         if path and path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
-            raise DataError(f"SQLite database file not found: {path!r} (SQL source {self.name!r})")
+            raise DataError(f"SQLite database file not found: {path!r} (SQL source {excerpt(self.name)})")
 
     def _bound(self, since: pd.Timestamp) -> datetime:
         """``since`` as the database compares it: aware UTC on PostgreSQL, else naive wall time in ``timezone``.
@@ -320,8 +320,8 @@ class SQLSource:
         original = getattr(exc, "orig", None) or exc
         detail = self._scrub(" ".join(f"{type(original).__name__}: {original}".split()))
         if _retryable(exc, self._url.get_backend_name()):
-            return SourceIOError(f"cannot read {self._what} from {self.url} (SQL source {self.name!r}): {detail}")
-        return DataError(f"the database refused {self._what} at {self.url} (SQL source {self.name!r}): {detail}")
+            return SourceIOError(f"cannot read {self._what} from {self.url} (SQL source {excerpt(self.name)}): {detail}")
+        return DataError(f"the database refused {self._what} at {self.url} (SQL source {excerpt(self.name)}): {detail}")
 
     def _passwords(self) -> list[str]:
         """Every form a password could take in a message: as given, URL-quoted."""
@@ -366,7 +366,7 @@ class SQLSource:
                                      "value": frame[where[self.value]].to_numpy()})  # fmt: skip
             points = validate_points(long)
         except DataError as exc:
-            raise DataError(f"{self._what} of the SQL source {self.name!r}: {exc}") from None
+            raise DataError(f"{self._what} of the SQL source {excerpt(self.name)}: {exc}") from None
         return points[points["value"].notna().to_numpy()].reset_index(drop=True)
 
 
@@ -385,7 +385,7 @@ def _parse_url(url: object) -> URL:
     except (sa.exc.ArgumentError, ValueError):
         scheme = url.partition("://")[0] if "://" in url else "?"
         raise DataError(
-            f"cannot parse the database URL (scheme {scheme!r}); expected dialect+driver://user@host:port/database"
+            f"cannot parse the database URL (scheme {excerpt(scheme)}); expected dialect+driver://user@host:port/database"
         ) from None
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -395,11 +395,11 @@ def _parse_url(url: object) -> URL:
 def _check_columns(columns: object, timestamp: str) -> list[str]:
     """The wide layout's value columns: a non-empty list of distinct names, none of them the time column."""
     if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
-        raise DataError(f"columns must be a non-empty list of column names, got {columns!r}")
+        raise DataError(f"columns must be a non-empty list of column names, got {excerpt(columns)}")
     names = list(columns)
     if not all(isinstance(c, str) and c for c in names) or len(set(names)) < len(names) or timestamp in names:
         raise DataError(f"columns must be distinct non-empty names other than the time column "
-                        f"{timestamp!r}, got {names!r}")  # fmt: skip
+                        f"{excerpt(timestamp)}, got {excerpt(names)}")  # fmt: skip
     return names
 
 
@@ -408,7 +408,7 @@ def _check_zone(zone: object) -> str:
     try:
         zoneinfo.ZoneInfo(zone)  # type: ignore[arg-type]
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
-        raise DataError(f"unknown time zone {zone!r}: expected an IANA name such as 'UTC' or 'Europe/Paris'") from None
+        raise DataError(f"unknown time zone {excerpt(zone)}: expected an IANA name such as 'UTC' or 'Europe/Paris'") from None
     return str(zone)
 
 
@@ -426,7 +426,7 @@ def _find_column(keys: list[str], name: str, what: str) -> int:
     folded = [i for i, k in enumerate(keys) if str(k).lower() == name.lower()]
     if len(folded) == 1:
         return folded[0]
-    raise DataError(f"the result of {what} has no column {name!r}; it has {keys}")
+    raise DataError(f"the result of {what} has no column {excerpt(name)}; it has {excerpt(keys, 200)}")
 
 
 def _utc_stamps(raw: pd.Series, zone: str) -> pd.DatetimeIndex:
@@ -440,7 +440,7 @@ def _utc_stamps(raw: pd.Series, zone: str) -> pd.DatetimeIndex:
         raise DataError(f"time column mixes naive and zoned values: {exc}") from None
     if local.isna().any():
         row = int(np.flatnonzero(local.isna())[0])
-        raise DataError(f"unparseable timestamp {values.iloc[row]!r} at row {row}")
+        raise DataError(f"unparseable timestamp {excerpt(values.iloc[row])} at row {row}")
     summer_first = np.ones(len(local), dtype=bool)
     return local.tz_localize(zone, ambiguous=summer_first, nonexistent="shift_forward").tz_convert("UTC")
 

@@ -50,14 +50,22 @@ def ingest_flow(source: SourceSpec, workspace: str | None = None) -> dict[str, A
     ``source`` is a path, a list of paths (CSV/Parquet files, folders, globs
     or fsspec URLs, wide or long) or a mapping with a ``kind``. A run that
     fails after its retries leaves the store as it was; a re-run or an
-    overlapping pull adds nothing twice.
+    overlapping pull adds nothing twice. Points far from the clock are
+    quarantined, not stored (:class:`anomaly.store.TimeLimits`); the run
+    warns and its summary counts them.
     """
     store_root = workspace_path(workspace) / STORE
     result = pull(source, str(store_root))
-    get_run_logger().info(
+    logger = get_run_logger()
+    logger.info(
         "ingested %d new point(s) in %d metric(s); %d duplicate(s) dropped",
         result["rows_written"], len(result["rows_by_metric"]), result["duplicates_dropped"],
     )  # fmt: skip
+    if result["quarantined"]:
+        logger.warning(
+            "%d point(s) far from the clock were quarantined, not stored: 'anomaly store quarantine %s' lists them",
+            result["quarantined"], store_root,
+        )  # fmt: skip
     rows = [
         {"metric": m, "new_points": n, "watermark": result["watermarks"].get(m)}
         for m, n in result["rows_by_metric"].items()
@@ -69,6 +77,7 @@ def ingest_flow(source: SourceSpec, workspace: str | None = None) -> dict[str, A
             f"- source: `{result['source']}`",
             f"- new points: **{result['rows_written']}** in {len(rows)} metric(s)",
             f"- duplicates dropped: {result['duplicates_dropped']}; empty readings dropped: {result['missing_dropped']}",
+            f"- quarantined (far from the clock, not stored): {result['quarantined']}",
         ],
         rows,
         file_link(store_root),
