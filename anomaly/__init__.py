@@ -2,8 +2,8 @@
 
 Front ends (the ``anomaly`` CLI, the Prefect flows in ``flows/``) are thin
 layers over these modules; nothing here imports Prefect. Start with
-:class:`anomaly.detector.LSTMAutoencoderDetector` and
-:class:`anomaly.config.DetectorConfig`.
+:class:`anomaly.core.detector.LSTMAutoencoderDetector` and
+:class:`anomaly.core.config.DetectorConfig`.
 """
 
 __version__ = "0.1.0"

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from anomaly.benchmark import PROTOCOLS
-from anomaly.config import DetectorConfig, parse_value
+from anomaly.evaluation.benchmark import PROTOCOLS
+from anomaly.core.config import DetectorConfig, parse_value
 from anomaly.errors import AnomalyError, ConfigError, DataError, excerpt
-from anomaly.results import check_out_folder, write_results, write_table
-from anomaly.training import EpochResult
+from anomaly.ops.results import check_out_folder, write_results, write_table
+from anomaly.core.training import EpochResult
 
 log = logging.getLogger("anomaly")
 
@@ -215,8 +215,8 @@ def load_config(path: Path | None, overrides: Sequence[str], base: DetectorConfi
 def cmd_train(args: argparse.Namespace) -> int:
     """Fit a detector on DATA (normal history) and publish it as the next
     version of --name in the registry, or write it to the plain folder --out."""
-    from anomaly.detector import LSTMAutoencoderDetector
-    from anomaly.registry import ModelRegistry, check_name
+    from anomaly.core.detector import LSTMAutoencoderDetector
+    from anomaly.ops.registry import ModelRegistry, check_name
 
     config = load_config(args.config, args.overrides)
     if args.promote and not args.name:
@@ -249,8 +249,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     Data sampled more coarsely than the model's interval is refused unless
     --allow-resample.
     """
-    from anomaly.detector import LSTMAutoencoderDetector
-    from anomaly.registry import ModelRegistry
+    from anomaly.core.detector import LSTMAutoencoderDetector
+    from anomaly.ops.registry import ModelRegistry
 
     if (args.version or args.alias) and not args.name:
         raise ConfigError("--version and --alias choose a registry version: give --name too")
@@ -275,7 +275,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Write a sample data set (and its incident labels next to it)."""
-    from anomaly.synthetic import generate
+    from anomaly.evaluation.synthetic import generate
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     sample = generate(args.points, freq=args.freq, metrics=metrics, seed=args.seed)
@@ -305,7 +305,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     An alert the webhook refuses for good (a redirect, a 4xx other than 408/429) is printed
     as rejected, named in the next report, and does not hold up the others.
     """
-    from anomaly.reports import headline, write_report
+    from anomaly.ops.reports import headline, write_report
 
     if not args.workspace.is_dir():
         raise DataError(f"workspace {str(args.workspace)!r} is not a folder")
@@ -330,7 +330,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     per file, per category and overall. Files run in parallel; rerunning the
     same command resumes where an interrupted run stopped.
     """
-    from anomaly.benchmark import Benchmark, summary_markdown
+    from anomaly.evaluation.benchmark import Benchmark, summary_markdown
 
     if args.jobs < 0:
         raise ConfigError(f"--jobs must be 0 (one per core) or more, got {args.jobs}")
@@ -344,7 +344,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     """Every model in the registry, one line each."""
-    from anomaly.registry import ModelRegistry, models_table
+    from anomaly.ops.registry import ModelRegistry, models_table
 
     registry = ModelRegistry(args.registry)
     table = models_table(registry)
@@ -355,14 +355,14 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def cmd_models_show(args: argparse.Namespace) -> int:
     """The versions of one model, newest first."""
-    from anomaly.registry import ModelRegistry, versions_table
+    from anomaly.ops.registry import ModelRegistry, versions_table
 
     print(versions_table(ModelRegistry(args.registry), args.name).to_string(index=False))
     return 0
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    from anomaly.registry import ModelRegistry
+    from anomaly.ops.registry import ModelRegistry
 
     version = ModelRegistry(args.registry).promote(args.name, args.version, args.alias)
     print(f"{args.name}: {args.alias} -> {version}")
@@ -370,7 +370,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_models_rollback(args: argparse.Namespace) -> int:
-    from anomaly.registry import ModelRegistry
+    from anomaly.ops.registry import ModelRegistry
 
     version = ModelRegistry(args.registry).rollback(args.name, args.alias)
     print(f"{args.name}: {args.alias} rolled back to {version}")
@@ -378,7 +378,7 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_models_prune(args: argparse.Namespace) -> int:
-    from anomaly.registry import ModelRegistry
+    from anomaly.ops.registry import ModelRegistry
 
     removed = ModelRegistry(args.registry).prune(args.name, args.keep)
     print(f"{args.name}: removed {', '.join(removed) if removed else 'nothing'}")
@@ -387,7 +387,7 @@ def cmd_models_prune(args: argparse.Namespace) -> int:
 
 def cmd_store_list(args: argparse.Namespace) -> int:
     """Every metric of the store, one line each."""
-    from anomaly.store import RawStore
+    from anomaly.io.store import RawStore
 
     table = RawStore.existing(args.store).summary()
     print(f"store: {args.store}")
@@ -397,7 +397,7 @@ def cmd_store_list(args: argparse.Namespace) -> int:
 
 def cmd_store_quarantine(args: argparse.Namespace) -> int:
     """The quarantined points, one line each."""
-    from anomaly.store import RawStore
+    from anomaly.io.store import RawStore
 
     table = RawStore.existing(args.store).quarantined()
     print(table.to_string(index=False) if len(table) else "(nothing quarantined)")
@@ -409,7 +409,7 @@ def cmd_store_repair(args: argparse.Namespace) -> int:
     a day) or earlier than --drop-before (default: 1970) to quarantine, so a
     metric poisoned by a far-future point gets its real watermark back.
     Crash-safe like an append; 'anomaly store quarantine' lists what moved."""
-    from anomaly.store import RawStore
+    from anomaly.io.store import RawStore
 
     store = RawStore.existing(args.store)
     result = store.repair(args.metric or None, after=args.drop_after, before=args.drop_before)

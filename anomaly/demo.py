@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from anomaly.config import DetectorConfig
-from anomaly.detector import LSTMAutoencoderDetector
-from anomaly.evaluation import EventScores, intervals, score_events
-from anomaly.registry import ModelRegistry
-from anomaly.results import write_results, write_table
-from anomaly.synthetic import generate
-from anomaly.training import EpochResult
+from anomaly.core.config import DetectorConfig
+from anomaly.core.detector import LSTMAutoencoderDetector
+from anomaly.evaluation.metrics import EventScores, intervals, score_events
+from anomaly.ops.registry import ModelRegistry
+from anomaly.ops.results import write_results, write_table
+from anomaly.evaluation.synthetic import generate
+from anomaly.core.training import EpochResult
 
 DEMO_MODEL = "demo"
 

@@ -13,7 +13,7 @@ under 30 s on 2 cores; whether this machine meets it is read off the output).
 What it does, in order:
 
 1. Generates ``--metrics`` incident-free 1-minute series
-   (:func:`anomaly.synthetic.clean_metrics`: each name gets its own scale,
+   (:func:`anomaly.evaluation.synthetic.clean_metrics`: each name gets its own scale,
    phase, trend and noise) covering ``--history`` plus one more hour, and
    appends the history to a fresh workspace's raw store (one batch).
 2. Starts the ephemeral Prefect server by running a trivial flow (timed and
@@ -23,7 +23,7 @@ What it does, in order:
    but with training cut short (``--epochs``, ``--max-train-windows``): the
    score run's cost depends on the model's shape, not on how well it was
    trained, and 1,000 full trainings would take hours. Training runs
-   ``anomaly.jobs.train_group`` in a process pool by default
+   ``anomaly.ops.jobs.train_group`` in a process pool by default
    (``--train-via flow`` uses ``flows.train.train_flow``); each worker then
    scores its metric's held-out slice once, so every metric has a score
    state at the end of the history, as after an earlier hourly run.
@@ -93,18 +93,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, for its memory meter
 from throughput import RssMeter, release_free_memory
 
-import anomaly.detector as detector_module
-import anomaly.persistence as persistence_module
-import anomaly.registry as registry_module
-import anomaly.store as store_module
-from anomaly import jobs
-from anomaly.config import DetectorConfig
-from anomaly.detector import LSTMAutoencoderDetector
-from anomaly.jobs import EVENTS, SCORES, STATE, STORE, Group, plan_groups, score_group, train_group
-from anomaly.registry import DEFAULT_ALIAS, ModelRegistry
-from anomaly.scoring import Scores
-from anomaly.store import RawStore
-from anomaly.synthetic import clean_metrics
+import anomaly.core.detector as detector_module
+import anomaly.core.persistence as persistence_module
+import anomaly.ops.registry as registry_module
+import anomaly.io.store as store_module
+from anomaly.ops import jobs
+from anomaly.core.config import DetectorConfig
+from anomaly.core.detector import LSTMAutoencoderDetector
+from anomaly.ops.jobs import EVENTS, SCORES, STATE, STORE, Group, plan_groups, score_group, train_group
+from anomaly.ops.registry import DEFAULT_ALIAS, ModelRegistry
+from anomaly.core.scoring import Scores
+from anomaly.io.store import RawStore
+from anomaly.evaluation.synthetic import clean_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 #: First timestamp of the history: noon, so the new hour lands in a day partition that already holds data.
@@ -533,7 +533,7 @@ def timed_flow_run(
     """One score_flow call, with memory, CPU, a timeline and the parts of the time inside score_group.
 
     ``score_group`` is timed wherever the flow calls it from: its own module
-    (a task per group) or :func:`anomaly.jobs.score_groups` (a task per batch).
+    (a task per group) or :func:`anomaly.ops.jobs.score_groups` (a task per batch).
     """
     from prefect import Task
 
@@ -726,7 +726,7 @@ def profile_groups(workspace: Path, registry: Path, groups: list[Group], top: in
 
 
 def package_of(filename: str) -> str:
-    """``pandas``, ``pyarrow``, ``anomaly/store.py``, ``stdlib``, ``builtins``: where a profiled function lives."""
+    """``pandas``, ``pyarrow``, ``anomaly/io/store.py``, ``stdlib``, ``builtins``: where a profiled function lives."""
     if filename.startswith(("~", "<")):
         return "builtins (C functions: numpy, torch ops, I/O, ...)" if filename == "~" else filename
     path = Path(filename)

@@ -2,7 +2,7 @@
 
 Fitting is what a benchmark run pays for; turning reconstructions into
 scores, events, alerts, F1 and NAB takes seconds. ``record`` runs the
-benchmark's own detection (``anomaly.benchmark.detect_batch`` or
+benchmark's own detection (``anomaly.evaluation.benchmark.detect_batch`` or
 ``detect_stream``: the same fits, chunks and refits) on every file and
 stores, for each model fitted, its scaled input and reconstruction on every
 row it was trained on or scored. ``score`` replays the rest of the pipeline
@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from anomaly.benchmark import (
+from anomaly.evaluation.benchmark import (
     PROTOCOLS,
     BenchmarkError,
     CorpusFile,
@@ -68,16 +68,16 @@ from anomaly.benchmark import (
     summary_markdown,
 )
 from anomaly.cli import load_config
-from anomaly.config import DetectorConfig
-from anomaly.data import MetricFrame, epoch_nanoseconds, grid_phase
-from anomaly.detector import _model_input, context_points
+from anomaly.core.config import DetectorConfig
+from anomaly.core.data import MetricFrame, epoch_nanoseconds, grid_phase
+from anomaly.core.detector import _model_input, context_points
 from anomaly.errors import AnomalyError
-from anomaly.fileio import atomic_write_json, read_json
-from anomaly.events import find_runs
-from anomaly.model import LSTMAutoencoder
-from anomaly.scoring import against_baseline, combine, point_errors, reconstruct, smooth
-from anomaly.thresholds import build_threshold
-from anomaly.training import torch_threads
+from anomaly.core.fileio import atomic_write_json, read_json
+from anomaly.core.events import find_runs
+from anomaly.core.model import LSTMAutoencoder
+from anomaly.core.scoring import against_baseline, combine, point_errors, reconstruct, smooth
+from anomaly.core.thresholds import build_threshold
+from anomaly.core.training import torch_threads
 
 MANIFEST = "record.json"
 #: What a replay may change: everything after the reconstruction.
@@ -248,7 +248,7 @@ def replay_detection(recording: Recording, protocol: str, config: DetectorConfig
 
 
 def replayed_result(file: CorpusFile, recording: Recording, protocol: str, config: DetectorConfig) -> FileResult:
-    """What ``anomaly.benchmark.run_file`` would report for the file under ``config`` (with the recorded time)."""
+    """What ``anomaly.evaluation.benchmark.run_file`` would report for the file under ``config`` (with the recorded time)."""
     series = read_series(file.path)
     detection = replay_detection(recording, protocol, config)
     return file_result(file, series, detection, scores_table(series, detection), recording.seconds)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from anomaly.jobs import EVENTS, RUNS, SCORES, STATE, record_run
-from anomaly.reports import write_report
+from anomaly.ops.jobs import EVENTS, RUNS, SCORES, STATE, record_run
+from anomaly.ops.reports import write_report
 
 STEP = pd.Timedelta("1min")
 START = pd.Timestamp("2026-03-01", tz="UTC")

@@ -9,7 +9,7 @@ deliberately naive training loop measured in the same run.
     .venv/bin/python benchmarks/throughput.py --quick    # 10k and 100k points, smoke run
     .venv/bin/python benchmarks/throughput.py --threads 1 --out bench-output/throughput.json
 
-Series come from :func:`anomaly.synthetic.clean_metrics` (``requests`` only,
+Series come from :func:`anomaly.evaluation.synthetic.clean_metrics` (``requests`` only,
 1-minute points); the long one is generated once and the short one is its
 prefix. Other processes on the machine skew every figure: the load average is
 printed at the start and at the end, every figure is the best of ``--repeats``
@@ -39,17 +39,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-import anomaly.detector as detector_module
-import anomaly.scoring as scoring_module
-from anomaly.config import DetectorConfig, ModelConfig, TrainingConfig, WindowConfig
-from anomaly.detector import LSTMAutoencoderDetector
-from anomaly.model import LSTMAutoencoder
-from anomaly.data import grid_phase
-from anomaly.scaling import Scaler
-from anomaly.scoring import reconstruct
-from anomaly.synthetic import clean_metrics
-from anomaly.training import split_train_validation, torch_threads, train_model
-from anomaly.windows import sliding_windows, training_starts, window_starts
+import anomaly.core.detector as detector_module
+import anomaly.core.scoring as scoring_module
+from anomaly.core.config import DetectorConfig, ModelConfig, TrainingConfig, WindowConfig
+from anomaly.core.detector import LSTMAutoencoderDetector
+from anomaly.core.model import LSTMAutoencoder
+from anomaly.core.data import grid_phase
+from anomaly.core.scaling import Scaler
+from anomaly.core.scoring import reconstruct
+from anomaly.evaluation.synthetic import clean_metrics
+from anomaly.core.training import split_train_validation, torch_threads, train_model
+from anomaly.core.windows import sliding_windows, training_starts, window_starts
 
 #: The design notes' reference model ("hidden size 64 on windows of 100 ... roughly 1,000 windows/s").
 REFERENCE_MODEL = ModelConfig(hidden_size=64, latent_size=16, num_layers=1)

@@ -17,7 +17,7 @@ from prefect.futures import PrefectFuture, wait
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from anomaly.registry import resolve_root
+from anomaly.ops.registry import resolve_root
 
 #: Workspace folder (raw store, scores, events, reports) when a flow is not given one.
 WORKSPACE_ENV, DEFAULT_WORKSPACE = "ANOMALY_WORKSPACE", "data"

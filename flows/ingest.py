@@ -8,9 +8,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from anomaly.jobs import STORE
-from anomaly.sources import build_source, ingest
-from anomaly.store import RawStore
+from anomaly.ops.jobs import STORE
+from anomaly.io.sources import build_source, ingest
+from anomaly.io.store import RawStore
 from flows.common import file_link, publish, resolve_secret_blocks, workspace_path
 
 SourceSpec = str | list[str] | dict[str, Any]
@@ -51,7 +51,7 @@ def ingest_flow(source: SourceSpec, workspace: str | None = None) -> dict[str, A
     or fsspec URLs, wide or long) or a mapping with a ``kind``. A run that
     fails after its retries leaves the store as it was; a re-run or an
     overlapping pull adds nothing twice. Points far from the clock are
-    quarantined, not stored (:class:`anomaly.store.TimeLimits`); the run
+    quarantined, not stored (:class:`anomaly.io.store.TimeLimits`); the run
     warns and its summary counts them.
     """
     store_root = workspace_path(workspace) / STORE

@@ -20,8 +20,8 @@ import pandas as pd
 from prefect import flow
 
 from anomaly.demo import write_pipeline_demo_data
-from anomaly.evaluation import intervals, score_events
-from anomaly.jobs import EVENTS, read_parts
+from anomaly.evaluation.metrics import intervals, score_events
+from anomaly.ops.jobs import EVENTS, read_parts
 from flows.ingest import SourceSpec, ingest_flow
 from flows.report import report_flow
 from flows.score import score_flow

@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from anomaly.reports import ESCALATED_ALERT, NEW_ALERT, Report, headline, primary_metric, write_report
+from anomaly.ops.reports import ESCALATED_ALERT, NEW_ALERT, Report, headline, primary_metric, write_report
 from flows.common import file_link, publish, resolve_secret_blocks, workspace_path
 
 ALERT_FIELDS = ("state", "severity", "metrics", "start", "end", "peak_ratio", "model")
@@ -78,7 +78,7 @@ def emit_alert(name: str, alert: dict[str, Any], link: str) -> None:
         resource={
             "prefect.resource.id": f"anomaly.alert.{alert['id']}",
             "prefect.resource.name": ", ".join(alert["metrics"]) or alert["model"],
-            "anomaly.model": alert["model"],
+            "anomaly.core.model": alert["model"],
             "anomaly.severity": alert["severity"],
         },
         payload={

@@ -10,8 +10,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Failed
 
-from anomaly.jobs import SCORES, STORE, Group, new_events, plan_groups, score_groups
-from anomaly.store import RawStore
+from anomaly.ops.jobs import SCORES, STORE, Group, new_events, plan_groups, score_groups
+from anomaly.io.store import RawStore
 from flows.common import (
     file_link,
     limit_torch_threads,

@@ -8,9 +8,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from anomaly.config import DetectorConfig
-from anomaly.jobs import STORE, Group, plan_groups, train_group
-from anomaly.store import RawStore
+from anomaly.core.config import DetectorConfig
+from anomaly.ops.jobs import STORE, Group, plan_groups, train_group
+from anomaly.io.store import RawStore
 from flows.common import (
     file_link,
     gather,

@@ -32,8 +32,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
-from anomaly.config import DetectorConfig  # noqa: E402
-from anomaly.synthetic import clean_metrics  # noqa: E402
+from anomaly.core.config import DetectorConfig  # noqa: E402
+from anomaly.evaluation.synthetic import clean_metrics  # noqa: E402
 
 # A small model trained at a constant rate, with its post-processing pinned to a raw smoothed
 # absolute error, a peaks-over-threshold cut and short merges (what the assertions on scores,

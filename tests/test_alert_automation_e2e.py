@@ -49,9 +49,9 @@ from typing import Any
 
 import pytest
 
-from anomaly.jobs import STORE, plan_groups, score_groups, train_group
-from anomaly.store import RawStore
-from anomaly.synthetic import clean_metrics, inject
+from anomaly.ops.jobs import STORE, plan_groups, score_groups, train_group
+from anomaly.io.store import RawStore
+from anomaly.evaluation.synthetic import clean_metrics, inject
 from tests.conftest import REPO, TINY, long_points
 from tests.prefect_server import Server, child_env, running_server, stop, tail
 
@@ -407,7 +407,7 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
             event = by_alert[alert["id"]]
             assert event["event"] == "anomaly.alert.new", event
             assert event["resource"]["anomaly.severity"] == alert["severity"], event
-            assert event["resource"]["anomaly.model"] == alert["model"], event
+            assert event["resource"]["anomaly.core.model"] == alert["model"], event
             assert event["payload"]["score"] == alert["peak_score"] and event["payload"]["report"] == link, event
 
         # 2. A report with nothing new emits nothing and announces nothing: an alert is announced once.

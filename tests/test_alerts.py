@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import pytest
 
-from anomaly.alerts import LEDGER_VERSION, GroupInfo, Ledger, advance, alert_id, counts
+from anomaly.ops.alerts import LEDGER_VERSION, GroupInfo, Ledger, advance, alert_id, counts
 from anomaly.errors import DataError
 
 STEP = 300.0  # 5-minute data

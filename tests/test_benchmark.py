@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import torch
 
-from anomaly import benchmark
-from anomaly.benchmark import (
+from anomaly.evaluation import benchmark
+from anomaly.evaluation.benchmark import (
     Benchmark,
     BenchmarkError,
     CorpusFile,
@@ -33,13 +33,13 @@ from anomaly.benchmark import (
     run_file,
 )
 from anomaly.cli import main
-from anomaly.config import DetectorConfig, ModelConfig, ScoringConfig, WindowConfig
-from anomaly.detector import LSTMAutoencoderDetector
+from anomaly.core.config import DetectorConfig, ModelConfig, ScoringConfig, WindowConfig
+from anomaly.core.detector import LSTMAutoencoderDetector
 from anomaly.errors import DataError
-from anomaly.evaluation import nab_score, probation_length, score_events
-from anomaly.model import LSTMAutoencoder
-from anomaly.scoring import _reconstruct_causal, reconstruct
-from anomaly.windows import sliding_windows
+from anomaly.evaluation.metrics import nab_score, probation_length, score_events
+from anomaly.core.model import LSTMAutoencoder
+from anomaly.core.scoring import _reconstruct_causal, reconstruct
+from anomaly.core.windows import sliding_windows
 from tests.conftest import TINY
 
 # A tiny model with every setting the assertions lean on pinned, so they hold whatever the
@@ -594,7 +594,7 @@ def test_a_worker_pays_torchs_lazy_start_up_before_its_first_file() -> None:
     # A fresh interpreter: in this one the tests' optimisers have imported torch._dynamo already.
     code = (
         "import sys, torch\n"
-        "from anomaly.benchmark import _worker_init\n"
+        "from anomaly.evaluation.benchmark import _worker_init\n"
         "assert 'torch._dynamo' not in sys.modules\n"
         "_worker_init(1)\n"
         "assert 'torch._dynamo' in sys.modules, 'not imported'\n"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from anomaly.cli import main
-from anomaly.synthetic import clean_metrics, inject
+from anomaly.evaluation.synthetic import clean_metrics, inject
 from tests.conftest import TINY_SETTINGS
 
 

@@ -1,4 +1,4 @@
-"""Tests for anomaly.config: defaults, round-trips, replace, and every validation rule."""
+"""Tests for anomaly.core.config: defaults, round-trips, replace, and every validation rule."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from anomaly.config import (
+from anomaly.core.config import (
     DetectorConfig,
     EventConfig,
     ModelConfig,

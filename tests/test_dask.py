@@ -10,10 +10,10 @@ from distributed import Client, LocalCluster
 from prefect.settings import PREFECT_API_URL
 from prefect_dask import DaskTaskRunner
 
-from anomaly.jobs import STORE
-from anomaly.registry import ModelRegistry
-from anomaly.store import RawStore
-from anomaly.synthetic import clean_metrics
+from anomaly.ops.jobs import STORE
+from anomaly.ops.registry import ModelRegistry
+from anomaly.io.store import RawStore
+from anomaly.evaluation.synthetic import clean_metrics
 from flows.common import task_runner
 from flows.train import train_flow
 from tests.conftest import TINY

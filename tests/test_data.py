@@ -1,4 +1,4 @@
-"""Tests for anomaly.data: every accepted input form, the grid, gap filling and every rejection."""
+"""Tests for anomaly.core.data: every accepted input form, the grid, gap filling and every rejection."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly.config import PreprocessConfig
-from anomaly.data import (
+from anomaly.core.config import PreprocessConfig
+from anomaly.core.data import (
     MetricFrame,
     epoch_seconds,
     infer_freq,

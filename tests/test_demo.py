@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomaly.config import DetectorConfig
+from anomaly.core.config import DetectorConfig
 from anomaly.demo import DEMO_MODEL, run_demo
-from anomaly.registry import ModelRegistry
+from anomaly.ops.registry import ModelRegistry
 
 
 def test_demo_publishes_promotes_loads_and_scores(tmp_path: Path, tiny_config: DetectorConfig) -> None:

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from anomaly.config import DetectorConfig
-from anomaly.detector import LSTMAutoencoderDetector, context_points
+from anomaly.core.config import DetectorConfig
+from anomaly.core.detector import LSTMAutoencoderDetector, context_points
 from anomaly.errors import DataError, ModelFileError, NotFittedError
-from anomaly.synthetic import INCIDENT_KINDS, INCIDENT_SPANS, clean_metrics, inject
+from anomaly.evaluation.synthetic import INCIDENT_KINDS, INCIDENT_SPANS, clean_metrics, inject
 
 DAY = 288  # 5-minute points
 
@@ -426,7 +426,7 @@ def test_scores_match_in_another_process(fitted: LSTMAutoencoderDetector, two_me
     data = tmp_path / "new.csv"
     two_metrics.iloc[800:].to_csv(data, index_label="timestamp")
     script = (
-        "import sys; from anomaly.detector import LSTMAutoencoderDetector as D; "
+        "import sys; from anomaly.core.detector import LSTMAutoencoderDetector as D; "
         "s = D.load(sys.argv[1]).score(sys.argv[2]).score; s.to_csv(sys.argv[3])"
     )
     out = tmp_path / "scores.csv"

@@ -20,7 +20,7 @@ def test_an_oversized_json_file_is_refused_once_by_name_without_being_read(tmp_p
     import pytest
 
     from anomaly.errors import ModelFileError
-    from anomaly.fileio import read_json
+    from anomaly.core.fileio import read_json
 
     path = tmp_path / "state.json"
     path.write_text("[1, 2, 3]")

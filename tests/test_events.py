@@ -1,4 +1,4 @@
-"""Tests for anomaly.events and anomaly.evaluation on hand-written cases with exact answers."""
+"""Tests for anomaly.core.events and anomaly.evaluation.metrics on hand-written cases with exact answers."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly.config import EventConfig
-from anomaly.evaluation import EventScores, intervals, overlaps, score_events
-from anomaly.events import (
+from anomaly.core.config import EventConfig
+from anomaly.evaluation.metrics import EventScores, intervals, overlaps, score_events
+from anomaly.core.events import (
     EVENT_COLUMNS,
     contributing_metrics,
     find_events,
@@ -22,7 +22,7 @@ from anomaly.events import (
     prune_runs,
     severity,
 )
-from anomaly.scoring import Scores
+from anomaly.core.scoring import Scores
 
 T0 = pd.Timestamp("2024-01-01 00:00", tz="UTC")
 

@@ -16,10 +16,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 import flows.report
-from anomaly.jobs import EVENTS, SCORES, STORE, Group, read_parts
-from anomaly.registry import ModelRegistry
-from anomaly.store import RawStore
-from anomaly.synthetic import clean_metrics, inject
+from anomaly.ops.jobs import EVENTS, SCORES, STORE, Group, read_parts
+from anomaly.ops.registry import ModelRegistry
+from anomaly.io.store import RawStore
+from anomaly.evaluation.synthetic import clean_metrics, inject
 from flows.ingest import ingest_flow
 from flows.pipeline import fresh_demo_folder, main, pipeline_flow
 from flows.report import report_flow
@@ -223,7 +223,7 @@ def test_credentials_come_from_secret_blocks_named_in_the_spec() -> None:
 def test_the_webhook_url_can_come_from_a_secret_block_and_never_shows() -> None:
     from prefect.blocks.system import Secret
 
-    from anomaly.webhooks import Webhook
+    from anomaly.ops.webhooks import Webhook
     from flows.report import resolve_webhook
 
     url = "https://hooks.example.org/services/T0/B0/s3cr3t"

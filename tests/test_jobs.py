@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly.detector import context_points
+from anomaly.core.detector import context_points
 from anomaly.errors import DataError
-from anomaly.jobs import (
+from anomaly.ops.jobs import (
     EVENTS,
     SCORES,
     STORE,
@@ -25,9 +25,9 @@ from anomaly.jobs import (
     score_groups,
     train_group,
 )
-from anomaly.registry import ModelRegistry
-from anomaly.store import RawStore
-from anomaly.synthetic import clean_metrics, inject
+from anomaly.ops.registry import ModelRegistry
+from anomaly.io.store import RawStore
+from anomaly.evaluation.synthetic import clean_metrics, inject
 from tests.conftest import TINY, long_points
 
 STEP = pd.Timedelta("5min")
@@ -218,8 +218,7 @@ def test_an_incident_in_new_data_is_written_as_an_event_once(
 def test_a_run_continues_from_the_last_runs_carry_and_reads_only_the_windows_context(
     trained: tuple[Path, Path, list[dict]], series: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from anomaly import jobs
-
+    from anomaly.ops import jobs
     source, registry, _ = trained
     workspace = copy_workspace(source, tmp_path / "ws")
     folder, group, store = workspace / SCORES / "cpu", Group("cpu", ("cpu",)), RawStore(workspace / STORE)
@@ -272,7 +271,7 @@ def test_a_run_continues_from_the_last_runs_carry_and_reads_only_the_windows_con
 def test_a_crash_before_the_state_is_saved_rescores_once_rather_than_skips_or_doubles(
     trained: tuple[Path, Path, list[dict]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import anomaly.jobs as jobs
+    import anomaly.ops.jobs as jobs
 
     source, registry, _ = trained
     workspace = copy_workspace(source, tmp_path / "ws")

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly.config import ModelConfig
-from anomaly.model import LSTMAutoencoder
+from anomaly.core.config import ModelConfig
+from anomaly.core.model import LSTMAutoencoder
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from anomaly.errors import DataError
-from anomaly.evaluation import NabProfile, NabScore, nab_score, probation_length, scaled_sigmoid
+from anomaly.evaluation.metrics import NabProfile, NabScore, nab_score, probation_length, scaled_sigmoid
 
 INDEX = pd.date_range("2026-01-01", periods=100, freq="1min")
 WINDOW = [(INDEX[50], INDEX[59])]

@@ -28,11 +28,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from anomaly import prometheus_source
+from anomaly.io import prometheus as prometheus_source
 from anomaly.errors import DataError
-from anomaly.prometheus_source import PrometheusSource, parse_duration_ms, series_key
-from anomaly.sources import SOURCE_KINDS, Source, SourceIOError, build_source, ingest
-from anomaly.store import RawStore, check_metric_name
+from anomaly.io.prometheus import PrometheusSource, parse_duration_ms, series_key
+from anomaly.io.sources import SOURCE_KINDS, Source, SourceIOError, build_source, ingest
+from anomaly.io.store import RawStore, check_metric_name
 
 INSTALL = "sudo apt-get install -y prometheus"
 STEP = pd.Timedelta(minutes=1)
@@ -200,7 +200,7 @@ def test_the_ingest_flow_stores_exactly_the_backfilled_values(
 ) -> None:
     from flows.ingest import ingest_flow
 
-    assert SOURCE_KINDS["prometheus"] == "anomaly.prometheus_source:PrometheusSource"
+    assert SOURCE_KINDS["prometheus"] == "anomaly.io.prometheus:PrometheusSource"
     spec = {"kind": "prometheus", "url": server, "queries": ["demo_cpu", "demo_mem"], "step": "1m", "lookback": "7d"}
     result = ingest_flow(spec, str(tmp_path))
 
@@ -527,7 +527,7 @@ def test_bad_options_are_named_without_secrets(options: dict[str, Any], message:
 
 
 def test_built_from_a_plain_spec_with_the_secret_hidden() -> None:
-    assert SOURCE_KINDS["prometheus"] == "anomaly.prometheus_source:PrometheusSource"
+    assert SOURCE_KINDS["prometheus"] == "anomaly.io.prometheus:PrometheusSource"
     spec = {"kind": "prometheus", "url": "https://prom.example/", "queries": {"cpu": "demo_cpu"}, "token": "hunter2"}
     built = build_source(json.loads(json.dumps(spec)))
     assert isinstance(built, PrometheusSource) and built.url == "https://prom.example"

@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import anomaly.registry as registry_module
-from anomaly.detector import LSTMAutoencoderDetector
+import anomaly.ops.registry as registry_module
+from anomaly.core.detector import LSTMAutoencoderDetector
 from anomaly.errors import ModelFileError
-from anomaly.persistence import FORMAT_VERSION
-from anomaly.registry import (
+from anomaly.core.persistence import FORMAT_VERSION
+from anomaly.ops.registry import (
     ModelRegistry,
     RegistryError,
     check_name,
@@ -86,9 +86,9 @@ KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 
-import anomaly.persistence as persistence
-import anomaly.registry as registry
-from anomaly.detector import LSTMAutoencoderDetector
+import anomaly.core.persistence as persistence
+import anomaly.ops.registry as registry
+from anomaly.core.detector import LSTMAutoencoderDetector
 
 model, root, point, marker = sys.argv[1:5]
 detector = LSTMAutoencoderDetector.load(model)
@@ -207,8 +207,8 @@ CONCURRENT_WRITER = """
 import sys, time
 from pathlib import Path
 
-from anomaly.detector import LSTMAutoencoderDetector
-from anomaly.registry import ModelRegistry
+from anomaly.core.detector import LSTMAutoencoderDetector
+from anomaly.ops.registry import ModelRegistry
 
 model, root, k, go = sys.argv[1:5]
 detector = LSTMAutoencoderDetector.load(model)
@@ -324,7 +324,7 @@ def test_a_damaged_file_is_named_before_anything_is_loaded(
     _damage(folder / file, how)
     loaded: list[object] = []
     monkeypatch.setattr(registry_module, "load_detector", lambda path: loaded.append(path))
-    monkeypatch.setattr("anomaly.persistence.torch.load", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr("anomaly.core.persistence.torch.load", lambda *a, **k: loaded.append(a))
     with pytest.raises(ModelFileError, match=message):
         registry.verify("m", "000002")
     with pytest.raises(ModelFileError, match=message):
@@ -466,9 +466,9 @@ def test_unknown_names_versions_and_aliases_list_what_exists(registry: ModelRegi
 
 ROUND_TRIP_CHILD = """
 import json, sys
-from anomaly.config import DetectorConfig
-from anomaly.detector import LSTMAutoencoderDetector
-from anomaly.registry import ModelRegistry
+from anomaly.core.config import DetectorConfig
+from anomaly.core.detector import LSTMAutoencoderDetector
+from anomaly.ops.registry import ModelRegistry
 
 config, root, history, new, out = sys.argv[1:6]
 detector = LSTMAutoencoderDetector(DetectorConfig.from_dict(json.load(open(config)))).fit(history, progress=False)

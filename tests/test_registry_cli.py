@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from anomaly.cli import main
-from anomaly.registry import ModelRegistry
-from anomaly.synthetic import clean_metrics, inject
+from anomaly.ops.registry import ModelRegistry
+from anomaly.evaluation.synthetic import clean_metrics, inject
 from tests.conftest import TINY_SETTINGS as CONFTEST_SETTINGS
 
 TINY_SETTINGS = [*CONFTEST_SETTINGS, "--set", "training.num_threads=1"]

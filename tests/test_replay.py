@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 import torch
 
-from anomaly.benchmark import Benchmark, BenchmarkError, load_corpus, read_series, scores_table
-from anomaly.detector import context_points
-from anomaly.model import LSTMAutoencoder
-from anomaly.scoring import reconstruct
+from anomaly.evaluation.benchmark import Benchmark, BenchmarkError, load_corpus, read_series, scores_table
+from anomaly.core.detector import context_points
+from anomaly.core.model import LSTMAutoencoder
+from anomaly.core.scoring import reconstruct
 from benchmarks.replay import load, main, record, replay, replay_detection, scored_from
 from tests.test_benchmark import BASELINED, per_file, sine, standard_corpus, write_corpus
 

@@ -31,17 +31,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly.jobs import STORE, plan_groups, score_groups, train_group
-from anomaly.reports import Report, write_report
-from anomaly.store import RawStore
-from anomaly.synthetic import clean_metrics, inject
+from anomaly.ops.jobs import STORE, plan_groups, score_groups, train_group
+from anomaly.ops.reports import Report, write_report
+from anomaly.io.store import RawStore
+from anomaly.evaluation.synthetic import clean_metrics, inject
 from tests.conftest import TINY, long_points
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 INSTALL = "sudo apt-get install chromium chromium-driver"
 WIDTH = 1200
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-#: The colour of the metric's line in every event plot (anomaly.plotting.VALUE, #0072B2).
+#: The colour of the metric's line in every event plot (anomaly.ops.plotting.VALUE, #0072B2).
 LINE_BLUE = np.array([0x00, 0x72, 0xB2]) / 255
 #: Reports with plots (new or ongoing alerts) and quiet ones (nothing new, nothing open).
 BUSY, QUIET = ("first", "busy"), ("resolved", "empty")

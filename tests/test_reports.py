@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 
 from anomaly.errors import ConfigError
-from anomaly.jobs import RUNS, STORE, plan_groups, score_groups, train_group
-from anomaly.reports import REPORTS, SCHEMA_PATH, STATE, Report, write_report
-from anomaly.store import RawStore
-from anomaly.synthetic import clean_metrics, inject
-from anomaly.webhooks import Webhook, post
+from anomaly.ops.jobs import RUNS, STORE, plan_groups, score_groups, train_group
+from anomaly.ops.reports import REPORTS, SCHEMA_PATH, STATE, Report, write_report
+from anomaly.io.store import RawStore
+from anomaly.evaluation.synthetic import clean_metrics, inject
+from anomaly.ops.webhooks import Webhook, post
 from tests.conftest import TINY
 from tests.conftest import long_points
 
@@ -335,7 +335,7 @@ def test_event_parts_from_before_n_above_are_read_with_new_ones(base: tuple[Path
 
 
 def test_only_the_most_severe_alerts_are_drawn(base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import anomaly.reports as reports
+    import anomaly.ops.reports as reports
 
     monkeypatch.setattr(reports, "PLOT_LIMIT", 0)
     workspace = copy(base[0], tmp_path / "ws")

@@ -1,4 +1,4 @@
-"""Tests for anomaly.scaling: exact parameters per kind, edge cases, serialisation, round trips."""
+"""Tests for anomaly.core.scaling: exact parameters per kind, edge cases, serialisation, round trips."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from anomaly.errors import DataError, NotFittedError
-from anomaly.scaling import SCALED_LIMIT, Scaler
+from anomaly.core.scaling import SCALED_LIMIT, Scaler
 
 KINDS = ["minmax", "standard", "robust"]
 

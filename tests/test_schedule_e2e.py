@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly.store import RawStore
+from anomaly.io.store import RawStore
 from tests.conftest import REPO
 from tests.prefect_server import Server, child_env, process, running_server, tail
 

@@ -1,4 +1,4 @@
-"""Tests for the pure maths of anomaly.scoring: point errors, combining metrics, smoothing."""
+"""Tests for the pure maths of anomaly.core.scoring: point errors, combining metrics, smoothing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from anomaly.scoring import (
+from anomaly.core.scoring import (
     baseline_minimum,
     baseline_scores,
     combine,

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from anomaly.errors import DataError
-from anomaly.sources import FileSource, Source, SourceIOError, build_source, ingest, newer_than
-from anomaly.store import RawStore
+from anomaly.io.sources import FileSource, Source, SourceIOError, build_source, ingest, newer_than
+from anomaly.io.store import RawStore
 
 T0 = pd.Timestamp("2024-05-01 00:00", tz="UTC")
 

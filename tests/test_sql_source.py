@@ -31,9 +31,9 @@ import pytest
 import sqlalchemy as sa
 
 from anomaly.errors import DataError
-from anomaly.sources import SOURCE_KINDS, Source, SourceIOError, build_source, ingest
-from anomaly.sql_source import FIRST_SINCE, SQLSource
-from anomaly.store import RawStore
+from anomaly.io.sources import SOURCE_KINDS, Source, SourceIOError, build_source, ingest
+from anomaly.io.sql import FIRST_SINCE, SQLSource
+from anomaly.io.store import RawStore
 
 T0 = pd.Timestamp("2024-05-01 00:00", tz="UTC")
 PASSWORD = "Zq7@x/w0rd%vault"  # URL-special characters on purpose
@@ -200,7 +200,7 @@ def test_an_empty_result_is_an_empty_typed_frame(tmp_path: Path) -> None:
 def test_the_source_builds_from_a_json_spec(long_db: str) -> None:
     spec = {"kind": "sql", "url": long_db, "table": "points", "columns": ["value"], "name": "warehouse"}
     spec = json.loads(json.dumps(spec))
-    assert SOURCE_KINDS["sql"] == "anomaly.sql_source:SQLSource"
+    assert SOURCE_KINDS["sql"] == "anomaly.io.sql:SQLSource"
     source = build_source(spec)
     assert isinstance(source, SQLSource) and source.name == "warehouse" and source.columns == ["value"]
     assert len(source.fetch({})) == 8

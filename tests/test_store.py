@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import anomaly.store as store_module
-from anomaly.data import normalise
+import anomaly.io.store as store_module
+from anomaly.core.data import normalise
 from anomaly.errors import DataError
-from anomaly.store import RawStore, check_metric_name, validate_points
+from anomaly.io.store import RawStore, check_metric_name, validate_points
 from tests.conftest import dead_pid, kill_when_stalled
 
 T0 = pd.Timestamp("2024-03-01 22:00", tz="UTC")  # batches of a few hours cross midnight
@@ -438,7 +438,7 @@ KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 import pandas as pd
-import anomaly.store as store
+import anomaly.io.store as store
 
 root, point, marker = sys.argv[1:4]
 

@@ -1,4 +1,4 @@
-"""Tests for anomaly.synthetic: realistic clean metrics, injected incidents, labelled sets."""
+"""Tests for anomaly.evaluation.synthetic: realistic clean metrics, injected incidents, labelled sets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anomaly.synthetic import (
+from anomaly.evaluation.synthetic import (
     INCIDENT_KINDS,
     Incident,
     SampleData,

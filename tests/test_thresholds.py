@@ -1,4 +1,4 @@
-"""Tests for anomaly.thresholds: exact values, edge cases, state round-trip, properties."""
+"""Tests for anomaly.core.thresholds: exact values, edge cases, state round-trip, properties."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from anomaly.config import ThresholdConfig, ThresholdMethod
+from anomaly.core.config import ThresholdConfig, ThresholdMethod
 from anomaly.errors import ConfigError, DataError, NotFittedError
-from anomaly.thresholds import (
+from anomaly.core.thresholds import (
     THRESHOLDS,
     DynamicThreshold,
     FixedThreshold,

@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anomaly.config import ModelConfig, TrainingConfig
+from anomaly.core.config import ModelConfig, TrainingConfig
 from anomaly.errors import ConfigError
-from anomaly.model import LSTMAutoencoder
-from anomaly.training import (
+from anomaly.core.model import LSTMAutoencoder
+from anomaly.core.training import (
     EpochResult,
     History,
     _loss,
@@ -20,7 +20,7 @@ from anomaly.training import (
     torch_threads,
     train_model,
 )
-from anomaly.windows import sliding_windows, window_starts
+from anomaly.core.windows import sliding_windows, window_starts
 
 
 def sine_windows(n: int = 400, size: int = 16) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for anomaly.windows: views not copies, window starts, and mapping windows back to points."""
+"""Tests for anomaly.core.windows: views not copies, window starts, and mapping windows back to points."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anomaly.config import WindowConfig
+from anomaly.core.config import WindowConfig
 from anomaly.errors import DataError
-from anomaly.windows import (
+from anomaly.core.windows import (
     MAX_MISSING_FRACTION,
     aggregate_points,
     coverage_capacity,
@@ -308,7 +308,7 @@ def test_chunked_equals_whole(n: int, data: st.DataObject, m: int, method: str, 
     whole = aggregate_points(recon, starts, 0, n, method, cap)  # type: ignore[arg-type]
     assert not np.isnan(whole).any()
     parts = []
-    for a in range(0, n, chunk):  # exactly as anomaly.scoring.reconstruct slices
+    for a in range(0, n, chunk):  # exactly as anomaly.core.scoring.reconstruct slices
         b = min(a + chunk, n)
         lo = int(np.searchsorted(starts, a - size + 1))
         hi = int(np.searchsorted(starts, b))

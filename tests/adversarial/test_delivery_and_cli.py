@@ -22,14 +22,14 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from anomaly.alerts import LEDGER_VERSION, Ledger
+from anomaly.ops.alerts import LEDGER_VERSION, Ledger
 from anomaly.cli import load_config, main
-from anomaly.config import parse_value
+from anomaly.core.config import parse_value
 from anomaly.errors import ConfigError, DataError
-from anomaly.jobs import REPORTS, STATE
-from anomaly.reports import SCHEMA_PATH, write_report
-from anomaly import webhooks
-from anomaly.webhooks import Webhook, flush
+from anomaly.ops.jobs import REPORTS, STATE
+from anomaly.ops.reports import SCHEMA_PATH, write_report
+from anomaly.ops import webhooks
+from anomaly.ops.webhooks import Webhook, flush
 from tests.adversarial.conftest import Outcome, assert_one_line_error, run_cli, run_python, snapshot
 
 T0 = pd.Timestamp("2026-03-01 00:00", tz="UTC")
@@ -227,7 +227,7 @@ def test_parked_deliveries_are_bounded_in_count_and_age(tmp_path: Path) -> None:
 _REPORT_IN_CHILD = """
 import json, sys
 import pandas as pd
-from anomaly.reports import SCHEMA_PATH, write_report
+from anomaly.ops.reports import SCHEMA_PATH, write_report
 report = write_report(sys.argv[1], now=pd.Timestamp("2026-03-01 01:00", tz="UTC"), webhook={"url": sys.argv[2], "timeout": 1, "retries": 0})
 print(json.dumps(report.delivery))
 """
@@ -446,7 +446,7 @@ def test_a_hostile_config_file_is_one_line_in_bounded_memory_and_time(tmp_path: 
 
 
 def test_a_config_that_never_ends_is_refused_by_size() -> None:
-    code = "from anomaly.config import DetectorConfig\nDetectorConfig.from_file('/dev/zero')"
+    code = "from anomaly.core.config import DetectorConfig\nDetectorConfig.from_file('/dev/zero')"
     outcome = run_python(code, memory_mb=2048, timeout_s=40)
     assert outcome.returncode == 1 and "ConfigError: config file '/dev/zero' is larger than" in outcome.stderr, outcome.stderr[-2000:]
 

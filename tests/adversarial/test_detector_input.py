@@ -22,16 +22,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly.benchmark import Benchmark, detect_stream
-from anomaly.config import DetectorConfig
-from anomaly.data import MetricFrame, normalise
-from anomaly.detector import LSTMAutoencoderDetector
+from anomaly.evaluation.benchmark import Benchmark, detect_stream
+from anomaly.core.config import DetectorConfig
+from anomaly.core.data import MetricFrame, normalise
+from anomaly.core.detector import LSTMAutoencoderDetector
 from anomaly.errors import DataError
-from anomaly.jobs import SCORES, STORE, Group, score_group, score_groups
-from anomaly.registry import ModelRegistry
-from anomaly.scaling import Scaler
-from anomaly.store import RawStore
-from anomaly.synthetic import clean_metrics
+from anomaly.ops.jobs import SCORES, STORE, Group, score_group, score_groups
+from anomaly.ops.registry import ModelRegistry
+from anomaly.core.scaling import Scaler
+from anomaly.io.store import RawStore
+from anomaly.evaluation.synthetic import clean_metrics
 from tests.adversarial.conftest import assert_one_line_error, run_cli, snapshot
 from tests.conftest import TINY, TINY_SETTINGS, long_points
 
@@ -195,7 +195,7 @@ def test_jitter_and_an_outage_are_not_another_interval(
     jitter = np.random.default_rng(0).integers(-25, 25, len(data))
     data.index = data.index + pd.to_timedelta(jitter, unit="s")
     data = data.drop(data.index[100:136])  # a three-hour outage
-    with caplog.at_level(logging.WARNING, logger="anomaly.detector"):
+    with caplog.at_level(logging.WARNING, logger="anomaly.core.detector"):
         scores = detectors["spot"].score(data)
     assert len(scores.score) == len(later(series)) and not caplog.records
 
@@ -204,7 +204,7 @@ def test_allowing_it_scores_with_a_warning(
     detectors: dict[str, LSTMAutoencoderDetector], series: pd.DataFrame, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = resampled(series, "15min", ["requests"])
-    with caplog.at_level(logging.WARNING, logger="anomaly.detector"):
+    with caplog.at_level(logging.WARNING, logger="anomaly.core.detector"):
         scores = detectors["spot"].score(data, allow_resample=True)
     assert len(scores.score) == 3 * len(data) - 2  # on the model's 5-minute grid
     assert any("every 15min, coarser than the model's 5min grid" in r.getMessage() for r in caplog.records)
@@ -215,7 +215,7 @@ def test_finer_data_is_scored_with_a_warning(
 ) -> None:
     coarse = later(series)
     fine = coarse.resample("1min").interpolate()
-    with caplog.at_level(logging.WARNING, logger="anomaly.detector"):
+    with caplog.at_level(logging.WARNING, logger="anomaly.core.detector"):
         scores = detectors["spot"].score(fine)
     assert len(scores.score) == len(coarse)
     assert any("every 1min, finer than the model's 5min grid" in r.getMessage() for r in caplog.records)
@@ -282,7 +282,7 @@ def test_a_retrain_after_the_source_changed_its_interval_is_not_blocked(
     detectors: dict[str, LSTMAutoencoderDetector], series: pd.DataFrame, tmp_path: Path
 ) -> None:
     """The daily retrain compares the new model with production on the newest day, now 15-minute data."""
-    from anomaly.jobs import train_group
+    from anomaly.ops.jobs import train_group
 
     workspace, registry = tmp_path / "ws", tmp_path / "models"
     published = ModelRegistry(registry).publish(detectors["spot"], "requests")

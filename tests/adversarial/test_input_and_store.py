@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly.data import normalise, parse_timestamps, read_table
+from anomaly.core.data import normalise, parse_timestamps, read_table
 from anomaly.errors import ConfigError, DataError
-from anomaly.jobs import STORE, Group, train_group
-from anomaly.sources import FileSource, ingest
-from anomaly.store import RawStore, TimeLimits
+from anomaly.ops.jobs import STORE, Group, train_group
+from anomaly.io.sources import FileSource, ingest
+from anomaly.io.store import RawStore, TimeLimits
 from tests.adversarial.conftest import assert_one_line_error, run_cli, run_python, snapshot
 from tests.conftest import TINY, TINY_SETTINGS, kill_when_stalled
 
@@ -32,7 +32,7 @@ STEP = pd.Timedelta("5min")
 BOUNDED = {"memory_mb": 1500, "timeout_s": 60}
 #: Ingest a path into a store in a child; a DataError is printed as one line.
 INGEST = (
-    "import sys\nfrom anomaly.sources import FileSource, ingest\nfrom anomaly.store import RawStore\n"
+    "import sys\nfrom anomaly.io.sources import FileSource, ingest\nfrom anomaly.io.store import RawStore\n"
     "from anomaly.errors import DataError\n"
     "try:\n    ingest(FileSource(sys.argv[1]), RawStore(sys.argv[2]))\nexcept DataError as exc:\n"
     "    print(type(exc).__name__, exc)\n"
@@ -159,7 +159,7 @@ def test_a_poisoned_store_is_repaired_by_the_cli_and_trains_again(tmp_path: Path
 
     # the poisoned point breaks whole-history reads: a one-line error in bounded memory, not a MemoryError
     code = (
-        "import sys\nfrom anomaly.jobs import Group, train_group\nfrom tests.conftest import TINY\n"
+        "import sys\nfrom anomaly.ops.jobs import Group, train_group\nfrom tests.conftest import TINY\n"
         "from anomaly.errors import DataError\n"
         "try:\n    train_group(Group('cpu', ('cpu',)), sys.argv[1], sys.argv[2], TINY)\n"
         "except DataError as exc:\n    print('DataError:', exc)\n"
@@ -228,7 +228,7 @@ def test_store_commands_refuse_a_folder_that_is_not_a_store(tmp_path: Path) -> N
 KILLED_REPAIR = """
 import sys, time
 from pathlib import Path
-import anomaly.store as store
+import anomaly.io.store as store
 
 root, point, marker = sys.argv[1:4]
 
@@ -307,7 +307,7 @@ def test_detect_refuses_an_exploding_grid_quickly_in_bounded_memory(
 
 def test_normalise_refuses_the_grid_within_a_second(tmp_path: Path) -> None:
     code = (
-        "import sys, time\nfrom anomaly.data import normalise\nfrom anomaly.errors import DataError\n"
+        "import sys, time\nfrom anomaly.core.data import normalise\nfrom anomaly.errors import DataError\n"
         "t = time.monotonic()\ntry:\n    normalise(sys.argv[1])\nexcept DataError as exc:\n"
         "    print(f'{time.monotonic() - t:.3f}', exc)\n"
     )
@@ -321,7 +321,7 @@ def test_a_context_file_far_before_the_data_is_refused(tmp_path: Path) -> None:
     model = tmp_path / "model"
     data = thousand_rows(tmp_path / "data.csv", None, "1s")
     code = (
-        "import sys\nfrom anomaly.detector import LSTMAutoencoderDetector as D\nfrom tests.conftest import TINY\n"
+        "import sys\nfrom anomaly.core.detector import LSTMAutoencoderDetector as D\nfrom tests.conftest import TINY\n"
         "D(TINY).fit(sys.argv[1], progress=False).save(sys.argv[2])\n"
     )
     assert run_python(code, str(data), str(model), **BOUNDED).returncode == 0
@@ -344,7 +344,7 @@ def test_long_form_with_a_metric_per_row_is_refused_before_pivoting(tmp_path: Pa
     n = 40_000
     stamps = pd.date_range("2024-01-01", periods=n, freq="1s", tz="UTC")
     pd.DataFrame({"timestamp": stamps, "metric": [f"m{i}" for i in range(n)], "value": 1.0}).to_csv(path, index=False)
-    code = "import sys\nfrom anomaly.data import normalise\nnormalise(sys.argv[1])\n"
+    code = "import sys\nfrom anomaly.core.data import normalise\nnormalise(sys.argv[1])\n"
     outcome = run_python(code, str(path), **BOUNDED)
     assert outcome.returncode == 1 and "DataError" in outcome.stderr and "40,000" in outcome.stderr, outcome.stderr[-2000:]
 

@@ -26,10 +26,10 @@ import pytest
 import torch
 
 from anomaly.cli import main
-from anomaly.config import DetectorConfig
-from anomaly.detector import LSTMAutoencoderDetector
+from anomaly.core.config import DetectorConfig
+from anomaly.core.detector import LSTMAutoencoderDetector
 from anomaly.errors import ConfigError, ModelFileError
-from anomaly.registry import ModelRegistry, RegistryError
+from anomaly.ops.registry import ModelRegistry, RegistryError
 from tests.adversarial.conftest import Outcome, assert_one_line_error, run_cli, run_python, snapshot
 from tests.conftest import TINY, TINY_SETTINGS, kill_when_stalled, long_points
 
@@ -262,7 +262,7 @@ def test_symbolic_links_in_a_version_are_never_followed(
     tamper(registry, box)
     before = snapshot(box)
     loaded: list[object] = []
-    monkeypatch.setattr("anomaly.persistence.torch.load", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr("anomaly.core.persistence.torch.load", lambda *a, **k: loaded.append(a))
     with pytest.raises(error, match=named):
         registry.load("m", "000002")
     with pytest.raises(error, match=named):
@@ -303,7 +303,7 @@ def test_an_invalid_or_exhausted_counter_refuses_to_publish_and_leaves_nothing(
 
 LOAD_CASES = """
 import json, sys
-from anomaly.registry import ModelRegistry
+from anomaly.ops.registry import ModelRegistry
 for root in sys.argv[1:]:
     try:
         ModelRegistry(root).load("m")
@@ -384,11 +384,11 @@ def test_a_huge_aliases_file_is_refused_without_reading_it(registry: ModelRegist
     with open(registry.root / "m" / "aliases.json", "wb") as handle:
         handle.truncate(3 * 1024**3)  # sparse: 3 GB that occupy no disk
     versions = snapshot(registry.root / "m" / "versions")
-    code = "import sys\nfrom anomaly.registry import ModelRegistry\nModelRegistry(sys.argv[1]).load('m')"
+    code = "import sys\nfrom anomaly.ops.registry import ModelRegistry\nModelRegistry(sys.argv[1]).load('m')"
     outcome = run_python(code, str(registry.root), memory_mb=1536, timeout_s=60)
     assert outcome.returncode != 0
     last = outcome.stderr.strip().splitlines()[-1]
-    assert last.startswith("anomaly.registry.RegistryError:") and "aliases.json" in last and "3,221,225,472 bytes" in last, last
+    assert last.startswith("anomaly.ops.registry.RegistryError:") and "aliases.json" in last and "3,221,225,472 bytes" in last, last
     assert (registry.root / "m" / "aliases.json").stat().st_size == 3 * 1024**3
     assert snapshot(registry.root / "m" / "versions") == versions
 
@@ -615,8 +615,8 @@ STALLED_PROMOTE = """
 import os, sys, time
 from pathlib import Path
 
-import anomaly.fileio as fileio
-from anomaly.registry import ModelRegistry
+import anomaly.core.fileio as fileio
+from anomaly.ops.registry import ModelRegistry
 
 root, marker = sys.argv[1:3]
 real_replace = os.replace
@@ -664,8 +664,8 @@ STALLED_PUBLISH = """
 import sys, time
 from pathlib import Path
 
-import anomaly.registry as registry
-from anomaly.detector import LSTMAutoencoderDetector
+import anomaly.ops.registry as registry
+from anomaly.core.detector import LSTMAutoencoderDetector
 
 model, root, marker = sys.argv[1:4]
 detector = LSTMAutoencoderDetector.load(model)
@@ -715,9 +715,9 @@ def test_temporaries_of_killed_writers_are_removed_under_the_lock(registry: Mode
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_tampered_alias_fails_its_group_alone_in_the_score_flow(tmp_path: Path) -> None:
-    from anomaly.jobs import STORE, plan_groups, train_group
-    from anomaly.store import RawStore
-    from anomaly.synthetic import clean_metrics
+    from anomaly.ops.jobs import STORE, plan_groups, train_group
+    from anomaly.io.store import RawStore
+    from anomaly.evaluation.synthetic import clean_metrics
     from flows.score import score_flow
 
     series = clean_metrics(1000, metrics=("cpu", "requests"), seed=12)

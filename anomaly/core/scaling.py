@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from anomaly.config import ScalerKind
+from anomaly.core.config import ScalerKind
 from anomaly.errors import DataError, NotFittedError
 
 #: Largest magnitude a training value may have (default 1e150): beyond it the scaler's

@@ -8,7 +8,7 @@ notebook or a cron job.
 
 Folders (all under one *workspace*, ``data/`` by default)::
 
-    store/       raw points (:class:`anomaly.store.RawStore`)
+    store/       raw points (:class:`anomaly.io.store.RawStore`)
     scores/<group>/part-*.parquet   per-point scores, appended by each score run
     events/<group>/part-*.parquet   events found by each score run
     scores/<group>/state.json       the last scored timestamp and the version used
@@ -31,14 +31,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from anomaly.config import DetectorConfig
-from anomaly.data import normalise
-from anomaly.detector import LSTMAutoencoderDetector, check_intervals, context_points
+from anomaly.core.config import DetectorConfig
+from anomaly.core.data import normalise
+from anomaly.core.detector import LSTMAutoencoderDetector, check_intervals, context_points
 from anomaly.errors import DataError
-from anomaly.events import EVENT_COLUMNS, SEVERITY_LEVELS
-from anomaly.fileio import atomic_write_json, read_json
-from anomaly.registry import DEFAULT_ALIAS, ModelRegistry, check_name
-from anomaly.store import RawStore
+from anomaly.core.events import EVENT_COLUMNS, SEVERITY_LEVELS
+from anomaly.core.fileio import atomic_write_json, read_json
+from anomaly.ops.registry import DEFAULT_ALIAS, ModelRegistry, check_name
+from anomaly.io.store import RawStore
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def score_group(group: Group, workspace: str | Path, registry_root: str | Path, 
     A metric stored more coarsely than the model's interval (the median
     spacing of the points read) fails the group with that reason, which the
     run's record and the report show, unless ``allow_resample``
-    (see :func:`anomaly.detector.check_intervals`).
+    (see :func:`anomaly.core.detector.check_intervals`).
     """
     root, registry = Path(workspace), ModelRegistry(registry_root)
     if DEFAULT_ALIAS not in registry.aliases(group.name):

@@ -79,7 +79,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from filelock import FileLock
 
-from anomaly.data import (
+from anomaly.core.data import (
     LONG_COLUMNS,
     MAX_METRICS,
     NS_MAX,
@@ -91,7 +91,7 @@ from anomaly.data import (
     step_text,
 )
 from anomaly.errors import ConfigError, DataError, excerpt
-from anomaly.fileio import atomic_write_json, fsync_dir, pid_alive
+from anomaly.core.fileio import atomic_write_json, fsync_dir, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,9 @@ def validate_points(frame: pd.DataFrame) -> pd.DataFrame:
     """Long-form points as ``metric`` (str), ``timestamp`` (ns UTC), ``value`` (float64).
 
     Accepts ``metric`` and ``value`` columns (any case) with timestamps in a
-    DatetimeIndex or a column named like :data:`anomaly.data.TIME_COLUMNS`, as
-    :func:`anomaly.data.to_wide` does; other columns are ignored. Timestamps
-    and values go through :mod:`anomaly.data`'s parsers, so the rules (naive
+    DatetimeIndex or a column named like :data:`anomaly.core.data.TIME_COLUMNS`, as
+    :func:`anomaly.core.data.to_wide` does; other columns are ignored. Timestamps
+    and values go through :mod:`anomaly.core.data`'s parsers, so the rules (naive
     means UTC, numbers are epoch seconds, text or infinity is refused) are the
     same everywhere. Missing values stay NaN: a missing value is no point, and
     what to do about it is the caller's decision. Row order is kept.
@@ -198,7 +198,7 @@ def _metric_names(column: pd.Series) -> np.ndarray:
 
 
 def _point_values(column: pd.Series, metrics: np.ndarray, stamps: pd.DatetimeIndex) -> np.ndarray:
-    """float64 values via :mod:`anomaly.data`'s check; on failure the message also names the metric."""
+    """float64 values via :mod:`anomaly.core.data`'s check; on failure the message also names the metric."""
     try:
         return numeric_values(column, "value", stamps)
     except DataError:
@@ -813,7 +813,7 @@ class RawStore:
     ) -> pd.DataFrame:
         """The same points as a wide frame: UTC DatetimeIndex, one float column per metric.
 
-        This is the form :func:`anomaly.data.normalise` accepts. Columns follow
+        This is the form :func:`anomaly.core.data.normalise` accepts. Columns follow
         ``metrics`` (sorted when None); a timestamp a metric lacks is NaN.
         """
         committed = self._committed()
@@ -1154,7 +1154,7 @@ def _scandir(folder: Path) -> list[os.DirEntry[str]]:
 
 
 def _is_temp(name: str, target: str = "") -> bool:
-    """A temporary file of :func:`anomaly.fileio.atomic_write_json`: ``.<target>.<random>`` (any ``.json`` target when empty)."""
+    """A temporary file of :func:`anomaly.core.fileio.atomic_write_json`: ``.<target>.<random>`` (any ``.json`` target when empty)."""
     if target:
         return name.startswith(f".{target}.")
     return name.startswith(".") and ".json." in name

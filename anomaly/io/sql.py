@@ -1,11 +1,11 @@
-"""SQL databases as a :class:`~anomaly.sources.Source`: any SQLAlchemy URL, a table or a query.
+"""SQL databases as a :class:`~anomaly.io.sources.Source`: any SQLAlchemy URL, a table or a query.
 
 Layouts
 -------
 *Long* (the default): one row per point, columns ``timestamp``, ``metric``
 and ``value`` (names configurable). Each metric value, prefixed with
 ``metric_prefix``, is a metric in the store and must pass
-:func:`anomaly.store.check_metric_name`; the name is refused, with its row,
+:func:`anomaly.io.store.check_metric_name`; the name is refused, with its row,
 rather than rewritten. *Wide*: ``columns=[...]`` lists value columns, each
 one metric named ``metric_prefix`` plus the column name; ``metric`` and
 ``value`` are not used then. NULL values are "no reading" and dropped.
@@ -33,7 +33,7 @@ prefix so other sources' metrics do not hold its window back). A metric
 that first appears in a long table after the first pull is read from that
 window on, not from its first row. With nothing stored the window starts at
 :data:`FIRST_SINCE`. The rows are then filtered per metric by
-:func:`~anomaly.sources.newer_than`, so overlap never reaches the store.
+:func:`~anomaly.io.sources.newer_than`, so overlap never reaches the store.
 
 Time zones
 ----------
@@ -66,7 +66,7 @@ put into the URL only inside a fetch and appears in no repr, name, log line
 or error message (errors replace it with ``***`` should a driver echo it).
 
 A connection that fails or drops (unreachable server, refused login,
-timeout, database locked) raises :class:`~anomaly.sources.SourceIOError`, an
+timeout, database locked) raises :class:`~anomaly.io.sources.SourceIOError`, an
 ``OSError`` the ingest flow retries. SQL the database rejects (unknown table
 or column, syntax, types), a bad URL or driver, or rows that are not points
 raise :class:`~anomaly.errors.DataError` naming the table or query. Each
@@ -89,10 +89,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from anomaly.data import as_utc, parse_timestamps
+from anomaly.core.data import as_utc, parse_timestamps
 from anomaly.errors import DataError, excerpt
-from anomaly.sources import SourceIOError, newer_than
-from anomaly.store import check_metric_name, empty_points, validate_points
+from anomaly.io.sources import SourceIOError, newer_than
+from anomaly.io.store import check_metric_name, empty_points, validate_points
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class SQLSource:
     # -- the contract ----------------------------------------------------------------
 
     def fetch(self, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
-        """Points after the source's watermarks (see :class:`~anomaly.sources.Source`); none is an empty frame."""
+        """Points after the source's watermarks (see :class:`~anomaly.io.sources.Source`); none is an empty frame."""
         since = self.since(watermarks)
         keys, rows = self._run(since)
         points = newer_than(self._points(keys, rows), watermarks)

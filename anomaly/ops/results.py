@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from anomaly.errors import ConfigError, excerpt
-from anomaly.events import EVENT_COLUMNS
+from anomaly.core.events import EVENT_COLUMNS
 
 EVENTS_SCHEMA_VERSION = 1
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

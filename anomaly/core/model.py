@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from anomaly.config import ModelConfig
+from anomaly.core.config import ModelConfig
 
 
 class LSTMAutoencoder(nn.Module):

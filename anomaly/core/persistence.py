@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from anomaly.config import MAX_PARAMETERS, DetectorConfig
+from anomaly.core.config import MAX_PARAMETERS, DetectorConfig
 from anomaly.errors import AnomalyError, ModelFileError, excerpt
-from anomaly.fileio import read_json, write_json
-from anomaly.model import LSTMAutoencoder
-from anomaly.scaling import Scaler
-from anomaly.thresholds import THRESHOLDS
-from anomaly.training import History, resolve_device
+from anomaly.core.fileio import read_json, write_json
+from anomaly.core.model import LSTMAutoencoder
+from anomaly.core.scaling import Scaler
+from anomaly.core.thresholds import THRESHOLDS
+from anomaly.core.training import History, resolve_device
 
 if TYPE_CHECKING:
-    from anomaly.detector import LSTMAutoencoderDetector
+    from anomaly.core.detector import LSTMAutoencoderDetector
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, SCALER, STATE, HISTORY = "config.json", "weights.pt", "scaler.json", "detector.json", "history.json"
@@ -93,7 +93,7 @@ def load_detector(path: str | Path) -> "LSTMAutoencoderDetector":
     size, the configuration's bounds, the model's parameter count for its
     metrics, and the weights file's size and contents.
     """
-    from anomaly.detector import LSTMAutoencoderDetector
+    from anomaly.core.detector import LSTMAutoencoderDetector
 
     folder = Path(path)
     if not folder.is_dir():

@@ -26,9 +26,9 @@ import pandas as pd
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from anomaly.data import COMPRESSION_SUFFIXES, LONG_COLUMNS, ReadBudget, as_utc, file_kind, read_frame, to_wide
+from anomaly.core.data import COMPRESSION_SUFFIXES, LONG_COLUMNS, ReadBudget, as_utc, file_kind, read_frame, to_wide
 from anomaly.errors import DataError, excerpt
-from anomaly.store import (
+from anomaly.io.store import (
     ORIGIN,
     AppendResult,
     RawStore,
@@ -63,10 +63,10 @@ class Source(Protocol):
       points it already has, first stored wins. Late points (older than the
       watermark) may be returned and are kept if new.
     - Return long form: columns ``metric``, ``timestamp``, ``value`` as
-      :func:`anomaly.store.validate_points` accepts them (timestamps as UTC
+      :func:`anomaly.io.store.validate_points` accepts them (timestamps as UTC
       datetimes, ISO strings or epoch seconds; float values; NaN is "no
       reading" and is dropped). :func:`newer_than` does the filtering.
-    - Metric names must pass :func:`anomaly.store.check_metric_name`. A
+    - Metric names must pass :func:`anomaly.io.store.check_metric_name`. A
       source with label sets (Prometheus series, SQL dimensions) maps each
       series to a stable safe key (e.g. ``http_requests:job=api`` is *not*
       safe; ``http_requests.job_api`` is) and documents the mapping.
@@ -90,7 +90,7 @@ class Source(Protocol):
 def newer_than(points: pd.DataFrame, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
     """Rows of ``points`` strictly after their metric's watermark; every row of a metric without one.
 
-    ``points`` are as :func:`anomaly.store.validate_points` returns them; a
+    ``points`` are as :func:`anomaly.io.store.validate_points` returns them; a
     naive watermark is taken as UTC, like naive timestamps everywhere else.
     """
     if points.empty or not watermarks:
@@ -118,7 +118,7 @@ def ingest(source: Source, store: RawStore) -> AppendResult:
 
 
 def _fetch_with_origin(source: Source, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
-    """The source's new points with an :data:`~anomaly.store.ORIGIN` column: a file's name, else the source's."""
+    """The source's new points with an :data:`~anomaly.io.store.ORIGIN` column: a file's name, else the source's."""
     by_origin = getattr(source, "fetch_by_origin", None)
     parts = by_origin(watermarks) if callable(by_origin) else [(str(source.name), source.fetch(watermarks))]
     for _, frame in parts:
@@ -146,7 +146,7 @@ class FileSource:
     ``file://``, ``s3://bucket/prefix/`` with the matching fsspec driver
     installed; ``storage_options`` are passed to it). Each file may be wide
     (a time column or index, one column per metric) or long (``timestamp,
-    metric, value``); parsing is :mod:`anomaly.data`'s. In folders and globs,
+    metric, value``); parsing is :mod:`anomaly.core.data`'s. In folders and globs,
     files of other types and names starting with ``.`` or ``_`` are skipped;
     a file named explicitly must be CSV (``.csv``, ``.tsv``, ``.txt``,
     optionally compressed) or Parquet (``.parquet``, ``.pq``).
@@ -156,11 +156,11 @@ class FileSource:
     watermarks: fine for a working set of files, not for an ever-growing
     archive (point the source at the recent files instead). One fetch reads
     at most ``max_read_mb`` MiB (default ``$ANOMALY_MAX_READ_MB``, else
-    :data:`anomaly.data.MAX_READ_MB`), counted after decompression: a larger
+    :data:`anomaly.core.data.MAX_READ_MB`), counted after decompression: a larger
     file is refused before it is opened. Files are read in
     path order, so where two files hold the same point in one fetch, the
     later path wins. Repeated timestamps inside one *wide* file are averaged
-    (:func:`anomaly.data.to_wide`); inside a long file the last row wins.
+    (:func:`anomaly.core.data.to_wide`); inside a long file the last row wins.
     """
 
     def __init__(
@@ -261,7 +261,7 @@ class FileSource:
 
 
 def _to_points(frame: pd.DataFrame) -> pd.DataFrame:
-    """Long-form points from a wide or long frame, parsed by :mod:`anomaly.data`."""
+    """Long-form points from a wide or long frame, parsed by :mod:`anomaly.core.data`."""
     if len(frame) == 0:
         return empty_points()
     lower = {str(c).lower() for c in frame.columns}
@@ -313,9 +313,9 @@ def _shown(fs: fsspec.AbstractFileSystem, path: str, spec: str) -> str:
 #: Source kinds a spec may name, as ``module:Class``; imported only when used, so a
 #: deployment reading files never needs a database driver.
 SOURCE_KINDS: dict[str, str] = {
-    "files": "anomaly.sources:FileSource",
-    "sql": "anomaly.sql_source:SQLSource",
-    "prometheus": "anomaly.prometheus_source:PrometheusSource",
+    "files": "anomaly.io.sources:FileSource",
+    "sql": "anomaly.io.sql:SQLSource",
+    "prometheus": "anomaly.io.prometheus:PrometheusSource",
 }
 
 

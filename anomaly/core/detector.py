@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from anomaly.config import DetectorConfig
-from anomaly.data import (
+from anomaly.core.config import DetectorConfig
+from anomaly.core.data import (
     MetricFrame,
     epoch_nanoseconds,
     grid_phase,
@@ -37,10 +37,10 @@ from anomaly.data import (
     with_context,
 )
 from anomaly.errors import ConfigError, DataError, NotFittedError, excerpt
-from anomaly.events import find_events
-from anomaly.model import LSTMAutoencoder
-from anomaly.scaling import MAX_TRAINING_MAGNITUDE, Scaler, first_beyond_magnitude
-from anomaly.scoring import (
+from anomaly.core.events import find_events
+from anomaly.core.model import LSTMAutoencoder
+from anomaly.core.scaling import MAX_TRAINING_MAGNITUDE, Scaler, first_beyond_magnitude
+from anomaly.core.scoring import (
     COMBINED,
     HELD,
     Scores,
@@ -51,8 +51,8 @@ from anomaly.scoring import (
     reconstruct,
     smooth,
 )
-from anomaly.thresholds import Threshold, build_threshold
-from anomaly.training import (
+from anomaly.core.thresholds import Threshold, build_threshold
+from anomaly.core.training import (
     RNG_LOCK,
     EpochCallback,
     History,
@@ -62,7 +62,7 @@ from anomaly.training import (
     torch_threads,
     train_model,
 )
-from anomaly.windows import MAX_MISSING_FRACTION, missing_counts, sliding_windows, training_starts
+from anomaly.core.windows import MAX_MISSING_FRACTION, missing_counts, sliding_windows, training_starts
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class LSTMAutoencoderDetector:
         return self._to_scores(full, raw, rows)
 
     def detect(self, data: DataLike, *, context: DataLike | None = None, allow_resample: bool = False) -> pd.DataFrame:
-        """Events in ``data`` (see :data:`anomaly.events.EVENT_COLUMNS`)."""
+        """Events in ``data`` (see :data:`anomaly.core.events.EVENT_COLUMNS`)."""
         return self.events(self.score(data, context=context, allow_resample=allow_resample))
 
     def events(self, scores: Scores, *, model: str = "", version: str = "") -> pd.DataFrame:
@@ -233,7 +233,7 @@ class LSTMAutoencoderDetector:
 
         With ``scoring.baseline_exclude``, then the same again prefixed with
         :data:`HELD`: how many points from each on stay out of the baseline
-        (see :func:`anomaly.scoring.baseline_scores`).
+        (see :func:`anomaly.core.scoring.baseline_scores`).
         """
         columns = [*self.metrics_, COMBINED]
         scoring = self._checked_config().scoring
@@ -313,15 +313,15 @@ class LSTMAutoencoderDetector:
     # -- persistence -------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write the fitted detector to folder ``path`` (see :mod:`anomaly.persistence`)."""
-        from anomaly.persistence import save_detector
+        """Write the fitted detector to folder ``path`` (see :mod:`anomaly.core.persistence`)."""
+        from anomaly.core.persistence import save_detector
 
         return save_detector(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "LSTMAutoencoderDetector":
         """Rebuild a detector saved with :meth:`save`; nothing is unpickled."""
-        from anomaly.persistence import load_detector
+        from anomaly.core.persistence import load_detector
 
         return load_detector(path)
 
@@ -350,7 +350,7 @@ def check_intervals(
     """Compare each metric's own sampling interval with a model's grid ``freq``, before regridding.
 
     A metric's interval is the median spacing of its observed timestamps
-    (:func:`anomaly.data.infer_freq`), so jitter and outages do not move it.
+    (:func:`anomaly.core.data.infer_freq`), so jitter and outages do not move it.
     One more than :data:`INTERVAL_TOLERANCE` coarser than the grid would
     leave most grid points interpolated (never flagged) or missing (never
     scored): that is a DataError unless ``allow_resample``, which logs a

@@ -1,4 +1,4 @@
-"""Prometheus: PromQL range queries over the HTTP API as a :class:`~anomaly.sources.Source`.
+"""Prometheus: PromQL range queries over the HTTP API as a :class:`~anomaly.io.sources.Source`.
 
 Each fetch asks ``/api/v1/query_range`` for every configured query, from the
 query's watermark to ``end``, on a fixed grid of ``step``. The answers are
@@ -51,7 +51,7 @@ A query Prometheus rejects (bad PromQL, an execution error), a refused login,
 a wrong URL or an answer that is not Prometheus' raise
 :class:`~anomaly.errors.DataError`: a retry cannot help. A timeout, a refused
 or dropped connection, HTTP 5xx, 408 or 429 raise
-:class:`~anomaly.sources.SourceIOError`, an ``OSError`` the ingest flow
+:class:`~anomaly.io.sources.SourceIOError`, an ``OSError`` the ingest flow
 retries with backoff. Nothing is retried here, and nothing reaches the store
 unless every request of the fetch succeeded.
 
@@ -77,10 +77,10 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from anomaly.data import as_utc
+from anomaly.core.data import as_utc
 from anomaly.errors import DataError, excerpt
-from anomaly.sources import SourceIOError, newer_than
-from anomaly.store import check_metric_name, empty_points
+from anomaly.io.sources import SourceIOError, newer_than
+from anomaly.io.store import check_metric_name, empty_points
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class PrometheusSource:
         return f"PrometheusSource({self.url!r}, {shown!r}, step={self.step_ms / 1000:g}s{auth})"
 
     def fetch(self, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
-        """Points of every query newer than their key's watermark (see :class:`~anomaly.sources.Source`)."""
+        """Points of every query newer than their key's watermark (see :class:`~anomaly.io.sources.Source`)."""
         end_ms = self._end_ms()
         frames: list[pd.DataFrame] = []
         owners: dict[str, dict[str, str]] = {}

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from anomaly.config import ScoringConfig, WindowConfig
-from anomaly.windows import (
+from anomaly.core.config import ScoringConfig, WindowConfig
+from anomaly.core.windows import (
     aggregate_points,
     coverage_capacity,
     sliding_windows,
@@ -100,7 +100,7 @@ def reconstruct(
     Points are processed ``chunk_points`` at a time with only the windows that
     touch the chunk, so memory is bounded by the chunk, not the series.
     ``phase`` aligns the strided windows to absolute time (see
-    :func:`~anomaly.windows.window_starts`).
+    :func:`~anomaly.core.windows.window_starts`).
     """
     views = sliding_windows(scaled, window.size)
     if scoring.aggregate == "last":

@@ -131,7 +131,7 @@ class WindowConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the LSTM autoencoder (see :mod:`anomaly.model`).
+    """Shape of the LSTM autoencoder (see :mod:`anomaly.core.model`).
 
     Two stacked layers with dropout 0.1 (between the layers, on the latent
     summary and on the decoder's output) are the defaults because the

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Mapping, Self
 
 import numpy as np
 
-from anomaly.config import ThresholdConfig
+from anomaly.core.config import ThresholdConfig
 from anomaly.errors import ConfigError, DataError, NotFittedError
 
 #: Makes the MAD a consistent estimator of the standard deviation for normal data.

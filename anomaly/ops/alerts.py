@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from anomaly.errors import DataError, excerpt
-from anomaly.events import SEVERITY_LEVELS, severity
+from anomaly.core.events import SEVERITY_LEVELS, severity
 
 #: Version of the ledger's layout; a ledger written by a newer version is refused, not guessed at.
 #: Version 3 added ``parked`` (deliveries the webhook refused for good); version 2 is read as is.

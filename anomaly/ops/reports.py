@@ -2,11 +2,11 @@
 
 A report run reads what the score runs left in the workspace since the
 previous report (their run records and event parts), moves the alerts'
-state machine one step (:mod:`anomaly.alerts`), and writes one report in
+state machine one step (:mod:`anomaly.ops.alerts`), and writes one report in
 three formats from a single JSON document:
 
 - ``report-<time>.json``: the document, versioned by ``schema_version`` and
-  described by ``anomaly/schemas/report.schema.json``;
+  described by ``anomaly/ops/schemas/report.schema.json``;
 - ``report-<time>.md``: the text for a Prefect artifact or a chat message;
 - ``report-<time>.html``: one self-contained page, plots embedded, that
   opens offline.
@@ -30,13 +30,13 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 from filelock import FileLock
 
-from anomaly.alerts import STATES, Change, GroupInfo, Ledger, advance, counts
+from anomaly.ops.alerts import STATES, Change, GroupInfo, Ledger, advance, counts
 from anomaly.errors import DataError, excerpt
-from anomaly.events import EVENT_COLUMNS
-from anomaly.fileio import atomic_write_json, atomic_write_text, read_json
-from anomaly.jobs import EVENTS, REPORTS, RUNS, SCORES, STATE
-from anomaly.plotting import event_plot
-from anomaly.webhooks import Webhook, enqueue, flush
+from anomaly.core.events import EVENT_COLUMNS
+from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
+from anomaly.ops.jobs import EVENTS, REPORTS, RUNS, SCORES, STATE
+from anomaly.ops.plotting import event_plot
+from anomaly.ops.webhooks import Webhook, enqueue, flush
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def build_document(
     """The report as plain data: the one source the three formats are rendered from.
 
     ``rejected`` are the parked webhook deliveries no report has named yet
-    (:mod:`anomaly.webhooks`): each is listed once, in the next report.
+    (:mod:`anomaly.ops.webhooks`): each is listed once, in the next report.
     """
     results = [r for run in runs for r in run["results"]]
     scored = [r for r in results if r["status"] == "scored"]
@@ -422,7 +422,7 @@ def render_html(doc: Mapping[str, Any], plots: Mapping[str, bytes]) -> str:
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("anomaly", "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
+        loader=jinja2.PackageLoader("anomaly.ops", "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
     )
     images = {key: base64.b64encode(data).decode("ascii") for key, data in plots.items()}
     return env.get_template(TEMPLATE).render(

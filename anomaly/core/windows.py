@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from anomaly.config import WindowConfig
+from anomaly.core.config import WindowConfig
 from anomaly.errors import DataError
 
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pandas.tseries.frequencies import to_offset
 
-from anomaly.config import PreprocessConfig
+from anomaly.core.config import PreprocessConfig
 from anomaly.errors import ConfigError, DataError, excerpt
 
 log = logging.getLogger(__name__)

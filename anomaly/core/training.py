@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from anomaly.config import TrainingConfig
+from anomaly.core.config import TrainingConfig
 from anomaly.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def train_model(
 ) -> History:
     """Fit ``model`` to reconstruct ``windows[train_starts]``; returns the loss history.
 
-    ``windows`` is the (n, size, m) view from :func:`anomaly.windows.sliding_windows`
+    ``windows`` is the (n, size, m) view from :func:`anomaly.core.windows.sliding_windows`
     indexed by window start. ``observed``, a boolean view of the same shape,
     keeps the points it marks False (missing, bridged in ``windows``) out of
     the loss; None counts every point. Early stopping watches the validation

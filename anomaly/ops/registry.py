@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from filelock import FileLock
 
 from anomaly.errors import AnomalyError, ModelFileError, excerpt
-from anomaly.fileio import (
+from anomaly.core.fileio import (
     atomic_write_json,
     fsync_dir,
     fsync_tree,
@@ -59,7 +59,7 @@ from anomaly.fileio import (
     sha256_file,
     write_json,
 )
-from anomaly.persistence import (
+from anomaly.core.persistence import (
     FORMAT_VERSION,
     MAX_JSON_BYTES,
     MODEL_FILES,
@@ -67,12 +67,12 @@ from anomaly.persistence import (
     load_detector,
     write_detector_files,
 )
-from anomaly.plotting import PLOT_LOCK, figure
+from anomaly.ops.plotting import PLOT_LOCK, figure
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from anomaly.detector import LSTMAutoencoderDetector
+    from anomaly.core.detector import LSTMAutoencoderDetector
 
 REGISTRY_ENV = "ANOMALY_REGISTRY"
 DEFAULT_ROOT = Path("models")
@@ -696,7 +696,7 @@ def _best(values: list[float | None]) -> float | None:
 
 
 def _plot_history(detector: "LSTMAutoencoderDetector", path: Path) -> None:
-    """The loss curve as a PNG, drawn off-screen, one figure at a time (see :mod:`anomaly.plotting`)."""
+    """The loss curve as a PNG, drawn off-screen, one figure at a time (see :mod:`anomaly.ops.plotting`)."""
     with PLOT_LOCK:
         _draw_history(detector, path)
 

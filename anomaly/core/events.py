@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from anomaly.config import EventConfig
-from anomaly.scoring import Scores
+from anomaly.core.config import EventConfig
+from anomaly.core.scoring import Scores
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "start",

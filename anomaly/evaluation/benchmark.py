@@ -47,10 +47,10 @@ from typing import Any, Literal, get_args
 import numpy as np
 import pandas as pd
 
-from anomaly.config import DetectorConfig
-from anomaly.data import MetricFrame, as_utc, grid_slots, normalise, parse_timestamps
+from anomaly.core.config import DetectorConfig
+from anomaly.core.data import MetricFrame, as_utc, grid_slots, normalise, parse_timestamps
 from anomaly.errors import AnomalyError, DataError
-from anomaly.evaluation import (
+from anomaly.evaluation.metrics import (
     EventScores,
     Interval,
     NabScore,
@@ -59,8 +59,8 @@ from anomaly.evaluation import (
     probation_length,
     score_events,
 )
-from anomaly.events import find_runs, flag_runs, merge_runs
-from anomaly.fileio import atomic_write_json, atomic_write_text, read_json
+from anomaly.core.events import find_runs, flag_runs, merge_runs
+from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
 
 Protocol = Literal["batch", "stream"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
@@ -245,7 +245,7 @@ Observer = Callable[[Any, MetricFrame, int], None]
 
 def detect_batch(series: pd.DataFrame, config: DetectorConfig, observe: Observer | None = None) -> Detection:
     """Fit on the whole series and detect in it (Orion's protocol for NAB)."""
-    from anomaly.detector import LSTMAutoencoderDetector
+    from anomaly.core.detector import LSTMAutoencoderDetector
 
     frame = normalise(series, config.preprocess)
     detector = LSTMAutoencoderDetector(config).fit(frame, progress=False)
@@ -259,7 +259,7 @@ def detect_batch(series: pd.DataFrame, config: DetectorConfig, observe: Observer
 
 def detect_stream(series: pd.DataFrame, config: DetectorConfig, observe: Observer | None = None) -> Detection:
     """Causal detection: fit on the probationary part, then score forward, refitting as history grows."""
-    from anomaly.detector import LSTMAutoencoderDetector
+    from anomaly.core.detector import LSTMAutoencoderDetector
 
     config = config.replace(scoring={"aggregate": "last"}, preprocess={"fill_method": "ffill"})
     first = probation_length(len(series))

@@ -1,0 +1,1 @@
+"""The core layer (see tests/test_architecture.py)."""

@@ -1,0 +1,1 @@
+"""The evaluation layer (see tests/test_architecture.py)."""

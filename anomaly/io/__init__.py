@@ -1,0 +1,1 @@
+"""The io layer (see tests/test_architecture.py)."""

@@ -1,0 +1,1 @@
+"""The ops layer (see tests/test_architecture.py)."""
