@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from anomaly.evaluation.benchmark import PROTOCOLS
-from anomaly.core.config import DetectorConfig, parse_value
+from anomaly.core.config import DetectorConfig, load_config
 from anomaly.errors import AnomalyError, ConfigError, DataError, excerpt
 from anomaly.ops.results import check_out_folder, write_results, write_table
 from anomaly.core.training import EpochResult
@@ -27,9 +26,6 @@ log = logging.getLogger("anomaly")
 EXIT_USER_ERROR = 2
 #: Commands whose ``--out`` is a folder to write into (``generate --out`` is a file).
 FOLDER_OUTS = frozenset({"train", "detect", "demo", "benchmark"})
-#: A section or setting name in ``--set``: a Python identifier, as every config field is.
-_SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
-
 DESCRIPTION = """\
 Find anomalies in metric streams with an LSTM autoencoder.
 
@@ -199,19 +195,6 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config(path: Path | None, overrides: Sequence[str], base: DetectorConfig | None = None) -> DetectorConfig:
-    """Config from file (or ``base``, or the defaults) with ``section.key=value`` overrides applied."""
-    config = DetectorConfig.from_file(path) if path else base or DetectorConfig()
-    sections: dict[str, dict[str, Any]] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not _SETTING.fullmatch(section) or not _SETTING.fullmatch(name):
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {excerpt(item)}")
-        sections.setdefault(section, {})[name] = parse_value(raw, f"--set {section}.{name}")
-    return config.replace(**sections) if sections else config
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Fit a detector on DATA (normal history) and publish it as the next
     version of --name in the registry, or write it to the plain folder --out."""
@@ -256,8 +239,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise ConfigError("--version and --alias choose a registry version: give --name too")
     model, version = str(args.model or ""), ""
     if args.name:
-        detector = ModelRegistry(args.registry).load(args.name, args.version, args.alias)
-        model, version = args.name, detector.registry_version_.version
+        loaded = ModelRegistry(args.registry).load(args.name, args.version, args.alias)
+        detector, model, version = loaded.detector, args.name, loaded.version.version
     elif args.model:
         detector = LSTMAutoencoderDetector.load(args.model)
     else:  # fitted on DATA's own grid (fit warns when a configured preprocess.freq differs from it)

@@ -86,7 +86,7 @@ def run_demo(
     published = store.publish(detector, DEMO_MODEL, evaluation={"labelled_events": fitted_quality.to_dict()})
     store.promote(DEMO_MODEL, published.version)
 
-    scheduled = store.load(DEMO_MODEL, alias="production")
+    scheduled = store.load(DEMO_MODEL, alias="production").detector
     scores = scheduled.score(new, context=history)
     events = scheduled.events(scores, model=DEMO_MODEL, version=published.version)
     results = write_results(scores.to_frame(), events, out / "results")

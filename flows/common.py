@@ -18,18 +18,17 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from anomaly.ops.registry import resolve_root
+from anomaly.ops.workspace import Workspace
 
-#: Workspace folder (raw store, scores, events, reports) when a flow is not given one.
-WORKSPACE_ENV, DEFAULT_WORKSPACE = "ANOMALY_WORKSPACE", "data"
 #: Tasks that run at once on this machine; torch gets the cores divided among them.
 MAX_WORKERS = int(os.environ.get("ANOMALY_MAX_WORKERS", "2"))
 #: An existing Dask scheduler (``tcp://host:8786``): when set, mapped tasks run on that cluster.
 DASK_ADDRESS_ENV = "ANOMALY_DASK_ADDRESS"
 
 
-def workspace_path(workspace: str | None) -> Path:
+def workspace_of(workspace: str | None) -> Workspace:
     """The parameter, else ``$ANOMALY_WORKSPACE``, else ``data``."""
-    return Path(workspace or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE)
+    return Workspace.resolve(workspace)
 
 
 def registry_root(registry: str | None) -> str:

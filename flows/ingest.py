@@ -8,10 +8,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from anomaly.ops.jobs import STORE
 from anomaly.io.sources import build_source, ingest
 from anomaly.io.store import RawStore
-from flows.common import file_link, publish, resolve_secret_blocks, workspace_path
+from flows.common import file_link, publish, resolve_secret_blocks, workspace_of
 
 SourceSpec = str | list[str] | dict[str, Any]
 
@@ -54,7 +53,7 @@ def ingest_flow(source: SourceSpec, workspace: str | None = None) -> dict[str, A
     quarantined, not stored (:class:`anomaly.io.store.TimeLimits`); the run
     warns and its summary counts them.
     """
-    store_root = workspace_path(workspace) / STORE
+    store_root = workspace_of(workspace).store_root
     result = pull(source, str(store_root))
     logger = get_run_logger()
     logger.info(

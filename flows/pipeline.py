@@ -21,7 +21,7 @@ from prefect import flow
 
 from anomaly.demo import write_pipeline_demo_data
 from anomaly.evaluation.metrics import intervals, score_events
-from anomaly.ops.jobs import EVENTS, read_parts
+from anomaly.ops.workspace import Workspace
 from flows.ingest import SourceSpec, ingest_flow
 from flows.report import report_flow
 from flows.score import score_flow
@@ -125,7 +125,7 @@ def summary_lines(first: dict[str, Any], second: dict[str, Any], incidents: Path
 def quality_line(workspace: Path, incidents: Path) -> str:
     """How the events of the demo's second run compare with the injected incidents."""
     expected = intervals(pd.read_csv(incidents, parse_dates=["start", "end"]))
-    events = pd.concat([read_parts(folder) for folder in sorted((workspace / EVENTS).iterdir())], ignore_index=True)
+    events = Workspace(workspace).alerts()
     q = score_events(expected, intervals(events[events["start"] >= min(s for s, _ in expected)]))
     return f"event quality vs the answer key: precision {q.precision:.2f}, recall {q.recall:.2f}, F1 {q.f1:.2f} (tp {q.tp}, fp {q.fp}, fn {q.fn})"
 

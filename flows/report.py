@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from anomaly.ops.reports import ESCALATED_ALERT, NEW_ALERT, Report, headline, primary_metric, write_report
-from flows.common import file_link, publish, resolve_secret_blocks, workspace_path
+from flows.common import file_link, publish, resolve_secret_blocks, workspace_of
 
 ALERT_FIELDS = ("state", "severity", "metrics", "start", "end", "peak_ratio", "model")
 
@@ -44,7 +44,7 @@ def report_flow(workspace: str | None = None, report_url: str | None = None, web
     for good (a redirect, a 4xx other than 408/429) is parked, logged and named in the
     next report while the others go out.
     """
-    report = report_task(str(workspace_path(workspace)), report_url, webhook)
+    report = report_task(str(workspace_of(workspace).root), report_url, webhook)
     link = report.delivery["link"]
     if report.delivery["undelivered"]:
         where = report.delivery["webhook"] or "(none set for this run)"

@@ -10,8 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Failed
 
-from anomaly.ops.jobs import SCORES, STORE, Group, new_events, plan_groups, score_groups
-from anomaly.io.store import RawStore
+from anomaly.ops.jobs import Group, new_events, plan_groups, score_groups
 from flows.common import (
     file_link,
     limit_torch_threads,
@@ -19,7 +18,7 @@ from flows.common import (
     publish,
     registry_root,
     task_runner,
-    workspace_path,
+    workspace_of,
 )
 from flows.report import report_flow
 
@@ -31,14 +30,14 @@ MAX_TASKS = 64
 
 
 @task(cache_policy=NO_CACHE)
-def score_batch(groups: list[Group], workspace: str, registry: str) -> Any:
+def score_batch(groups: list[Group], workspace: str, registry: str, policy: dict[str, dict[str, Any]] | None = None) -> Any:
     """Score a batch of groups; the task fails, naming them, when any of its groups failed.
 
     The other groups of the batch are scored and written all the same, and
     their results travel with the failed state.
     """
     limit_torch_threads()
-    results = score_groups(groups, workspace, registry)
+    results = score_groups(groups, workspace, registry, policy=policy)
     failed = [f"{r['group']}: {r['message']}" for r in results if r["status"] == "failed"]
     return Failed(message="; ".join(failed), data=results) if failed else results
 
@@ -57,8 +56,13 @@ def score_flow(
     report: bool = True,
     report_url: str | None = None,
     webhook: str | dict[str, Any] | None = None,
+    policy: dict[str, dict[str, Any]] | None = None,
 ) -> Any:
     """Score the new points of every group, then report; a group with no production model is reported, not crashed on.
+
+    Each model scores under its registry policy (``anomaly models policy``);
+    ``policy`` (``{section: {setting: value}}``, e.g. ``{"threshold": {"k": 6}}``)
+    changes it for this deployment, without retraining.
 
     Each group runs in a task of its own up to 64 groups; beyond that,
     groups are batched into about 64 tasks, since orchestrating a task
@@ -69,9 +73,9 @@ def score_flow(
     report fails the run too, since an alert not reported is the one failure
     that must not pass quietly.
     """
-    root, models = workspace_path(workspace), registry_root(registry)
-    planned = batches(plan_groups(RawStore(root / STORE).metrics(), groups))
-    futures = score_batch.map(planned, str(root), models)
+    space, models = workspace_of(workspace), registry_root(registry)
+    planned = batches(plan_groups(space.store().metrics(), groups))
+    futures = score_batch.map(planned, str(space.root), models, policy)
     wait(futures)
     results = [r for batch, future in zip(planned, futures) for r in _batch_results(batch, future)]
     failures = [f"{r['group']}: {r['message']}" for r in results if r["status"] == "failed"]
@@ -96,11 +100,11 @@ def score_flow(
             *[f"- **failed** {line}" for line in failures],
         ],
         [{k: str(row[k]) for k in EVENT_FIELDS} for row in events.to_dict("records")],
-        file_link(root / SCORES),
+        file_link(space.root / "scores"),
         "scores of every group",
     )  # fmt: skip
     if report:
-        reported = report_flow(str(root), report_url, webhook, return_state=True)
+        reported = report_flow(str(space.root), report_url, webhook, return_state=True)
         if not reported.is_completed():
             failures.append(f"report: {reported.message}")
     return outcome(results, failures, len(results), "group(s)")

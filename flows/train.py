@@ -9,8 +9,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from anomaly.core.config import DetectorConfig
-from anomaly.ops.jobs import STORE, Group, plan_groups, train_group
 from anomaly.io.store import RawStore
+from anomaly.ops.jobs import Group, plan_groups, train_group
 from flows.common import (
     file_link,
     gather,
@@ -19,7 +19,7 @@ from flows.common import (
     publish,
     registry_root,
     task_runner,
-    workspace_path,
+    workspace_of,
 )
 
 
@@ -56,11 +56,11 @@ def train_flow(
     worse than production on that slice. A group that fails fails its own
     task; the others finish, and the run ends Failed naming the ones that failed.
     """
-    root, models = workspace_path(workspace), registry_root(registry)
-    compacted = compact_store(str(root / STORE))
-    planned = plan_groups(RawStore(root / STORE).metrics(), groups)
+    space, models = workspace_of(workspace), registry_root(registry)
+    compacted = compact_store(str(space.store_root))
+    planned = plan_groups(space.store().metrics(), groups)
     run_id = str(flow_run.id or "")
-    futures = train_one.map(planned, str(root), models, config_path, history, validation, run_id)
+    futures = train_one.map(planned, str(space.root), models, config_path, history, validation, run_id)
     done, failures = gather([g.name for g in planned], futures)
     logger = get_run_logger()
     for line in failures:

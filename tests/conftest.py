@@ -135,3 +135,9 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"], env=CHILD_ENV)
     proc.wait()
     return proc.pid
+
+
+def read_parts(folder: Path) -> pd.DataFrame:
+    """Every part file of a workspace's scores or events folder, oldest first, as one frame."""
+    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()

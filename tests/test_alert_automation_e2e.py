@@ -49,7 +49,8 @@ from typing import Any
 
 import pytest
 
-from anomaly.ops.jobs import STORE, plan_groups, score_groups, train_group
+from anomaly.ops.jobs import plan_groups, score_groups, train_group
+from anomaly.ops.workspace import STORE
 from anomaly.io.store import RawStore
 from anomaly.evaluation.synthetic import clean_metrics, inject
 from tests.conftest import REPO, TINY, long_points

@@ -1,134 +1,218 @@
-"""The alerts' state machine on hand-made events: one incident, one announcement.
+"""Flags become alerts (the tracker), and alerts are announced once (the report ledger).
 
-An incident that outlasts the gap between score runs arrives as one event
-per run. These cases pin down when such events are one alert (new, then
-ongoing, then resolved) and when they are two, without any model in the way.
+The tracker is the one route from flags to alerts that the score runs and
+the stream benchmark share: these cases pin down when flagged runs are one
+alert, when it fires and when it is over, whatever the chunks the points
+arrive in. The ledger then folds the score runs' alert rows: new, ongoing,
+resolved, each reported once, a repeated row changing nothing.
 """
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from anomaly.ops.alerts import LEDGER_VERSION, GroupInfo, Ledger, advance, alert_id, counts
+from anomaly.core.config import EventConfig
+from anomaly.core.events import ALERT_COLUMNS, AlertTracker, OpenRun, alert_id
+from anomaly.core.scoring import Scores
 from anomaly.errors import DataError
+from anomaly.ops.alerts import LEDGER_VERSION, Ledger, advance, counts
 
-STEP = 300.0  # 5-minute data
-GAP = 13 * STEP  # merge_gap 12 → an event starting within 13 steps of an alert's end continues it
+STEP = pd.Timedelta("5min")
 T0 = pd.Timestamp("2026-03-02 10:00", tz="UTC")
+EVENTS = EventConfig(merge_gap=3, min_length=2, sustained=4)
 
 
-def at(minutes: float) -> pd.Timestamp:
-    return T0 + pd.Timedelta(minutes=minutes)
+def at(i: int) -> pd.Timestamp:
+    return T0 + i * STEP
 
 
-def event(start: float, end: float, peak: float = 1.2, model: str = "cpu", metric: str = "cpu", severity: str = "low", above: int | None = None, version: str = "000001") -> dict:
-    n = int((end - start) / 5) + 1
+def scores(score: list[float], first: int = 0, threshold: float = 1.0, metrics: tuple[str, ...] = ("cpu",)) -> Scores:
+    """Hand-made scores of one or more metrics (each metric scoring as the combined score) from point ``first`` on."""
+    index = pd.date_range(at(first), periods=len(score), freq=STEP, name="timestamp")
+    values = np.asarray(score, dtype=np.float64)
+    per_metric = pd.DataFrame({m: values for m in metrics}, index=index)
+    return Scores(
+        values=per_metric,
+        reconstruction=per_metric,
+        metric_scores=per_metric,
+        score=pd.Series(values, index, name="anomaly_score"),
+        thresholds={m: threshold for m in metrics},
+        threshold=threshold,
+        metric_flags=per_metric > threshold,
+        flags=pd.Series(values > threshold, index, name="flag"),
+        filled=pd.DataFrame(False, index=index, columns=list(metrics)),
+    )
+
+
+def track(chunks: list[Scores], config: EventConfig = EVENTS) -> tuple[pd.DataFrame, OpenRun | None]:
+    tracker, run, rows = AlertTracker(config, STEP, model="cpu", version="000001"), None, []
+    for chunk in chunks:
+        found, run = tracker.advance(chunk, run)
+        rows.append(found)
+    found = [r for r in rows if len(r)]
+    return (pd.concat(found, ignore_index=True) if found else rows[0]), run
+
+
+# -- the tracker ---------------------------------------------------------------------------------
+
+
+def test_runs_within_the_gap_are_one_alert_firing_on_its_second_flagged_point() -> None:
+    #            0    1    2    3    4    5    6    7    8    9   10   11
+    rows, run = track([scores([0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0])])
+    ((alert,),) = [rows.to_dict("records")]
+    assert alert["id"] == alert_id("cpu", at(1))
+    # the flags at 1 and 5 are 4 steps apart (3 quiet points: within merge_gap 3), so one run firing at 5
+    assert (alert["start"], alert["end"], alert["onset"]) == (at(1), at(6), at(5))
+    assert alert["closed"] and run is None
+    assert alert["peak_score"] == 3.0 and alert["peak_time"] == at(5) and alert["n_above"] == 3 and alert["n_points"] == 6
+
+
+def test_a_run_longer_apart_than_the_gap_is_another_alert_and_one_flag_alone_never_fires() -> None:
+    #                 0    1    2    3    4    5    6    7    8    9   10   11   12
+    rows, _ = track([scores([2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0])])
+    assert list(rows["start"]) == [at(0)]  # the lone flag at 7 came after 5 quiet points and had no second
+    assert list(rows["closed"]) == [True]
+
+
+def test_an_alert_open_at_the_end_of_a_chunk_continues_into_the_next() -> None:
+    first, run = track([scores([0.0, 2.0, 2.0, 0.0])])
+    assert list(first["closed"]) == [False] and run is not None and run.last == at(2)
+    rows, run = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0, 5.0, 0.0, 0.0, 0.0, 0.0], first=4), run)
+    ((alert,),) = [rows.to_dict("records")]
+    assert (alert["start"], alert["end"], alert["onset"]) == (at(1), at(5), at(2))
+    assert alert["closed"] and alert["n_above"] == 3 and run is None
+
+
+def test_an_alert_is_over_once_merge_gap_plus_one_points_have_passed_without_a_flag() -> None:
+    _, run = track([scores([2.0, 2.0, 0.0, 0.0, 0.0])])  # last flag at 1; points 2-4 quiet: a flag at 5 could still join
+    assert run is not None
+    rows, run = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0], first=5), run)
+    assert list(rows["closed"]) == [True] and run is None
+
+
+def test_severity_rises_one_level_once_the_points_above_add_up_to_sustained() -> None:
+    rows, _ = track([scores([1.2, 1.2, 1.2, 0.0, 0.0, 0.0, 0.0, 0.0])])
+    assert rows["severity"].tolist() == ["low"]
+    rows, _ = track([scores([1.2, 1.2, 1.2, 1.2, 0.0, 0.0, 0.0, 0.0])])
+    assert rows["severity"].tolist() == ["medium"]
+
+
+def test_the_alert_rows_follow_the_events_contract() -> None:
+    rows, _ = track([scores([2.0, 2.0], metrics=("cpu", "mem"))])
+    assert list(rows.columns) == list(ALERT_COLUMNS)
+    assert rows["metric"].tolist() == ["cpu,mem"] and rows["model"].tolist() == ["cpu"] and rows["version"].tolist() == ["000001"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, 0.0, 0.0, 1.5, 3.0]), min_size=1, max_size=60),
+    st.lists(st.integers(1, 20), min_size=1, max_size=8),
+    st.integers(0, 4),
+    st.integers(1, 3),
+)
+def test_any_chunking_of_a_series_gives_the_alerts_of_the_whole(score: list[float], cuts: list[int], gap: int, length: int) -> None:
+    """The tracker is causal: what it says of a point depends only on what came before it."""
+    config = EventConfig(merge_gap=gap, min_length=length)
+    bounds = sorted({0, len(score), *np.cumsum(cuts).clip(0, len(score)).tolist()})
+    chunks = [scores(score[a:b], first=a) for a, b in zip(bounds, bounds[1:]) if b > a]
+    whole, whole_run = track([scores(score)], config)
+    parts, parts_run = track(chunks, config)
+    final = parts.drop_duplicates("id", keep="last").reset_index(drop=True)
+    expected = whole.drop_duplicates("id", keep="last").reset_index(drop=True)
+    pd.testing.assert_frame_equal(final, expected, check_dtype=False)
+    assert parts_run == whole_run
+
+
+def test_an_open_run_survives_a_round_trip_through_json() -> None:
+    _, run = track([scores([0.0, 2.0, 3.0])])
+    assert run is not None and OpenRun.from_json(json.loads(json.dumps(run.to_json()))) == run
+
+
+# -- the ledger ----------------------------------------------------------------------------------
+
+
+def row(start: int, end: int, *, onset: int | None = None, closed: bool = False, peak: float = 1.2, severity: str = "low",
+        model: str = "cpu", above: int | None = None, version: str = "000001") -> dict:
+    n = end - start + 1
     return {
-        "start": at(start), "end": at(end), "metric": metric, "peak_score": peak, "threshold": 1.0, "severity": severity,
-        "peak_time": at(end), "n_points": n, "n_above": n if above is None else above, "model": model, "version": version,
+        "id": alert_id(model, at(start)), "start": at(start), "end": at(end), "metric": model, "peak_score": peak,
+        "threshold": 1.0, "severity": severity, "peak_time": at(end), "n_points": n, "n_above": n if above is None else above,
+        "model": model, "version": version, "onset": at(start if onset is None else onset), "closed": closed,
     }  # fmt: skip
 
 
-def events(*rows: dict) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=list(event(0, 0)))
+def rows(*items: dict) -> pd.DataFrame:
+    return pd.DataFrame(list(items), columns=list(ALERT_COLUMNS))
 
 
-def scored_to(minutes: float, sustained: int = 0) -> dict[str, GroupInfo]:
-    return {"cpu": GroupInfo(at(minutes), STEP, GAP, sustained), "mem": GroupInfo(at(minutes), STEP, GAP, sustained)}
+STEPS = {"cpu": STEP.total_seconds(), "mem": STEP.total_seconds()}
 
 
 def states(changes: list) -> list[tuple[str, str]]:
     return [(c.state, c.alert.id) for c in changes]
 
 
-def test_an_incident_over_three_runs_is_new_then_ongoing_then_resolved_once() -> None:
+def test_an_alert_over_three_runs_is_new_then_ongoing_then_resolved_once() -> None:
     ledger = Ledger()
-    first = advance(ledger, events(event(20, 30)), scored_to(30), at(31))
+    first = advance(ledger, rows(row(4, 6)), STEPS, at(7))
     ((state, key),) = states(first)
-    assert state == "new" and key == alert_id("cpu", at(20)) and first[0].alert.open
-    # the next run's event starts one step after the last: the same incident, still going
-    second = advance(ledger, events(event(35, 60, peak=1.3)), scored_to(60), at(61))
+    assert state == "new" and key == alert_id("cpu", at(4)) and first[0].alert.open
+    second = advance(ledger, rows(row(4, 12, peak=1.3)), STEPS, at(13))
     assert states(second) == [("ongoing", key)] and second[0].extended
     alert = ledger.alerts[key]
-    assert (pd.Timestamp(alert.start), pd.Timestamp(alert.end)) == (at(20), at(60)) and alert.n_points == 9
-    assert alert.peak_score == 1.3 and alert.n_above == 3 + 6
-    # a run with nothing flagged, but not yet past the merge gap: still ongoing, not extended
-    third = advance(ledger, events(), scored_to(60 + 60), at(121))
+    assert (pd.Timestamp(alert.start), pd.Timestamp(alert.end), alert.n_points, alert.peak_score) == (at(4), at(12), 9, 1.3)
+    third = advance(ledger, rows(), STEPS, at(14))
     assert states(third) == [("ongoing", key)] and not third[0].extended
-    # scored past end + gap without a continuation: resolved, reported once
-    fourth = advance(ledger, events(), scored_to(60 + 70), at(131))
+    fourth = advance(ledger, rows(row(4, 12, peak=1.3, closed=True)), STEPS, at(30))
     assert states(fourth) == [("resolved", key)] and not ledger.alerts[key].open
-    assert advance(ledger, events(), scored_to(200), at(201)) == []
+    assert advance(ledger, rows(), STEPS, at(40)) == []
 
 
-def test_an_event_after_the_merge_gap_is_a_new_alert_and_one_that_ended_in_its_first_run_is_reported_once() -> None:
+def test_a_row_written_again_by_a_retried_run_changes_nothing() -> None:
     ledger = Ledger()
-    first = advance(ledger, events(event(0, 10)), scored_to(100), at(101))
-    assert [c.state for c in first] == ["new"] and not first[0].alert.open  # already over: new, and closed
-    assert advance(ledger, events(), scored_to(150), at(151)) == []
-    later = advance(ledger, events(event(10 + 13 * 5 + 5, 200)), scored_to(200), at(201))
-    assert [c.state for c in later] == ["new"] and later[0].alert.id != first[0].alert.id
-
-
-def test_a_rescored_duplicate_of_a_reported_event_is_not_announced_again() -> None:
-    """A score run that crashed after writing its events is re-run and writes them again."""
-    ledger = Ledger()
-    advance(ledger, events(event(20, 30)), scored_to(30), at(31))
-    again = advance(ledger, events(event(20, 30), event(25, 30)), scored_to(30), at(32))
+    advance(ledger, rows(row(4, 6)), STEPS, at(7))
+    before = json.dumps(ledger.to_json()["alerts"])
+    again = advance(ledger, rows(row(4, 6), row(4, 6)), STEPS, at(8))
     assert [c.state for c in again] == ["ongoing"] and not again[0].extended
-    assert len(ledger.alerts) == 1
+    assert json.dumps(ledger.to_json()["alerts"]) == before
 
 
 def test_alerts_of_different_models_are_separate_and_ordered_most_severe_first() -> None:
     ledger = Ledger()
-    changes = advance(
-        ledger,
-        events(event(0, 10, peak=1.1), event(0, 10, peak=5.0, model="mem", metric="mem", severity="critical"), event(40, 50, peak=2.5, severity="high")),
-        scored_to(50),
-        at(51),
-    )
-    assert [(c.alert.model, c.alert.severity) for c in changes] == [("mem", "critical"), ("cpu", "high")]
-    # the two cpu events are 30 minutes apart, within the gap: one alert with the higher peak
-    assert ledger.alerts[alert_id("cpu", at(0))].peak_ratio == 2.5
-    assert counts(changes, "new") == {"critical": 1, "high": 1}
+    changes = advance(ledger, rows(row(0, 2, peak=1.1), row(0, 2, peak=5.0, model="mem", severity="critical")), STEPS, at(3))
+    assert [(c.alert.model, c.alert.severity) for c in changes] == [("mem", "critical"), ("cpu", "low")]
+    assert counts(changes, "new") == {"critical": 1, "low": 1}
 
 
-def test_an_ongoing_alert_whose_peak_rises_is_escalated_and_severity_never_drops() -> None:
+def test_an_ongoing_alert_whose_severity_rises_is_escalated_and_severity_never_drops() -> None:
     ledger = Ledger()
-    advance(ledger, events(event(0, 10, peak=1.2)), scored_to(10), at(11))
-    rose = advance(ledger, events(event(15, 20, peak=2.2, severity="high")), scored_to(20), at(21))
+    advance(ledger, rows(row(0, 2, peak=1.2)), STEPS, at(3))
+    rose = advance(ledger, rows(row(0, 4, peak=2.2, severity="high")), STEPS, at(5))
     assert rose[0].state == "ongoing" and rose[0].escalated_from == "low" and rose[0].alert.severity == "high"
-    calmer = advance(ledger, events(event(25, 30, peak=1.1)), scored_to(30), at(31))
+    calmer = advance(ledger, rows(row(0, 6, peak=2.2, severity="medium")), STEPS, at(7))
     assert calmer[0].escalated_from is None and calmer[0].alert.severity == "high"
-
-
-def test_a_long_incident_is_raised_one_level_once_its_points_above_the_threshold_add_up() -> None:
-    """Each run's event alone is short; together they stayed above the threshold for 12 points."""
-    ledger = Ledger()
-    sustained = scored_to(25, sustained=12)
-    assert advance(ledger, events(event(0, 25)), sustained, at(26))[0].alert.severity == "low"  # 6 points
-    longer = advance(ledger, events(event(30, 55)), scored_to(55, sustained=12), at(56))
-    assert longer[0].alert.n_above == 12 and longer[0].alert.severity == "medium" and longer[0].escalated_from == "low"
 
 
 def test_a_crashed_report_run_loses_nothing_because_alerts_are_new_until_reported() -> None:
     ledger = Ledger()
-    advance(ledger, events(event(0, 10)), scored_to(10), at(11))
+    advance(ledger, rows(row(0, 2)), STEPS, at(3))
     on_disk = json.loads(json.dumps(ledger.to_json()))  # saved after the first run
-    crashed = advance(ledger, events(event(100, 110)), scored_to(110), at(111))  # its ledger never saved
-    assert [c.state for c in crashed] == ["new", "resolved"]
-    retried = advance(Ledger.from_json(on_disk), events(event(100, 110)), scored_to(110), at(112))
-    assert [(c.state, c.alert.id) for c in retried] == [(c.state, c.alert.id) for c in crashed]
+    crashed = advance(ledger, rows(row(0, 2, closed=True), row(40, 42)), STEPS, at(43))  # its ledger never saved
+    retried = advance(Ledger.from_json(on_disk), rows(row(0, 2, closed=True), row(40, 42)), STEPS, at(44))
+    assert [(c.state, c.alert.id) for c in retried] == [(c.state, c.alert.id) for c in crashed] != []
 
 
 def test_the_ledger_survives_a_round_trip_through_json_and_reads_the_first_layout() -> None:
     ledger = Ledger()
-    advance(ledger, events(event(0, 10)), scored_to(10), at(11))
+    advance(ledger, rows(row(0, 2)), STEPS, at(3))
     ledger.processed_events.add("events/cpu/part-1.parquet")
-    ledger.outbox.append({"key": "k", "payload": {}, "queued_at": at(11).isoformat(), "attempts": 1, "last_error": "down"})
+    ledger.outbox.append({"key": "k", "payload": {}, "queued_at": at(3).isoformat(), "attempts": 1, "last_error": "down"})
     copy = Ledger.from_json(json.loads(json.dumps(ledger.to_json())))
     assert copy.to_json() == ledger.to_json() and copy.alerts == ledger.alerts
     old = Ledger.from_json({"reported": ["events/cpu/part-1.parquet"]})
@@ -142,8 +226,8 @@ def test_a_ledger_from_a_newer_version_is_refused_by_name() -> None:
 
 def test_resolved_alerts_are_forgotten_after_a_week() -> None:
     ledger = Ledger()
-    advance(ledger, events(event(0, 10)), scored_to(100), at(101))
-    advance(ledger, events(), scored_to(100), at(101) + pd.Timedelta("6D"))
+    advance(ledger, rows(row(0, 2, closed=True)), STEPS, at(3))
+    advance(ledger, rows(), STEPS, at(3) + pd.Timedelta("6D"))
     assert len(ledger.alerts) == 1
-    advance(ledger, events(), scored_to(100), at(101) + pd.Timedelta("8D"))
+    advance(ledger, rows(), STEPS, at(3) + pd.Timedelta("8D"))
     assert ledger.alerts == {}

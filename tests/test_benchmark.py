@@ -26,29 +26,30 @@ from anomaly.evaluation.benchmark import (
     BenchmarkError,
     CorpusFile,
     FileResult,
-    _causal_runs,
     detect_stream,
     load_corpus,
     read_series,
     run_file,
 )
 from anomaly.cli import main
-from anomaly.core.config import DetectorConfig, ModelConfig, ScoringConfig, WindowConfig
+from anomaly.core.config import DetectorConfig, EventConfig, ModelConfig, WindowConfig
+from anomaly.core.events import AlertTracker
 from anomaly.core.detector import LSTMAutoencoderDetector
 from anomaly.errors import DataError
 from anomaly.evaluation.metrics import nab_score, probation_length, score_events
 from anomaly.core.model import LSTMAutoencoder
-from anomaly.core.scoring import _reconstruct_causal, reconstruct
+from anomaly.core.reconstruction import reconstruct
+from tests.test_alerts import STEP, scores
 from anomaly.core.windows import sliding_windows
 from tests.conftest import TINY
 
 # A tiny model with every setting the assertions lean on pinned, so they hold whatever the
 # defaults become: a 0.98 quantile threshold flags about 2% of the training points.
 OVERRIDES: dict[str, dict[str, Any]] = {
-    "window": {"size": 16, "score_stride": 4, "max_train_windows": 20_000},
+    "window": {"size": 16, "score_stride": 4, "max_train_windows": 20_000, "aggregate": "median"},
     "model": {"hidden_size": 16, "latent_size": 8, "num_layers": 1, "dropout": 0.0},
     "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.01, "patience": 2, "schedule": "constant"},
-    "scoring": {"aggregate": "median", "error": "abs", "smoothing_span": 6, "smoothing_time": None, "baseline": 0},
+    "scoring": {"error": "abs", "smoothing_span": 6, "smoothing_time": None, "baseline": 0},
     "threshold": {"method": "quantile", "quantile": 0.98, "k": 4.0},
     "events": {"padding": 0, "merge_gap": 12, "min_length": 1, "prune": 0.0},
 }
@@ -397,6 +398,14 @@ def test_stream_alerts_fall_on_the_first_point_of_each_event(tmp_path: Path) -> 
     assert list(detection.events.start) == list(detection.grid[starts])
 
 
+def causal_runs(flags: np.ndarray, gap: int, min_length: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, alert)`` positions of the alerts the stream's tracker raises on ``flags``."""
+    chunk = scores([2.0 if f else 0.0 for f in flags])
+    alerts, _ = AlertTracker(EventConfig(merge_gap=gap, min_length=min_length), STEP).advance(chunk)
+    position = chunk.score.index.get_loc
+    return [(position(a), position(b) + 1, position(o)) for a, b, o in zip(alerts["start"], alerts["end"], alerts["onset"])]
+
+
 @pytest.mark.parametrize(
     ("flags", "gap", "min_length", "runs"),
     [
@@ -416,7 +425,7 @@ def test_stream_alerts_fall_on_the_first_point_of_each_event(tmp_path: Path) -> 
 def test_causal_runs_merge_over_short_gaps_and_alert_on_the_min_length_th_flag(
     flags: str, gap: int, min_length: int, runs: list[tuple[int, int, int]]
 ) -> None:
-    assert _causal_runs(np.array([c == "#" for c in flags]), gap, min_length) == runs
+    assert causal_runs(np.array([c == "#" for c in flags]), gap, min_length) == runs
 
 
 def test_a_stream_alert_is_known_when_its_point_arrives() -> None:
@@ -424,8 +433,8 @@ def test_a_stream_alert_is_known_when_its_point_arrives() -> None:
     for _ in range(200):
         flags = rng.random(40) < 0.3
         gap, min_length = int(rng.integers(0, 4)), int(rng.integers(1, 4))
-        for _, _, alert in _causal_runs(flags, gap, min_length):
-            known = _causal_runs(flags[: alert + 1], gap, min_length)
+        for _, _, alert in causal_runs(flags, gap, min_length):
+            known = causal_runs(flags[: alert + 1], gap, min_length)
             assert alert in [at for _, _, at in known], f"alert at {alert} needs later flags: {flags.astype(int)}"
 
 
@@ -434,7 +443,7 @@ def test_a_stream_alert_is_known_when_its_point_arrives() -> None:
 
 def test_a_last_aggregate_score_does_not_change_when_later_points_do() -> None:
     frame = sine(400, seed=7).set_index("timestamp").tz_localize("UTC")
-    config = CONFIG.replace(scoring={"aggregate": "last"})
+    config = CONFIG.replace(window={"aggregate": "last"})
     detector = LSTMAutoencoderDetector(config).fit(frame.iloc[:300], progress=False)
     change = 320
     changed = frame.copy()
@@ -450,7 +459,7 @@ def test_causal_reconstruction_is_the_window_ending_at_each_point() -> None:
     size, n = 10, 57
     scaled = np.random.default_rng(0).normal(size=(n, 2))
     views = sliding_windows(scaled, size)
-    out = _reconstruct_causal(model, views, n, batch_size=7, device=torch.device("cpu"), chunk_points=13)
+    out = reconstruct(model, scaled, WindowConfig(size=size, aggregate="last", score_batch_size=7), chunk_points=13)
     assert out.shape == (n, 2)
     with torch.inference_mode():
         windows = model(torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32))).numpy()
@@ -458,8 +467,8 @@ def test_causal_reconstruction_is_the_window_ending_at_each_point() -> None:
         start = max(t - size + 1, 0)
         position = t - start  # the window's last point once a full window ends at t
         np.testing.assert_allclose(out[t], windows[start][position], rtol=0, atol=1e-6)
-    via_config = reconstruct(model, scaled, WindowConfig(size=size, score_stride=5), ScoringConfig(aggregate="last"))
-    np.testing.assert_allclose(via_config, out, rtol=0, atol=1e-6)
+    in_one_batch = reconstruct(model, scaled, WindowConfig(size=size, score_stride=5, aggregate="last"))
+    np.testing.assert_allclose(in_one_batch, out, rtol=0, atol=1e-6)
 
 
 # -- the whole corpus -------------------------------------------------------------------------------
@@ -594,9 +603,9 @@ def test_a_worker_pays_torchs_lazy_start_up_before_its_first_file() -> None:
     # A fresh interpreter: in this one the tests' optimisers have imported torch._dynamo already.
     code = (
         "import sys, torch\n"
-        "from anomaly.evaluation.benchmark import _worker_init\n"
+        "from anomaly.evaluation.benchmark import worker_init\n"
         "assert 'torch._dynamo' not in sys.modules\n"
-        "_worker_init(1)\n"
+        "worker_init(1)\n"
         "assert 'torch._dynamo' in sys.modules, 'not imported'\n"
         "assert torch.get_num_threads() == 1, torch.get_num_threads()\n"
     )

@@ -16,6 +16,7 @@ from anomaly.core.config import (
     DetectorConfig,
     EventConfig,
     ModelConfig,
+    Policy,
     PreprocessConfig,
     ScoringConfig,
     ThresholdConfig,
@@ -31,7 +32,7 @@ def custom_config() -> DetectorConfig:
     """A config that differs from the defaults in every section (and has awkward floats)."""
     return DetectorConfig(
         preprocess=PreprocessConfig(freq="5min", aggregate="max", fill_limit=0, fill_method="ffill", scaler="robust"),
-        window=WindowConfig(size=32, train_stride=2, score_stride=8, max_train_windows=None),
+        window=WindowConfig(size=32, train_stride=2, score_stride=8, max_train_windows=None, aggregate="mean", score_batch_size=1),
         model=ModelConfig(hidden_size=8, latent_size=3, num_layers=2, bidirectional=True, dropout=0.25),
         training=TrainingConfig(
             epochs=2,
@@ -45,9 +46,7 @@ def custom_config() -> DetectorConfig:
             device="cpu",
             num_threads=1,
         ),
-        scoring=ScoringConfig(
-            aggregate="mean", error="squared", combine="max", smoothing_span=3, smoothing_time=None, batch_size=1
-        ),
+        scoring=ScoringConfig(error="squared", combine="max", smoothing_span=3, smoothing_time=None),
         threshold=ThresholdConfig(
             method="spot", quantile=0.5, k=0.0, z_min=0.0, z_max=0.0, z_step=0.1, risk=1.0, level=0.5, floor=0.0
         ),
@@ -286,7 +285,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str, Any]] = [
     ("training", {}, "device", "gpu"),
     ("training", {}, "schedule", "cosine"),
     ("training", {}, "num_threads", 0),
-    ("scoring", {}, "aggregate", "max"),
+    ("window", {}, "aggregate", "max"),
     ("scoring", {}, "error", "mse"),
     ("scoring", {}, "error_power", 0.0),
     ("scoring", {}, "error_power", -1.5),
@@ -311,7 +310,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str, Any]] = [
     ("scoring", {}, "baseline", 1),
     ("scoring", {}, "baseline_floor", 0.0),
     ("scoring", {}, "baseline_floor", float("nan")),
-    ("scoring", {}, "batch_size", 0),
+    ("window", {}, "score_batch_size", 0),
     ("threshold", {}, "method", "nope"),
     ("threshold", {}, "quantile", 0.0),
     ("threshold", {}, "quantile", 1.5),
@@ -470,3 +469,37 @@ def test_baseline_hold_and_warmup_are_durations_in_points_of_the_sampling_interv
     assert (scoring.hold_points(pd.Timedelta(freq)), scoring.warmup_points(pd.Timedelta(freq))) == (hold, warmup)
     off = ScoringConfig(baseline_hold=None, baseline_warmup=None)
     assert (off.hold_points(pd.Timedelta(freq)), off.warmup_points(pd.Timedelta(freq))) == (0, 0)
+
+
+# --- the policy: scoring, threshold and events, apart from the model ---------
+
+
+def test_the_policy_is_the_scoring_threshold_and_events_sections() -> None:
+    config = custom_config()
+    policy = config.policy
+    assert (policy.scoring, policy.threshold, policy.events) == (config.scoring, config.threshold, config.events)
+    other = policy.replace(threshold={"k": 6.0}, events={"merge_gap": 9})
+    changed = config.with_policy(other)
+    assert changed.threshold.k == 6.0 and changed.events.merge_gap == 9
+    assert (changed.preprocess, changed.window, changed.model, changed.training) == (
+        config.preprocess, config.window, config.model, config.training,
+    )  # fmt: skip
+
+
+def test_a_policy_round_trips_through_plain_json() -> None:
+    policy = custom_config().policy
+    assert Policy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
+
+
+def test_a_policy_refuses_model_sections_and_a_fixed_cut_without_a_baseline() -> None:
+    with pytest.raises(ConfigError, match="unknown config section 'training'"):
+        Policy().replace(training={"epochs": 3})
+    with pytest.raises(ConfigError, match="threshold.method 'fixed'.*scoring.baseline is 0"):
+        Policy().replace(scoring={"baseline": 0})
+
+
+@pytest.mark.parametrize(("old", "new"), [("scoring.aggregate", "window.aggregate"), ("scoring.batch_size", "window.score_batch_size")])
+def test_a_setting_that_moved_says_where_it_went(old: str, new: str) -> None:
+    section, name = old.split(".")
+    with pytest.raises(ConfigError, match=rf"unknown key {old} \(it moved to {new} in 0.2.0\)"):
+        DetectorConfig.from_dict({section: {name: 1}})

@@ -10,7 +10,7 @@ from distributed import Client, LocalCluster
 from prefect.settings import PREFECT_API_URL
 from prefect_dask import DaskTaskRunner
 
-from anomaly.ops.jobs import STORE
+from anomaly.ops.workspace import STORE
 from anomaly.ops.registry import ModelRegistry
 from anomaly.io.store import RawStore
 from anomaly.evaluation.synthetic import clean_metrics

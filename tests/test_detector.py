@@ -104,8 +104,9 @@ def test_fit_learns_state_in_trailing_underscore_attributes(
 ) -> None:
     assert fitted.metrics_ == ["requests", "cpu"]
     assert fitted.freq_ == pd.Timedelta("5min")
-    assert set(fitted.thresholds_) == {"requests", "cpu"}
-    assert fitted.threshold_ == fitted.combined_threshold_.threshold_ > 0
+    assert set(fitted.thresholds_.per_metric) == {"requests", "cpu"}
+    assert fitted.threshold_ == fitted.thresholds_.combined.threshold_ > 0
+    assert fitted.residuals_.shape == (800, 2)
     assert len(fitted.decision_scores_) == len(fitted.labels_) == 800
     assert fitted.labels_.dtype == bool
     assert fitted.training_data_["rows"] == 800
@@ -156,7 +157,7 @@ def test_baseline_scores_with_context_equal_scores_of_the_whole(
     np.testing.assert_allclose(split.score.to_numpy(), whole.score.iloc[900:].to_numpy(), rtol=1e-5)
     np.testing.assert_allclose(split.metric_scores.to_numpy(), whole.metric_scores.iloc[900:].to_numpy(), rtol=1e-5)
     assert split.flags.equals(whole.flags.iloc[900:])
-    assert baselined.threshold_ == 3.0 and baselined.thresholds_["cpu"].threshold_ == 3.0
+    assert baselined.threshold_ == 3.0 and baselined.thresholds_.per_metric["cpu"].threshold_ == 3.0
 
 
 def test_baseline_needs_history_before_it_scores(baselined: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
@@ -356,6 +357,17 @@ def test_fits_in_parallel_threads_give_the_models_they_give_alone(tiny_config: D
                 assert torch.equal(wa, wb), name
 
 
+def as_release_01(path: Path) -> dict[str, Any]:
+    """Turn a saved model folder into what release 0.1.0 wrote (format 1); return its config to edit."""
+    state = json.loads((path / "detector.json").read_text())
+    (path / "detector.json").write_text(json.dumps({**state, "format_version": 1}))
+    (path / "residuals.npz").unlink()
+    config = json.loads((path / "config.json").read_text())
+    window = config["window"]
+    config["scoring"].update(aggregate=window.pop("aggregate"), batch_size=window.pop("score_batch_size"))
+    return config
+
+
 @pytest.mark.parametrize(
     ("saved", "expected"),
     [
@@ -373,7 +385,7 @@ def test_a_saved_model_loads_with_the_scoring_it_was_saved_with_not_todays_defau
     fitted: LSTMAutoencoderDetector, tmp_path: Path, saved: dict[str, object], expected: tuple[object, ...]
 ) -> None:
     path = fitted.save(tmp_path / "model")
-    config = json.loads((path / "config.json").read_text())
+    config = as_release_01(path)
     newer = ("smoothing_span", "smoothing_time", "baseline", "baseline_exclude", "baseline_warmup")
     config["scoring"] = {k: v for k, v in config["scoring"].items() if k not in newer}
     (path / "config.json").write_text(json.dumps({**config, "scoring": {**config["scoring"], **saved}}))
@@ -387,7 +399,7 @@ def test_a_model_saved_before_error_power_existed_keeps_scoring_absolute_errors(
     """Its config.json names ``error: abs`` and has no ``error_power``: today's power-1.5 default must not apply."""
     assert fitted.config is not None and fitted.config.scoring.error == "abs"
     path = fitted.save(tmp_path / "model")
-    config = json.loads((path / "config.json").read_text())
+    config = as_release_01(path)
     del config["scoring"]["error_power"]
     (path / "config.json").write_text(json.dumps(config))
     loaded = LSTMAutoencoderDetector.load(path)
@@ -401,7 +413,7 @@ def test_a_model_saved_before_the_schedule_existed_records_its_constant_rate(
 ) -> None:
     """It was trained at a constant rate; today's one-cycle default must not be read into its record."""
     path = fitted.save(tmp_path / "model")
-    config = json.loads((path / "config.json").read_text())
+    config = as_release_01(path)
     assert config["training"]["schedule"] == fitted.config.training.schedule
     del config["training"]["schedule"]
     (path / "config.json").write_text(json.dumps(config))
@@ -416,7 +428,8 @@ def test_save_load_scores_identically(fitted: LSTMAutoencoderDetector, two_metri
     original, again = fitted.score(new, context=two_metrics.iloc[:800]), loaded.score(new, context=two_metrics.iloc[:800])
     pd.testing.assert_series_equal(original.score, again.score)
     pd.testing.assert_series_equal(original.flags, again.flags)
-    assert loaded.thresholds_["cpu"].threshold_ == fitted.thresholds_["cpu"].threshold_
+    assert loaded.thresholds_.per_metric["cpu"].threshold_ == fitted.thresholds_.per_metric["cpu"].threshold_
+    np.testing.assert_array_equal(loaded.residuals_, fitted.residuals_)
     assert loaded.config == fitted.config
     assert loaded.freq_ == fitted.freq_
 
@@ -484,3 +497,41 @@ def test_weights_are_never_unpickled(fitted: LSTMAutoencoderDetector, tmp_path: 
     with pytest.raises(ModelFileError, match="cannot load weights"):
         LSTMAutoencoderDetector.load(path)
     assert not marker.exists()
+
+
+# -- the policy apart from the model ---------------------------------------------------------
+
+
+def test_the_same_policy_is_the_same_detector(fitted: LSTMAutoencoderDetector) -> None:
+    assert fitted.with_policy(fitted.policy) is fitted
+
+
+def test_a_changed_policy_scores_as_a_model_trained_under_it(fitted: LSTMAutoencoderDetector, two_metrics: pd.DataFrame) -> None:
+    """The weights do not depend on the policy, so fitting under B equals fitting under A then switching to B:
+    the thresholds refitted from the stored residuals are the ones a fit under B learns."""
+    other = fitted.policy.replace(threshold={"method": "quantile", "quantile": 0.97}, scoring={"smoothing_span": 12}, events={"merge_gap": 3})
+    switched = fitted.with_policy(other)
+    trained = LSTMAutoencoderDetector(fitted.get_config().with_policy(other)).fit(two_metrics.iloc[:800], progress=False)
+    assert switched.model_ is fitted.model_ and switched.policy == other
+    assert switched.threshold_ == trained.threshold_ != fitted.threshold_
+    assert {m: t.threshold_ for m, t in switched.thresholds_.per_metric.items()} == {
+        m: t.threshold_ for m, t in trained.thresholds_.per_metric.items()
+    }
+    new, context = two_metrics.iloc[800:1000], two_metrics.iloc[:800]
+    a, b = switched.score(new, context=context), trained.score(new, context=context)
+    pd.testing.assert_series_equal(a.score, b.score)
+    pd.testing.assert_series_equal(a.flags, b.flags)
+    pd.testing.assert_frame_equal(switched.events(a), trained.events(b))
+
+
+def test_a_release_01_model_takes_a_fixed_threshold_policy_but_not_a_fitted_one(
+    baselined: LSTMAutoencoderDetector, tmp_path: Path
+) -> None:
+    path = baselined.save(tmp_path / "model")
+    config = as_release_01(path)
+    (path / "config.json").write_text(json.dumps(config))
+    old = LSTMAutoencoderDetector.load(path)
+    assert old.residuals_ is None
+    assert old.with_policy(old.policy.replace(threshold={"k": 5.0})).threshold_ == 5.0
+    with pytest.raises(ModelFileError, match="saved before training residuals were kept"):
+        old.with_policy(old.policy.replace(threshold={"method": "spot"}))

@@ -16,7 +16,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 import flows.report
-from anomaly.ops.jobs import EVENTS, SCORES, STORE, Group, read_parts
+from anomaly.ops.jobs import Group
+from anomaly.ops.workspace import EVENTS, SCORES, STORE
 from anomaly.ops.registry import ModelRegistry
 from anomaly.io.store import RawStore
 from anomaly.evaluation.synthetic import clean_metrics, inject
@@ -25,7 +26,7 @@ from flows.pipeline import fresh_demo_folder, main, pipeline_flow
 from flows.report import report_flow
 from flows.score import batches, score_flow
 from flows.train import train_flow
-from tests.conftest import TINY
+from tests.conftest import TINY, read_parts
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -12,23 +12,20 @@ import pytest
 from anomaly.core.detector import context_points
 from anomaly.errors import DataError
 from anomaly.ops.jobs import (
-    EVENTS,
-    SCORES,
-    STORE,
     Group,
     holdout_error,
     new_events,
     plan_groups,
     promotion,
-    read_parts,
     score_group,
     score_groups,
     train_group,
 )
+from anomaly.ops.workspace import EVENTS, SCORES, STORE, Workspace
 from anomaly.ops.registry import ModelRegistry
 from anomaly.io.store import RawStore
 from anomaly.evaluation.synthetic import clean_metrics, inject
-from tests.conftest import TINY, long_points
+from tests.conftest import TINY, long_points, read_parts
 
 STEP = pd.Timedelta("5min")
 
@@ -137,7 +134,7 @@ def test_the_promotion_rule(new: float | None, current: float | None, promoted: 
 
 def test_holdout_error_grows_with_behaviour_the_model_has_not_seen(trained: tuple[Path, Path, list[dict]], series: pd.DataFrame) -> None:
     _, registry_root, _ = trained
-    detector = ModelRegistry(registry_root).load("cpu", alias="production")
+    detector = ModelRegistry(registry_root).load("cpu", alias="production").detector
     recent, context = series[["cpu"]].iloc[720:864], series[["cpu"]].iloc[:720]
     error = holdout_error(detector, recent, context)
     assert error is not None and 0 < error < 1
@@ -233,7 +230,7 @@ def test_a_run_continues_from_the_last_runs_carry_and_reads_only_the_windows_con
         return sorted(p.name for p in folder.glob("carry-*.parquet"))
 
     score_group(group, workspace, registry)  # no carry yet: the context covers the smoothing's memory too
-    config = ModelRegistry(registry).load("cpu", alias="production").config
+    config = ModelRegistry(registry).load("cpu", alias="production").detector.config
     assert starts[-1] == series.index[719] - context_points(config, STEP) * STEP + pd.Timedelta(1, "ns")
     assert carries() == [state()["carry"]]
     first_carry = state()["carry"]
@@ -248,14 +245,14 @@ def test_a_run_continues_from_the_last_runs_carry_and_reads_only_the_windows_con
     # a run that crashes before its state moves leaves a carry nothing names; the next run removes it
     store.append(long_points(series.iloc[900:910]))
     with monkeypatch.context() as crash, pytest.raises(OSError, match="disk full"):
-        crash.setattr(jobs, "atomic_write_json", lambda path, data: (_ for _ in ()).throw(OSError("disk full")))
+        crash.setattr(Workspace, "write_score_state", lambda self, group, state: (_ for _ in ()).throw(OSError("disk full")))
         score_group(group, workspace, registry)
     assert len(carries()) == 2
     score_group(group, workspace, registry)
     assert carries() == [state()["carry"]]
 
-    # another version's carry measures another model's errors: the run reads the full context instead
-    (folder / "state.json").write_text(json.dumps({**state(), "version": "000000"}))
+    # a carry made by another version (or under another scoring) measures other errors: the full context instead
+    (folder / "state.json").write_text(json.dumps({**state(), "carry_key": "000000:another"}))
     store.append(long_points(series.iloc[910:920]))
     score_group(group, workspace, registry)
     assert starts[-1] == series.index[909] - context_points(config, STEP) * STEP + pd.Timedelta(1, "ns")
@@ -276,10 +273,10 @@ def test_a_crash_before_the_state_is_saved_rescores_once_rather_than_skips_or_do
     source, registry, _ = trained
     workspace = copy_workspace(source, tmp_path / "ws")
 
-    def crash(path: Path, data: object) -> None:
+    def crash(self: Workspace, group: str, state: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(jobs, "atomic_write_json", crash)
+    monkeypatch.setattr(Workspace, "write_score_state", crash)
     with pytest.raises(OSError, match="disk full"):
         score_group(Group("cpu", ("cpu",)), workspace, registry)
     monkeypatch.undo()
@@ -317,7 +314,7 @@ def test_incremental_scores_match_scoring_everything_at_once_away_from_each_runs
         store.append(long_points(series.iloc[start:stop]))
         score_group(group, workspace, registry)
     incremental = read_parts(workspace / SCORES / "cpu").set_index("timestamp")["anomaly_score"]
-    detector = ModelRegistry(registry).load("cpu", alias="production")
+    detector = ModelRegistry(registry).load("cpu", alias="production").detector
     whole = detector.score(series[["cpu"]].iloc[720:1000], context=series[["cpu"]].iloc[:720]).score
     assert list(incremental.index) == list(whole.index)
     window = TINY.window.size

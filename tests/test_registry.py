@@ -39,7 +39,7 @@ CONFIG = TINY.replace(training={"num_threads": 1})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VERSION_FILES = {
     "manifest.json", "metadata.json", "config.json", "weights.pt",
-    "scaler.json", "detector.json", "history.json", "training.png",
+    "scaler.json", "detector.json", "history.json", "residuals.npz", "training.png",
 }  # fmt: skip
 
 
@@ -159,7 +159,7 @@ def test_a_writer_killed_mid_publish_leaves_no_partial_version(
     assert new.version == "000002" and registry.versions("m") == ["000001", "000002"]
     assert {p.name for p in new.path.iterdir()} == VERSION_FILES
     registry.verify("m", "000002")
-    assert registry.load("m", "000002").registry_version_.metadata["run_id"] == "after"
+    assert registry.load("m", "000002").version.metadata["run_id"] == "after"
 
 
 def test_staging_folders_of_live_processes_are_kept(
@@ -323,7 +323,7 @@ def test_a_damaged_file_is_named_before_anything_is_loaded(
     folder = registry.path("m", "000002")
     _damage(folder / file, how)
     loaded: list[object] = []
-    monkeypatch.setattr(registry_module, "load_detector", lambda path: loaded.append(path))
+    monkeypatch.setattr("anomaly.core.detector.read_model", lambda path: loaded.append(path))
     monkeypatch.setattr("anomaly.core.persistence.torch.load", lambda *a, **k: loaded.append(a))
     with pytest.raises(ModelFileError, match=message):
         registry.verify("m", "000002")
@@ -338,7 +338,7 @@ def test_a_folder_without_manifest_is_refused(
 ) -> None:
     (registry.path("m", "000003") / "manifest.json").unlink()
     loaded: list[object] = []
-    monkeypatch.setattr(registry_module, "load_detector", lambda path: loaded.append(path))
+    monkeypatch.setattr("anomaly.core.detector.read_model", lambda path: loaded.append(path))
     with pytest.raises(ModelFileError, match=r"has no manifest\.json: it is incomplete"):
         registry.load("m", "000003")
     assert loaded == []
@@ -440,7 +440,7 @@ def test_bad_versions_are_rejected(registry: ModelRegistry, bad: object) -> None
 def test_an_int_version_is_padded(registry: ModelRegistry) -> None:
     assert check_version(3) == "000003" and check_version(42) == "000042"
     assert registry.resolve("m", 3) == "000003"
-    assert registry.load("m", 3).registry_version_.version == "000003"
+    assert registry.load("m", 3).version.version == "000003"
     assert registry.promote("m", 2) == "000002"
     assert registry.aliases("m") == {"production": "000002"}
 
@@ -495,9 +495,9 @@ def test_a_version_published_in_another_process_scores_identically(
     version, threshold = done.stdout.split()
 
     loaded = ModelRegistry(root).load("rt", version)
-    assert loaded.registry_version_.metadata["run_id"] == "child"
-    assert loaded.threshold_ == float(threshold)
-    mine = loaded.score(new, context=history).to_frame()
+    assert loaded.version.metadata["run_id"] == "child"
+    assert loaded.detector.threshold_ == float(threshold)
+    mine = loaded.detector.score(new, context=history).to_frame()
     theirs = pd.read_csv(out, index_col=0)  # shortest repr, read back exactly
     assert len(theirs) == len(mine) == 200
     for column in ("anomaly_score", "score_requests", "score_cpu"):
@@ -516,8 +516,8 @@ def test_resolve_order_version_then_alias_then_production_then_latest(registry: 
     assert registry.resolve("m") == "000001", "production before latest"
     assert registry.resolve("m", alias="staging") == "000002", "an explicit alias before production"
     assert registry.resolve("m", version="000003", alias="staging") == "000003", "an explicit version first"
-    assert registry.load("m").registry_version_.version == "000001"
-    assert registry.load("m", alias="staging").registry_version_.version == "000002"
+    assert registry.load("m").version.version == "000001"
+    assert registry.load("m", alias="staging").version.version == "000002"
 
 
 def test_promote_twice_then_rollback(registry: ModelRegistry) -> None:
@@ -644,7 +644,7 @@ def test_metadata_says_what_when_and_with_what(
     assert meta["freq_seconds"] == 300.0
     assert meta["threshold"]["method"] == CONFIG.threshold.method
     assert meta["threshold"]["combined"] == fitted.threshold_
-    assert meta["threshold"]["per_metric"] == {m: t.threshold_ for m, t in fitted.thresholds_.items()}
+    assert meta["threshold"]["per_metric"] == {m: t.threshold_ for m, t in fitted.thresholds_.per_metric.items()}
     training = meta["training"]
     assert training["epochs_run"] == len(fitted.history_.train_loss) >= 1
     assert training["final_train_loss"] == fitted.history_.train_loss[-1]

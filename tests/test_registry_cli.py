@@ -74,7 +74,7 @@ def test_train_twice_publishes_two_versions_and_promotes_the_last(trained: Train
         registry.verify("m", version)
         assert registry.get("m", version).metadata["data"]["rows"] == 700
     assert registry.get("m", "000002").metadata["parent_version"] == "000001"
-    assert registry.load("m").config.training.epochs == 3, "--set reaches the published config"
+    assert registry.load("m").detector.config.training.epochs == 3, "--set reaches the published config"
 
 
 def test_models_list_and_show_print_versions_ranges_thresholds_and_aliases(
@@ -95,7 +95,7 @@ def test_models_list_and_show_print_versions_ranges_thresholds_and_aliases(
     end = trained.frame.index[-1].strftime("%Y-%m-%d %H:%M")
     assert (start, end) == ("2026-01-05 00:00", "2026-01-07 10:15")
     for version, line in rows.items():
-        detector = registry.load("m", version)
+        detector = registry.load("m", version).detector
         assert f"{start} .. {end} (700 rows)" in line, line
         assert f"{detector.config.threshold.method} {detector.threshold_:.4g}" in line, line
         assert "requests,cpu" in line
@@ -171,7 +171,7 @@ def test_models_rollback(root: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_models_prune_keeps_the_newest_and_the_aliased(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     registry = ModelRegistry(root)
-    detector = registry.load("m", "000001")
+    detector = registry.load("m", "000001").detector
     registry.publish(detector, "m")
     registry.publish(detector, "m")  # 000003, 000004
     assert main(["models", "promote", "m", "000001", "--alias", "staging", "--registry", str(root)]) == 0

@@ -1,4 +1,4 @@
-"""benchmarks/replay.py: a replay of recorded reconstructions gives what a benchmark run of the same settings gives.
+"""The replay tool (anomaly.evaluation.replay, benchmarks/replay.py): a replay of recorded reconstructions gives what a benchmark run of the same settings gives.
 
 The tuning of the defaults rests on this: a replay under a setting must equal
 a real run with that setting, or the figures it prints mean nothing. Each
@@ -17,11 +17,13 @@ import pandas as pd
 import pytest
 import torch
 
-from anomaly.evaluation.benchmark import Benchmark, BenchmarkError, load_corpus, read_series, scores_table
 from anomaly.core.detector import context_points
 from anomaly.core.model import LSTMAutoencoder
-from anomaly.core.scoring import reconstruct
-from benchmarks.replay import load, main, record, replay, replay_detection, scored_from
+from anomaly.core.reconstruction import reconstruct
+from anomaly.evaluation.benchmark import Benchmark, scores_table
+from anomaly.evaluation.corpus import BenchmarkError, load_corpus, read_series
+from anomaly.evaluation.replay import load, record, replay, replay_detection, scored_from
+from benchmarks.replay import main
 from tests.test_benchmark import BASELINED, per_file, sine, standard_corpus, write_corpus
 
 # What the replays change: a lower cut, a shorter merge gap and other smoothing and errors,
@@ -89,13 +91,13 @@ def test_a_stream_replay_reads_each_chunk_s_context_as_the_run_reconstructed_it(
     record(corpus, "stream", tmp_path / "rec", BASELINED, patterns=["cat_a/shift.csv"])
     recording = load(tmp_path / "rec" / "cat_a" / "shift.npz")
     size, keep = BASELINED.window.size, context_points(BASELINED, recording.frame.freq)
-    causal = dataclasses.replace(BASELINED.scoring, aggregate="last")
+    causal = dataclasses.replace(BASELINED.window, aggregate="last")
     heads_differ = []
     for model in recording.models:
         a = max(0, model.trained - keep)
         net = LSTMAutoencoder(1, BASELINED.model)
         net.load_state_dict({name: torch.from_numpy(w) for name, w in (model.weights or {}).items()})
-        expected = reconstruct(net, model.scaled[a : model.stop], BASELINED.window, causal, torch.device("cpu"))
+        expected = reconstruct(net, model.scaled[a : model.stop], causal, torch.device("cpu"))
         np.testing.assert_allclose(scored_from(model, a, BASELINED), expected, rtol=1e-6, atol=1e-7)
         heads_differ.append(a > 0 and not np.allclose(model.reconstruction[a : a + size - 1], expected[: size - 1], atol=1e-4))
     assert any(heads_differ), "some chunk's context starts inside the file, where the recording's reconstruction differs"

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly.ops.jobs import STORE, plan_groups, score_groups, train_group
+from anomaly.ops.jobs import plan_groups, score_groups, train_group
+from anomaly.ops.workspace import STORE
 from anomaly.ops.reports import Report, write_report
 from anomaly.io.store import RawStore
 from anomaly.evaluation.synthetic import clean_metrics, inject

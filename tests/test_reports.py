@@ -21,8 +21,10 @@ import pandas as pd
 import pytest
 
 from anomaly.errors import ConfigError
-from anomaly.ops.jobs import RUNS, STORE, plan_groups, score_groups, train_group
-from anomaly.ops.reports import REPORTS, SCHEMA_PATH, STATE, Report, write_report
+from anomaly.ops.jobs import plan_groups, score_groups, train_group
+from anomaly.ops.workspace import RUNS, STORE
+from anomaly.ops.reports import SCHEMA_PATH, Report, write_report
+from anomaly.ops.workspace import REPORTS, STATE
 from anomaly.io.store import RawStore
 from anomaly.evaluation.synthetic import clean_metrics, inject
 from anomaly.ops.webhooks import Webhook, post

@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Mapping, Sequence, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -55,7 +55,7 @@ MAX_LAYERS = 16  # model.num_layers
 MAX_PARAMETERS = 100_000_000  # about 400 MB of float32 weights, before the optimiser's copies
 MAX_WINDOW = 10_000  # window.size: a week of 1-minute points
 MAX_TRAIN_WINDOWS = 10_000_000  # window.max_train_windows
-MAX_BATCH = 65_536  # training.batch_size and scoring.batch_size
+MAX_BATCH = 65_536  # training.batch_size and window.score_batch_size
 MAX_EPOCHS = 100_000  # training.epochs and training.patience
 MAX_SEED = 2**63 - 1  # the largest seed torch accepts
 MAX_THREADS = 1024  # training.num_threads
@@ -80,17 +80,17 @@ def _check_choice(section: str, name: str, value: Any, kind: Any) -> None:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How raw points become a regular grid.
+    """How raw points become a regular grid with a mask of what was really observed."""
 
-    ``freq`` is a pandas offset alias ("1min", "5min", "1h"); ``None`` infers it
-    from the median spacing of the data. Gaps of up to ``fill_limit`` grid
-    points are filled and remembered in a mask; longer gaps stay missing.
-    """
-
+    #: Grid interval as a pandas alias ("1min", "5min", "1h"); null infers it from the median spacing.
     freq: str | None = None
+    #: How several readings in one grid slot (or duplicate timestamps) are combined.
     aggregate: AggregateKind = "mean"
+    #: Interior gaps of at most this many points are filled (and never flagged); longer ones stay missing.
     fill_limit: int = 3
+    #: How a short gap is filled: linear in time, or the last reading carried forward.
     fill_method: FillMethod = "linear"
+    #: Per-metric scaling fitted on training data: minmax to [-1, 1], standard, or robust (median/IQR).
     scaler: ScalerKind = "minmax"
 
     def __post_init__(self) -> None:
@@ -105,18 +105,21 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class WindowConfig:
-    """Sliding windows: ``size`` points each.
+    """Sliding windows, for training and for reconstructing data to score."""
 
-    Training takes a window every ``train_stride`` points (capped at
-    ``max_train_windows`` by widening the stride); scoring every
-    ``score_stride`` points, so each point is reconstructed about
-    ``size / score_stride`` times and those reconstructions are aggregated.
-    """
-
+    #: Points per window: the context the autoencoder sees and rebuilds at once.
     size: int = 48
+    #: Training takes a window every this many points (widened to respect ``max_train_windows``).
     train_stride: int = 1
+    #: Scoring reconstructs a window every this many points; each point is rebuilt about size/stride times.
     score_stride: int = 10
+    #: Most windows one fit trains on: bounds training time whatever the history's length.
     max_train_windows: int | None = 2_000
+    #: How a point's overlapping reconstructions combine: median or mean; or ``last``, the one
+    #: window ending at the point (causal: its score never depends on later points).
+    aggregate: ReconAggregate = "median"
+    #: Windows reconstructed per forward pass when scoring (memory, not results).
+    score_batch_size: int = 256
 
     def __post_init__(self) -> None:
         s = "window"
@@ -127,25 +130,23 @@ class WindowConfig:
             _fail(s, "score_stride", f"<= window.size ({self.size})", self.score_stride)
         if self.max_train_windows is not None:
             _check_int(s, "max_train_windows", self.max_train_windows, 1, MAX_TRAIN_WINDOWS)
+        _check_choice(s, "aggregate", self.aggregate, ReconAggregate)
+        _check_int(s, "score_batch_size", self.score_batch_size, 1, MAX_BATCH)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the LSTM autoencoder (see :mod:`anomaly.core.model`).
+    """Shape of the LSTM autoencoder (see :mod:`anomaly.core.model`)."""
 
-    Two stacked layers with dropout 0.1 (between the layers, on the latent
-    summary and on the decoder's output) are the defaults because the
-    labelled-corpus benchmark measured them better than one layer on
-    average over three training seeds (batch F1 0.758 / 0.784 / 0.737
-    against 0.717 / 0.717 / 0.753), at about three times the training time;
-    two layers without dropout, or dropout with one layer (seed 0), did less well
-    (README, "Detection quality").
-    """
-
+    #: LSTM units per layer, in the encoder and the decoder.
     hidden_size: int = 32
+    #: Numbers in the code a window is squeezed through: smaller forgets more of what is unusual.
     latent_size: int = 8
+    #: Stacked LSTM layers in the encoder and in the decoder.
     num_layers: int = 2
+    #: Whether the encoder also reads each window backwards.
     bidirectional: bool = False
+    #: Dropout between layers, on the code and on the decoder's output, while training only.
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
@@ -180,35 +181,30 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation settings: Adam on MSE with early stopping on a time-ordered split.
+    """Adam on the reconstruction's MSE, with early stopping on a time-ordered validation split."""
 
-    ``num_threads`` caps torch's threads for training *and* scoring (None
-    leaves torch's setting alone); set it when several detectors run side by
-    side so they do not oversubscribe the cores.
-
-    ``schedule`` is the learning rate's course: ``constant`` keeps
-    ``learning_rate`` throughout; ``one_cycle`` (torch's ``OneCycleLR``)
-    warms up to ``learning_rate`` over the first 30% of the planned steps and
-    anneals to almost nothing (cycling Adam's first-moment decay between
-    0.95 and 0.85 the other way, torch's defaults), which reaches a given
-    loss in fewer epochs.
-    The defaults (one cycle of 12 epochs peaking at 1e-2) are what the
-    labelled-corpus benchmark measured: batch F1 at or above Orion's LSTM
-    autoencoder with each of three seeds at about half the time of 20
-    constant-rate epochs at 5e-3, which they replaced (README, "Detection
-    quality").
-    """
-
+    #: Most passes over the training windows.
     epochs: int = 12
+    #: Windows per optimisation step.
     batch_size: int = 64
+    #: The rate (the peak of a one-cycle schedule).
     learning_rate: float = 1e-2
+    #: The newest share of windows held out for validation (no training window overlaps them).
     validation_fraction: float = 0.2
+    #: Epochs without improvement on validation before stopping (the best weights are kept).
     patience: int = 5
+    #: Improvement in validation loss that counts as one.
     min_delta: float = 0.0
+    #: Gradient norm clip: keeps one odd batch from wrecking the weights.
     grad_clip: float = 1.0
+    #: Seed of the initial weights and the shuffling: the same data and seed train the same model.
     seed: int = 0
+    #: Where to train: auto uses a GPU when there is one.
     device: DeviceKind = "auto"
+    #: Torch threads for training and scoring (null leaves torch's setting); set it when fits run side by side.
     num_threads: int | None = None
+    #: The learning rate's course: ``constant``, or ``one_cycle`` (warm up over 30% of the steps, then anneal),
+    #: which reaches a given loss in fewer epochs.
     schedule: ScheduleKind = "one_cycle"
 
     def __post_init__(self) -> None:
@@ -229,66 +225,34 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """How reconstructions become per-point scores.
+    """How reconstruction errors become per-point scores: error, combine, smooth, baseline (a policy section)."""
 
-    ``aggregate`` combines the overlapping reconstructions of a point (median as
-    Orion does, or mean), or ``last`` takes each point's reconstruction from
-    the one window that ends at it: causal, so a point's score never depends
-    on later points (``window.score_stride`` is then unused); ``error`` is the
-    point-wise error in scaled units: ``power`` (the default) is the absolute
-    difference raised to ``error_power`` (read only then), ``abs`` and
-    ``squared`` the powers 1 and 2. A power above 1 lets a large miss count
-    for more than many small ones; squaring goes so far that the sharp but
-    regular edges of a square wave or a daily ramp raise false events (the
-    benchmark measured 1.5 between the two); ``combine`` folds per-metric
-    errors into one score. The scores are smoothed by a causal exponentially
-    weighted mean whose span is ``smoothing_time`` (a duration such as
-    "600min") in points of the series' own sampling interval, so an hourly and a
-    five-minute metric are smoothed over the same time, not the same number
-    of points (a three-point spike in hourly data lasts three hours); or
-    ``smoothing_span`` points, if that is given instead (0 for none). Set
-    one of the two and the other to null: both at once is an error, as it
-    would be ambiguous which one applies.
-
-    ``baseline`` (points, 0 for none) makes the score relative to recent
-    behaviour: each smoothed score becomes its distance above the mean of
-    the observed scores among the ``baseline`` points before it, in their
-    standard deviations (at least ``baseline_floor``, in scaled units, so a
-    perfectly reconstructed metric does not turn rounding noise into huge
-    scores). Error levels drift as a metric's load changes; a fixed cut on
-    the raw error then fires all week or never. The baseline needs a quarter
-    of its points of history (or ``baseline_warmup``); earlier points have no
-    score (NaN) and never flag.
-
-    Two refinements keep an anomaly from hiding what follows it.
-    ``baseline_exclude`` (σ; null for none): a point whose own score is
-    above it stays out of the baselines of the points after it, and so do
-    the points of the next ``baseline_hold`` (a duration; the smoothed error
-    decays for a while after its cause has gone): one large event would
-    otherwise inflate the σ the next 1,000 points are measured in, and a
-    small spike right after it goes unseen. ``baseline_warmup`` (a
-    duration; null for none): no score before the baseline holds this much
-    history (at least a quarter of ``baseline``, at most all of it), so the
-    first bursts of a metric that started quiet are not measured against a
-    few hours of silence.
-    """
-
-    aggregate: ReconAggregate = "median"
+    #: Point-wise error in scaled units: |d| raised to ``error_power`` (``power``), or ``abs`` / ``squared``.
+    #: A power above 1 lets one large miss count for more than several small ones.
     error: ErrorKind = "power"
+    #: The exponent of ``error: power``.
     error_power: float = 1.5
+    #: How several metrics' errors make one score: their mean or their max.
     combine: CombineKind = "mean"
+    #: Smoothing span in points (0 for none); set this or ``smoothing_time``, the other null.
     smoothing_span: int | None = None
+    #: Smoothing span as a duration, turned into points of each series' own interval (causal EWMA).
     smoothing_time: str | None = "600min"
+    #: Points of recent scores the score is measured against (0 for none): the score is then how many
+    #: of their standard deviations a point sits above their mean, so drifting error levels do not fire.
     baseline: int = 1000
+    #: Least standard deviation of a baseline, in scaled units: a perfect fit must not turn rounding into alerts.
     baseline_floor: float = 1e-3
+    #: Points scoring above this many σ stay out of later baselines (null for none), so one large
+    #: event does not hide the next.
     baseline_exclude: float | None = 4.5
+    #: How long after such a point the following points stay out too (the smoothed error decays).
     baseline_hold: str | None = "1000min"
+    #: No score until the baseline holds this much history, so the first bursts of a quiet start do not alert.
     baseline_warmup: str | None = "36h"
-    batch_size: int = 256
 
     def __post_init__(self) -> None:
         s = "scoring"
-        _check_choice(s, "aggregate", self.aggregate, ReconAggregate)
         _check_choice(s, "error", self.error, ErrorKind)
         _check_float(s, "error_power", self.error_power, 0.0, 8.0, open_low=True)
         _check_choice(s, "combine", self.combine, CombineKind)
@@ -311,7 +275,6 @@ class ScoringConfig:
             value = getattr(self, name)
             if value is not None and not _is_positive_duration(value):
                 _fail(s, name, "null or a positive duration such as '1000min' or '36h'", value)
-        _check_int(s, "batch_size", self.batch_size, 1, MAX_BATCH)
 
     def span_points(self, freq: Any) -> int:
         """The smoothing span in points of a series sampled every ``freq`` (a Timedelta)."""
@@ -356,33 +319,32 @@ def _is_positive_duration(text: Any, *, alias: bool = False) -> bool:
 
 @dataclass(frozen=True)
 class ThresholdConfig:
-    """Which threshold is fitted on training scores, and its parameters.
+    """Where a score becomes a flag (a policy section).
 
-    - ``quantile``: the ``quantile`` of training scores.
-    - ``sigma``: mean + ``k`` standard deviations.
-    - ``mad``: median + ``k`` * 1.4826 * MAD (robust to anomalies in training data).
-    - ``dynamic``: Hundman et al. (KDD 2018) nonparametric threshold, searching
-      z in [``z_min``, ``z_max``] by ``z_step``. Its pruning of weak anomalous
-      sequences is ``events.prune`` (it applies to every method).
-    - ``spot``: peaks-over-threshold (Siffer et al. KDD 2017) with risk ``risk``
-      and initial quantile ``level``.
-    - ``fixed`` (the default): ``k`` itself, nothing fitted: for scores
-      already in standard deviations (``scoring.baseline``), "k sigma above
-      the recent baseline"; a detector configuration refuses it without a
-      baseline, where the score is a raw error that ``k`` sigmas never fits.
-
-    ``floor`` is a lower bound in score units so a perfectly reconstructed
-    (e.g. constant) training series still gets a usable threshold.
+    ``fixed`` is ``k`` itself, for baseline scores ("k σ above the recent
+    baseline"); the others are fitted on the training scores: ``quantile``,
+    ``sigma`` (mean + kσ), ``mad`` (median + k·1.4826·MAD), ``dynamic``
+    (Hundman et al., KDD 2018) and ``spot`` (peaks over threshold, Siffer
+    et al., KDD 2017).
     """
 
+    #: fixed, quantile, sigma, mad, dynamic or spot.
     method: ThresholdMethod = "fixed"
+    #: The training scores' quantile (``quantile``).
     quantile: float = 0.99
+    #: σ above the baseline (``fixed``), or the multiplier of ``sigma`` and ``mad``.
     k: float = 4.5
+    #: The smallest z ``dynamic`` tries.
     z_min: float = 2.0
+    #: The largest z ``dynamic`` tries.
     z_max: float = 10.0
+    #: The step between the z values ``dynamic`` tries.
     z_step: float = 0.5
+    #: ``spot``: the probability of a normal score above the threshold.
     risk: float = 1e-4
+    #: ``spot``: the quantile where its tail fit starts.
     level: float = 0.98
+    #: Least threshold, in score units, so a perfectly reconstructed series still has a usable one.
     floor: float = 1e-3
 
     def __post_init__(self) -> None:
@@ -402,23 +364,17 @@ class ThresholdConfig:
 
 @dataclass(frozen=True)
 class EventConfig:
-    """How flagged points become events.
+    """How flagged points become events and alerts (a policy section)."""
 
-    Runs of flagged points are widened by ``padding`` points on each side,
-    runs at most ``merge_gap`` points apart are merged, runs shorter than
-    ``min_length`` points are dropped, and weak events are pruned: events are
-    ranked by peak score and cut where the peak drops by less than ``prune``
-    (relative) to the next one, the threshold being the last rung (Hundman et
-    al.'s pruning; 0 keeps all). An event whose score stayed above the
-    threshold for at least ``sustained`` points is one severity level higher
-    than its peak alone says (0 turns that off): a long excursion deserves
-    more attention than a blip of the same height.
-    """
-
+    #: Points added before and after each flagged run (batch events only).
     padding: int = 0
+    #: Flagged runs at most this many points apart are one event, and one alert.
     merge_gap: int = 200
+    #: Flagged points a run needs before it is an event (the alert fires on the last of them).
     min_length: int = 1
+    #: Hundman's pruning: drop events whose peak stands less than this (relative) above the next one's.
     prune: float = 0.0
+    #: An event above the threshold for at least this many points is one severity level higher (0: off).
     sustained: int = 30
 
     def __post_init__(self) -> None:
@@ -430,9 +386,59 @@ class EventConfig:
         _check_int(s, "sustained", self.sustained, 0)
 
 
+def _check_sections(owner: Any, name: str) -> None:
+    """Every field of a config dataclass holds an instance of its own section class."""
+    hints = _hints(type(owner))
+    for f in dataclasses.fields(owner):
+        value, expected = getattr(owner, f.name), hints[f.name]
+        if not isinstance(value, expected):
+            _fail(name, f.name, f"a {expected.__name__}", value)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What turns a model's reconstructions into alerts: scoring, threshold and events.
+
+    A trained model version never changes; its policy can (``anomaly models
+    policy set``), and takes effect on the next score run without retraining.
+    """
+
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    events: EventConfig = field(default_factory=EventConfig)
+
+    def __post_init__(self) -> None:
+        _check_sections(self, "policy")
+        if self.threshold.method == "fixed" and self.scoring.baseline == 0:
+            # k is in sigmas above the baseline; on a raw error in scaled units it would
+            # (almost) never be reached, and the detector would stay silent without a word
+            raise ConfigError(
+                f"threshold.method 'fixed' flags scores more than k ({self.threshold.k}) standard deviations "
+                "above the recent baseline, but scoring.baseline is 0 (no baseline, so the score is a raw "
+                "reconstruction error); set scoring.baseline (the default is 1000) or a fitted threshold.method "
+                "(spot, quantile, sigma, mad or dynamic)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Policy":
+        """Build from nested mappings; unknown sections or keys are errors."""
+        return _build(cls, data, "policy")
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Policy":
+        """Copy with some fields of some sections changed, e.g. ``replace(threshold={"k": 5})``."""
+        return Policy.from_dict(_merged(self.to_dict(), sections))
+
+
+#: Sections of a :class:`DetectorConfig` that make up its :class:`Policy`.
+POLICY_SECTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Policy))
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Everything needed to rebuild a detector, section by section."""
+    """Everything needed to rebuild a detector: the model's sections, then its policy's."""
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
@@ -443,20 +449,17 @@ class DetectorConfig:
     events: EventConfig = field(default_factory=EventConfig)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            expected = get_type_hints(DetectorConfig)[f.name]
-            if not isinstance(value, expected):
-                _fail("config", f.name, f"a {expected.__name__}", value)
-        if self.threshold.method == "fixed" and self.scoring.baseline == 0:
-            # k is in sigmas above the baseline; on a raw error in scaled units it would
-            # (almost) never be reached, and the detector would stay silent without a word
-            raise ConfigError(
-                f"threshold.method 'fixed' flags scores more than k ({self.threshold.k}) standard deviations "
-                "above the recent baseline, but scoring.baseline is 0 (no baseline, so the score is a raw "
-                "reconstruction error); set scoring.baseline (the default is 1000) or a fitted threshold.method "
-                "(spot, quantile, sigma, mad or dynamic)"
-            )
+        _check_sections(self, "config")
+        Policy(self.scoring, self.threshold, self.events)  # the policy's own rules
+
+    @property
+    def policy(self) -> Policy:
+        """The scoring, threshold and events sections, which can change without retraining."""
+        return Policy(self.scoring, self.threshold, self.events)
+
+    def with_policy(self, policy: Policy) -> "DetectorConfig":
+        """The same model sections under another policy."""
+        return dataclasses.replace(self, scoring=policy.scoring, threshold=policy.threshold, events=policy.events)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict, the inverse of :meth:`from_dict`."""
@@ -491,17 +494,22 @@ class DetectorConfig:
             except ValueError as exc:  # JSONDecodeError, or an integer of more digits than Python converts
                 raise ConfigError(f"{where} is not valid JSON: {_clip(str(exc))}") from exc
         data = {} if data is None else data
-        _check_sections(data, where)
+        _check_file_sections(data, where)
         return cls.from_dict(data)
 
     def replace(self, **sections: Mapping[str, Any]) -> "DetectorConfig":
         """Copy with some fields of some sections changed, e.g. ``replace(training={"epochs": 2})``."""
-        merged = self.to_dict()
-        for name, values in sections.items():
-            if name not in merged:
-                raise ConfigError(f"unknown config section {name!r}; known: {', '.join(merged)}")
-            merged[name] = {**merged[name], **dict(values)}
-        return DetectorConfig.from_dict(merged)
+        return DetectorConfig.from_dict(_merged(self.to_dict(), sections))
+
+
+def _merged(current: dict[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``current`` with each named section updated by its mapping; an unknown section is an error."""
+    merged = dict(current)
+    for name, values in sections.items():
+        if name not in merged:
+            raise ConfigError(f"unknown config section {name!r}; known: {', '.join(merged)}")
+        merged[name] = {**merged[name], **dict(values)}
+    return merged
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -616,7 +624,7 @@ def _yaml_problem(exc: BaseException) -> str:
     return _clip(" ".join(str(exc).split()))
 
 
-def _check_sections(data: Any, where: str) -> None:
+def _check_file_sections(data: Any, where: str) -> None:
     """Sections of settings, each a single value, as every field is; anything else is refused here, quoted short.
 
     What :meth:`DetectorConfig.from_dict` would otherwise echo whole (a
@@ -654,6 +662,10 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+#: Settings that moved between sections: a configuration naming the old place is told the new one.
+MOVED = {"scoring.aggregate": "window.aggregate", "scoring.batch_size": "window.score_batch_size"}
+
+
 def _build(cls: type[T], data: Any, path: str) -> T:
     """Recursively build dataclass ``cls`` from ``data``, naming bad keys by dotted path."""
     if not isinstance(data, Mapping):
@@ -662,12 +674,14 @@ def _build(cls: type[T], data: Any, path: str) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown key {path}.{unknown[0]}; known keys: {', '.join(sorted(names))}")
+        key = f"{path}.{unknown[0]}"
+        moved = f" (it moved to {MOVED[key]} in 0.2.0)" if key in MOVED else ""
+        raise ConfigError(f"unknown key {key}{moved}; known keys: {', '.join(sorted(names))}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{path}.{name}" if path != "config" else name)
+            kwargs[name] = _build(hint, value, name if path in {"config", "policy"} else f"{path}.{name}")
         elif _accepts_float(hint) and isinstance(value, int) and not isinstance(value, bool):
             kwargs[name] = float(value)
         else:
@@ -683,3 +697,26 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _accepts_float(hint: Any) -> bool:
     return hint is float or (get_origin(hint) is not Literal and float in get_args(hint))
+
+
+#: A ``--set`` name: ``section`` or ``key``, letters, digits and ``_``.
+_SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+
+
+def setting_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["section.key=value", ...]`` (the CLI's ``--set``) as ``{section: {key: value}}``, values read as YAML."""
+    sections: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not _SETTING.fullmatch(section) or not _SETTING.fullmatch(name):
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {excerpt(item)}")
+        sections.setdefault(section, {})[name] = parse_value(raw, f"--set {section}.{name}")
+    return sections
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = (), base: DetectorConfig | None = None) -> DetectorConfig:
+    """Config from file (or ``base``, or the defaults) with ``section.key=value`` overrides applied."""
+    config = DetectorConfig.from_file(path) if path else base or DetectorConfig()
+    sections = setting_overrides(overrides)
+    return config.replace(**sections) if sections else config

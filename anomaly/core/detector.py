@@ -6,6 +6,11 @@ use that fitted state only, never refitting, so a model trained yesterday
 scores today's data (with the tail of yesterday's as ``context`` so today's
 first points are covered by full windows). Learned state ends in ``_``.
 
+The model and its *policy* (scoring, threshold, events) are apart:
+:meth:`LSTMAutoencoderDetector.with_policy` gives the same trained model
+under another policy, its thresholds refitted from the stored training
+residuals, without retraining.
+
 Data sampled more coarsely than the model's grid is refused by ``score``
 unless ``allow_resample`` (see :func:`check_intervals`): regridding it would
 interpolate or leave missing most points, and those are never flagged.
@@ -13,10 +18,10 @@ interpolate or leave missing most points, and those are never flagged.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from anomaly.core.config import DetectorConfig
+from anomaly.core.config import DetectorConfig, Policy
 from anomaly.core.data import (
     MetricFrame,
     epoch_nanoseconds,
@@ -36,22 +41,13 @@ from anomaly.core.data import (
     to_wide,
     with_context,
 )
-from anomaly.errors import ConfigError, DataError, NotFittedError, excerpt
 from anomaly.core.events import find_events
 from anomaly.core.model import LSTMAutoencoder
+from anomaly.core.persistence import ModelState, build_model, read_model, save_model
+from anomaly.core.reconstruction import Reconstruction, reconstruct
 from anomaly.core.scaling import MAX_TRAINING_MAGNITUDE, Scaler, first_beyond_magnitude
-from anomaly.core.scoring import (
-    COMBINED,
-    HELD,
-    Scores,
-    against_baseline,
-    combine,
-    last_observed,
-    point_errors,
-    reconstruct,
-    smooth,
-)
-from anomaly.core.thresholds import Threshold, build_threshold
+from anomaly.core.scoring import Scorer, Scores, ScoreFrame
+from anomaly.core.thresholds import FittedThresholds, build_threshold
 from anomaly.core.training import (
     RNG_LOCK,
     EpochCallback,
@@ -63,6 +59,7 @@ from anomaly.core.training import (
     train_model,
 )
 from anomaly.core.windows import MAX_MISSING_FRACTION, missing_counts, sliding_windows, training_starts
+from anomaly.errors import ConfigError, DataError, ModelFileError, NotFittedError, excerpt
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +70,6 @@ DataLike = pd.DataFrame | MetricFrame | str | Path
 INTERVAL_TOLERANCE = 0.1
 
 
-@dataclass(frozen=True)
-class _RawScores:
-    """Scores before thresholds, on the frame being scored."""
-
-    reconstruction: np.ndarray  # (n, m) scaled units
-    metric_scores: np.ndarray  # (n, m), NaN where missing
-    score: np.ndarray  # (n,)
-    unobserved: np.ndarray  # (n, m) filled or missing: never flagged
-    carry: pd.DataFrame | None  # smoothed errors before the baseline, last settled points (see Scores.carry)
-
-
 class LSTMAutoencoderDetector:
     """Detects anomalies in one or several metrics by reconstruction error.
 
@@ -91,10 +77,12 @@ class LSTMAutoencoderDetector:
     >>> events = det.detect(today, context=history)                    # doctest: +SKIP
 
     Fitted attributes: ``metrics_``, ``freq_``, ``scaler_``, ``model_``,
-    ``history_``, ``thresholds_`` (per metric), ``combined_threshold_``,
-    ``threshold_`` (its value), ``decision_scores_`` and ``labels_`` (the
-    training data's combined scores and flags), ``training_data_``
-    (time range and size of what it was fitted on).
+    ``history_``, ``thresholds_`` (per metric and combined), ``threshold_``
+    (the combined one's value), ``training_data_`` (time range and size of
+    what it was fitted on), ``residuals_`` (the training reconstruction's
+    residuals, from which another policy's thresholds are fitted), and after
+    ``fit`` ``decision_scores_`` and ``labels_`` (the training data's
+    combined scores and flags).
     """
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
@@ -106,7 +94,7 @@ class LSTMAutoencoderDetector:
         self, data: DataLike, *, callbacks: Sequence[EpochCallback] = (), progress: bool | None = None
     ) -> "LSTMAutoencoderDetector":
         """Learn scaler, model and thresholds from ``data`` (assumed mostly normal)."""
-        cfg = self._checked_config()
+        cfg = self.get_config()
         frame = self._training_frame(data)
         require_length(frame, cfg.window.size, "the training data")
         _check_magnitudes(frame)
@@ -142,34 +130,71 @@ class LSTMAutoencoderDetector:
                 progress=progress,
                 observed=observed,
             )
-        raw = self._raw_scores(frame)
-        self._fit_thresholds(raw)
-        self.decision_scores_ = pd.Series(raw.score, index=frame.index, name="anomaly_score")
-        self.labels_ = pd.Series(
-            self.combined_threshold_.apply(raw.score) & ~raw.unobserved.any(axis=1), index=frame.index
-        )
+        recon = self.reconstruct(frame)
         self.training_data_ = _describe_data(frame)
+        self.residuals_ = recon.residuals()
+        self.training_filled_ = recon.filled
+        training, _ = Scorer(cfg.scoring).score(recon)
+        self.thresholds_ = FittedThresholds.fit(cfg.threshold, training)
+        flags = self.thresholds_.flags(training)[1]
+        self.decision_scores_ = pd.Series(training.score, index=frame.index, name="anomaly_score")
+        self.labels_ = pd.Series(flags, index=frame.index)
         return self
 
     def _training_frame(self, data: DataLike) -> MetricFrame:
         """The training data on its grid; a configured grid that differs from the data's own interval is logged."""
-        cfg = self._checked_config().preprocess
+        cfg = self.get_config().preprocess
         if cfg.freq is None or isinstance(data, MetricFrame):
             return normalise(data, cfg)
         wide = _wide(data, cfg.aggregate)
         check_intervals(wide, pd.Timedelta(cfg.freq), allow_resample=True, what="the training data")
         return normalise(wide, cfg)
 
-    def _fit_thresholds(self, raw: _RawScores) -> None:
-        """Fit one threshold per metric and one on the combined score, on observed points only."""
-        cfg = self._checked_config().threshold
-        clean = np.where(raw.unobserved, np.nan, raw.metric_scores)
-        combined = np.where(raw.unobserved.any(axis=1), np.nan, raw.score)
-        self.thresholds_: dict[str, Threshold] = {
-            m: build_threshold(cfg).fit(clean[:, j]) for j, m in enumerate(self.metrics_)
-        }
-        self.combined_threshold_: Threshold = build_threshold(cfg).fit(combined)
-        self.threshold_ = self.combined_threshold_.threshold_
+    @property
+    def threshold_(self) -> float:
+        """The combined score's threshold."""
+        return self.thresholds_.value
+
+    # -- the policy ----------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        """The scoring, threshold and events settings this detector scores with."""
+        return self.get_config().policy
+
+    def with_policy(self, policy: Policy) -> "LSTMAutoencoderDetector":
+        """This trained model under ``policy``: the same weights and scaler, thresholds refitted.
+
+        A fitted threshold (anything but ``fixed``) is refitted on the
+        training residuals kept with the model, so a policy change takes
+        effect without retraining; a model saved before residuals were kept
+        can only take a ``fixed`` threshold under a new policy.
+        """
+        self.check_fitted()
+        if policy == self.policy:
+            return self
+        other = LSTMAutoencoderDetector(self.get_config().with_policy(policy))
+        for name, value in vars(self).items():
+            if name.endswith("_") and name not in {"thresholds_", "decision_scores_", "labels_"}:
+                setattr(other, name, value)
+        needs_scores = build_threshold(policy.threshold).needs_scores
+        if needs_scores and self.residuals_ is None:
+            raise ModelFileError(
+                f"this model was saved before training residuals were kept, so its {policy.threshold.method!r} "
+                "threshold cannot be refitted under a new policy: retrain it, or use threshold.method 'fixed'"
+            )
+        recon = self.training_reconstruction()
+        scores = Scorer(policy.scoring).score(recon)[0] if needs_scores and recon is not None else _no_scores(self.metrics_)
+        other.thresholds_ = FittedThresholds.fit(policy.threshold, scores)
+        return other
+
+    def training_reconstruction(self) -> Reconstruction | None:
+        """The training data's reconstruction as far as scoring can tell, rebuilt from the stored residuals."""
+        if self.residuals_ is None:
+            return None
+        data = self.training_data_
+        index = pd.date_range(pd.Timestamp(data["start"]), periods=int(data["rows"]), freq=self.freq_, name="timestamp")
+        return Reconstruction.from_residuals(index, self.freq_, tuple(self.metrics_), self.residuals_, self.training_filled_)
 
     # -- scoring -----------------------------------------------------------------
 
@@ -191,19 +216,33 @@ class LSTMAutoencoderDetector:
         A metric sampled more coarsely than the model's grid is refused unless
         ``allow_resample`` (see :func:`check_intervals`).
         """
-        self._check_fitted()
-        cfg = self._checked_config()
+        self.check_fitted()
+        cfg = self.get_config()
         frame = self._prepare(data, allow_resample, "the data")
-        if carry is not None:
-            self._check_carry(carry, frame)
+        if carry is not None and len(carry) and carry.index[-1] >= frame.index[0]:
+            raise DataError(
+                f"the carry reaches {carry.index[-1]}, but the data to score starts at {frame.index[0]}: "
+                "a carry must end before the data it continues into"
+            )
         full = frame
         if context is not None:
             keep = context_points(cfg, self.freq_, carried=carry is not None)
             full = with_context(self._prepare(context, allow_resample, "the context"), frame, keep)
         require_length(full, cfg.window.size, "the data to score (with its context)")
-        raw = self._raw_scores(full, carry)
-        rows = slice(len(full) - len(frame), len(full))
-        return self._to_scores(full, raw, rows)
+        recon = self.reconstruct(full)
+        frame_scores, next_carry = Scorer(cfg.scoring).score(recon, carry, unsettled=cfg.window.size)
+        return self._to_scores(full, recon, frame_scores, next_carry, len(full) - len(frame))
+
+    def reconstruct(self, frame: MetricFrame) -> Reconstruction:
+        """The model's reconstruction of a frame already on its grid (see :meth:`score` for raw data)."""
+        self.check_fitted()
+        cfg = self.get_config()
+        scaled = self.scaler_.transform(_model_input(frame))
+        with torch_threads(cfg.training.num_threads):
+            rebuilt = reconstruct(self.model_, scaled, cfg.window, self.device_, phase=grid_phase(frame.index, frame.freq))
+        return Reconstruction(
+            frame.index, frame.freq, tuple(frame.metrics), scaled, rebuilt, frame.missing.to_numpy(), frame.filled.to_numpy()
+        )
 
     def detect(self, data: DataLike, *, context: DataLike | None = None, allow_resample: bool = False) -> pd.DataFrame:
         """Events in ``data`` (see :data:`anomaly.core.events.EVENT_COLUMNS`)."""
@@ -211,7 +250,7 @@ class LSTMAutoencoderDetector:
 
     def events(self, scores: Scores, *, model: str = "", version: str = "") -> pd.DataFrame:
         """Events from already computed scores."""
-        return find_events(scores, self._checked_config().events, model=model, version=version)
+        return find_events(scores, self.get_config().events, model=model, version=version)
 
     def _prepare(self, data: DataLike, allow_resample: bool, what: str) -> MetricFrame:
         """Normalise onto the training grid and select the trained metrics, in order.
@@ -219,7 +258,7 @@ class LSTMAutoencoderDetector:
         A frame already on the model's grid is taken as it is; anything else has
         its metrics' own sampling intervals checked against the grid first.
         """
-        cfg = self._checked_config().preprocess
+        cfg = self.get_config().preprocess
         if isinstance(data, MetricFrame) and data.freq == self.freq_:
             return data.select(self.metrics_)
         wide = _wide(data, cfg.aggregate)
@@ -229,119 +268,91 @@ class LSTMAutoencoderDetector:
 
     @property
     def carry_columns(self) -> list[str]:
-        """The columns of this detector's carries: its metrics, then the combined score.
+        """The columns of this detector's carries (see :meth:`anomaly.core.scoring.Scorer.carry_columns`)."""
+        return Scorer(self.get_config().scoring).carry_columns(self.metrics_)
 
-        With ``scoring.baseline_exclude``, then the same again prefixed with
-        :data:`HELD`: how many points from each on stay out of the baseline
-        (see :func:`anomaly.core.scoring.baseline_scores`).
-        """
-        columns = [*self.metrics_, COMBINED]
-        scoring = self._checked_config().scoring
-        if scoring.baseline and scoring.baseline_exclude is not None:
-            columns += [HELD + c for c in columns]
-        return columns
-
-    def _check_carry(self, carry: pd.DataFrame, frame: MetricFrame) -> None:
-        """A carry must come from a model like this one and end before the data to score."""
-        expected = self.carry_columns
-        if list(carry.columns) != expected or not isinstance(carry.index, pd.DatetimeIndex) or carry.empty:
-            raise DataError(f"a carry needs a time index and the columns {expected}, got {list(carry.columns)}")
-        if carry.index[-1] >= frame.index[0]:
-            raise DataError(
-                f"the carry reaches {carry.index[-1]}, but the data to score starts at {frame.index[0]}: "
-                "a carry must end before the data it continues into"
-            )
-
-    def _raw_scores(self, frame: MetricFrame, carry: pd.DataFrame | None = None) -> _RawScores:
-        """Errors, smoothed and measured against the baseline, for every point after the carry.
-
-        Points the carry already covers (context that an earlier score saw)
-        keep NaN scores: their smoothed errors come from the carry instead.
-        """
-        cfg = self._checked_config()
-        scoring = cfg.scoring
-        scaled = self.scaler_.transform(_model_input(frame))
-        with torch_threads(cfg.training.num_threads):
-            recon = reconstruct(self.model_, scaled, cfg.window, scoring, self.device_, phase=grid_phase(frame.index, frame.freq))
-        missing = frame.missing.to_numpy()
-        errors = point_errors(scaled, recon, scoring.error, scoring.error_power)
-        errors[missing] = np.nan
-        errors = np.column_stack([errors, combine(errors, scoring.combine)])
-        keep = max(scoring.baseline, 1)
-        past, fresh = _carried(carry, frame.index, frame.freq, keep, self.carry_columns)
-        width = errors.shape[1]
-        before, held = past.iloc[:, :width].to_numpy(), past.iloc[:, width:].fillna(0).to_numpy(dtype=np.int64)
-        smoothed = smooth(errors[fresh:], scoring.span_points(frame.freq), start=last_observed(before))
-        series, counts = np.vstack([before, smoothed]), None
-        if scoring.baseline:
-            series, counts = against_baseline(series, scoring, frame.freq, held if held.shape[1] else None)
-        scores = np.full_like(errors, np.nan)
-        scores[fresh:] = series[len(past) :]
-        # the last window of points may still be reconstructed differently once later points
-        # exist, so the carry stops before them and the next score smooths them again
-        settled = max(len(frame) - cfg.window.size - fresh, 0)
-        new_rows = smoothed[:settled]
-        if counts is not None and past.shape[1] > width:  # how long each settled point keeps later ones out of the baseline
-            new_rows = np.column_stack([new_rows, counts[len(past) : len(past) + settled]])
-        carried = pd.concat([past, pd.DataFrame(new_rows, frame.index[fresh : fresh + settled], past.columns)])
-        next_carry = carried.iloc[-keep:] if len(carried) else None
-        unobserved = missing | frame.filled.to_numpy()
-        return _RawScores(recon, scores[:, :-1], scores[:, -1], unobserved, next_carry)
-
-    def _to_scores(self, frame: MetricFrame, raw: _RawScores, rows: slice) -> Scores:
-        index = frame.index[rows]
-        unobserved = raw.unobserved[rows]
-        metric_scores = raw.metric_scores[rows]
-        metric_flags = np.column_stack(
-            [self.thresholds_[m].apply(metric_scores[:, j]) for j, m in enumerate(self.metrics_)]
-        ) & ~unobserved
-        flags = self.combined_threshold_.apply(raw.score[rows]) & ~unobserved.any(axis=1)
-        cols = self.metrics_
-        return Scores(
-            values=frame.values.iloc[rows],
-            reconstruction=pd.DataFrame(self.scaler_.inverse_transform(raw.reconstruction[rows]), index, cols),
-            metric_scores=pd.DataFrame(metric_scores, index, cols),
-            score=pd.Series(raw.score[rows], index, name="anomaly_score"),
-            thresholds={m: t.threshold_ for m, t in self.thresholds_.items()},
-            threshold=self.threshold_,
-            metric_flags=pd.DataFrame(metric_flags, index, cols),
-            flags=pd.Series(flags, index, name="flag"),
-            filled=frame.filled.iloc[rows],
-            carry=raw.carry,
+    def _to_scores(
+        self, frame: MetricFrame, recon: Reconstruction, scores: ScoreFrame, carry: pd.DataFrame | None, first: int
+    ) -> Scores:
+        """The public :class:`Scores` of rows ``first:`` (the data's own, after its context)."""
+        rows = slice(first, len(frame))
+        units = pd.DataFrame(self.scaler_.inverse_transform(recon.reconstructed[rows]), frame.index[rows], self.metrics_)
+        return self.thresholds_.apply(
+            scores, rows, values=frame.values.iloc[rows], reconstruction=units, filled=frame.filled.iloc[rows], carry=carry
         )
 
     # -- persistence -------------------------------------------------------------
 
+    def to_state(self) -> ModelState:
+        """The fitted detector as plain values (what a model folder holds)."""
+        self.check_fitted()
+        return ModelState(
+            config=self.get_config(),
+            metrics=list(self.metrics_),
+            freq=self.freq_,
+            scaler=self.scaler_,
+            thresholds=self.thresholds_,
+            training_data=self.training_data_,
+            history=self.history_,
+            weights=self.model_.state_dict(),
+            residuals=self.residuals_,
+            filled=self.training_filled_,
+        )
+
+    @classmethod
+    def from_state(cls, state: ModelState) -> "LSTMAutoencoderDetector":
+        """A fitted detector from :meth:`to_state`'s record (as read from a model folder)."""
+        detector = cls(state.config)
+        detector.metrics_ = list(state.metrics)
+        detector.freq_ = state.freq
+        detector.scaler_ = state.scaler
+        detector.thresholds_ = state.thresholds
+        detector.training_data_ = state.training_data
+        detector.history_ = state.history
+        detector.residuals_ = state.residuals
+        detector.training_filled_ = state.filled
+        detector.device_ = resolve_device(state.config.training.device)
+        detector.model_ = build_model(state, detector.device_)
+        return detector
+
     def save(self, path: str | Path) -> Path:
         """Write the fitted detector to folder ``path`` (see :mod:`anomaly.core.persistence`)."""
-        from anomaly.core.persistence import save_detector
-
-        return save_detector(self, path)
+        return save_model(self.to_state(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> "LSTMAutoencoderDetector":
         """Rebuild a detector saved with :meth:`save`; nothing is unpickled."""
-        from anomaly.core.persistence import load_detector
-
-        return load_detector(path)
+        return cls.from_state(read_model(path))
 
     # -- helpers -----------------------------------------------------------------
 
-    def _checked_config(self) -> DetectorConfig:
+    def get_config(self) -> DetectorConfig:
+        """The configuration in use: the one given, else the defaults."""
         cfg = DetectorConfig() if self.config is None else self.config
         if not isinstance(cfg, DetectorConfig):
             raise ConfigError(f"config must be a DetectorConfig, got {type(cfg).__name__}")
         return cfg
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "model_")
+
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless ``fit`` (or a load) has run."""
+        if not self.is_fitted:
             raise NotFittedError(
                 "This LSTMAutoencoderDetector is not fitted yet. Call 'fit' with training data first."
             )
 
     def __repr__(self) -> str:
-        state = f"fitted on {self.metrics_}" if hasattr(self, "model_") else "not fitted"
+        state = f"fitted on {self.metrics_}" if self.is_fitted else "not fitted"
         return f"LSTMAutoencoderDetector({state})"
+
+
+def _no_scores(metrics: Sequence[str]) -> ScoreFrame:
+    """An empty score frame: what a threshold that reads no scores is fitted on."""
+    empty = np.empty((0, len(metrics)))
+    return ScoreFrame(pd.DatetimeIndex([], tz="UTC"), tuple(metrics), empty, np.empty(0), empty.astype(bool))
 
 
 def check_intervals(
@@ -416,21 +427,6 @@ def context_points(config: DetectorConfig, freq: pd.Timedelta, *, carried: bool 
     scoring = config.scoring
     windows = 2 * config.window.size
     return windows if carried else windows + 10 * scoring.span_points(freq) + scoring.baseline
-
-
-def _carried(
-    carry: pd.DataFrame | None, index: pd.DatetimeIndex, freq: pd.Timedelta, keep: int, columns: list[str]
-) -> tuple[pd.DataFrame, int]:
-    """The ``keep`` grid points of carry before the first point it does not cover, and that point's row.
-
-    Slots the carry has no value for (a gap before the data) are NaN, as a
-    missing point would be in one continuous series.
-    """
-    if carry is None:
-        return pd.DataFrame(np.empty((0, len(columns))), pd.DatetimeIndex([], tz=index.tz), columns), 0
-    fresh = int(index.searchsorted(carry.index[-1], side="right"))
-    grid = pd.date_range(end=index[fresh] - freq, periods=keep, freq=freq, name=index.name)
-    return carry.reindex(grid), fresh
 
 
 def _model_input(frame: MetricFrame) -> np.ndarray:

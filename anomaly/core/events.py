@@ -9,7 +9,9 @@ they are tested on hand-written cases.
 
 from __future__ import annotations
 
-from typing import Sequence
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -147,3 +149,149 @@ def contributing_metrics(scores: Scores, a: int, b: int) -> list[str]:
     crossed = [m for m in ratios if bool(scores.metric_flags[m].iloc[a:b].any())]
     chosen = crossed or ([max(ratios, key=ratios.__getitem__)] if ratios else [])
     return sorted(chosen, key=lambda m: -ratios[m])
+
+
+# -- alerts: flagged points followed causally across score runs ---------------------------------------
+
+#: An alert row: the *events* contract plus the alert's identity, when it fired and whether it is over.
+ALERT_COLUMNS: tuple[str, ...] = ("id", *EVENT_COLUMNS, "onset", "closed")
+
+
+def alert_id(model: str, start: pd.Timestamp) -> str:
+    """Stable id of an alert: the same model and start give the same id in every run and on every machine."""
+    digest = hashlib.sha256(f"{model}\0{pd.Timestamp(start).isoformat()}".encode()).hexdigest()
+    return digest[:16]
+
+
+@dataclass(frozen=True)
+class OpenRun:
+    """A run of flagged points that a later flag may still continue."""
+
+    start: pd.Timestamp  # its first flagged point
+    last: pd.Timestamp  # its last flagged point so far
+    flagged: int  # its flagged points so far
+    onset: pd.Timestamp | None  # its ``min_length``-th flagged point: when it became an alert
+    peak_score: float
+    peak_time: pd.Timestamp
+    threshold: float  # the threshold its peak was measured against
+    metrics: tuple[str, ...] = ()  # those behind it so far, strongest first
+
+    @property
+    def peak_ratio(self) -> float:
+        return _ratio(self.peak_score, self.threshold)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "last": self.last.isoformat(),
+            "flagged": self.flagged,
+            "onset": None if self.onset is None else self.onset.isoformat(),
+            "peak_score": self.peak_score,
+            "peak_time": self.peak_time.isoformat(),
+            "threshold": self.threshold,
+            "metrics": list(self.metrics),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "OpenRun":
+        onset = data["onset"]
+        return cls(
+            pd.Timestamp(data["start"]),
+            pd.Timestamp(data["last"]),
+            int(data["flagged"]),
+            None if onset is None else pd.Timestamp(onset),
+            float(data["peak_score"]),
+            pd.Timestamp(data["peak_time"]),
+            float(data["threshold"]),
+            tuple(str(m) for m in data.get("metrics", [])),
+        )
+
+
+class AlertTracker:
+    """Flags, chunk by chunk, become alerts: the one route from flags to alerts.
+
+    Flagged runs at most ``merge_gap`` quiet points apart are one alert; an
+    alert fires on its ``min_length``-th flagged point (the onset) and is
+    over once ``merge_gap + 1`` points have passed since its last flagged
+    point with no new one. Only what came before a point decides anything
+    about it, so feeding a series in any chunks gives the same alerts as
+    feeding it whole: the scheduled score runs and the stream benchmark both
+    advance it, with the open run carried between calls.
+    """
+
+    def __init__(self, config: EventConfig, step: pd.Timedelta, model: str = "", version: str = "") -> None:
+        self.config, self.step, self.model, self.version = config, step, model, version
+
+    @property
+    def reach(self) -> pd.Timedelta:
+        """How far after its last flagged point a flag still continues a run."""
+        return (self.config.merge_gap + 1) * self.step
+
+    def advance(self, scores: Scores, run: OpenRun | None = None) -> tuple[pd.DataFrame, OpenRun | None]:
+        """The alert rows this chunk touched (:data:`ALERT_COLUMNS`) and the run left open after it."""
+        rows: dict[str, dict[str, Any]] = {}  # by alert id: its latest row
+        flags = scores.flags.to_numpy(dtype=bool)
+        index = scores.score.index
+        for a, b in flag_runs(flags):
+            if run is not None and index[a] - run.last <= self.reach:
+                run = self._extend(run, scores, a, b)
+            else:
+                self._note(rows, run, closed=True)
+                run = self._extend(None, scores, a, b)
+            self._note(rows, run, closed=False)
+        if run is not None and len(index) and index[-1] - run.last >= self.reach:
+            self._note(rows, run, closed=True)
+            run = None
+        return pd.DataFrame(list(rows.values()), columns=list(ALERT_COLUMNS)), run
+
+    def _note(self, rows: dict[str, dict[str, Any]], run: OpenRun | None, *, closed: bool) -> None:
+        """Record ``run``'s row, replacing an earlier one of the same alert; a run that never fired has none."""
+        if run is not None and run.onset is not None:
+            row = self._row(run, closed=closed)
+            rows[row["id"]] = row
+
+    def _extend(self, run: OpenRun | None, scores: Scores, a: int, b: int) -> OpenRun:
+        """``run`` (or a new one) continued by the flagged run ``[a, b)`` of this chunk."""
+        index = scores.score.index
+        score = scores.score.to_numpy(dtype=np.float64)
+        peak_at = a + int(np.nanargmax(score[a:b]))
+        before = 0 if run is None else run.flagged
+        onset = None if run is None else run.onset
+        if onset is None and before + (b - a) >= self.config.min_length:
+            onset = index[a + self.config.min_length - before - 1]
+        metrics = tuple(contributing_metrics(scores, a, b))
+        if run is None:
+            return OpenRun(index[a], index[b - 1], b - a, onset, float(score[peak_at]), index[peak_at], scores.threshold, metrics)
+        higher = _ratio(score[peak_at], scores.threshold) > run.peak_ratio
+        return OpenRun(
+            run.start,
+            index[b - 1],
+            before + (b - a),
+            onset,
+            float(score[peak_at]) if higher else run.peak_score,
+            index[peak_at] if higher else run.peak_time,
+            scores.threshold if higher else run.threshold,
+            run.metrics + tuple(m for m in metrics if m not in run.metrics),
+        )
+
+    def _row(self, run: OpenRun, *, closed: bool) -> dict[str, Any]:
+        return {
+            "id": alert_id(self.model, run.start),
+            "start": run.start,
+            "end": run.last,
+            "metric": ",".join(run.metrics),
+            "peak_score": run.peak_score,
+            "threshold": run.threshold,
+            "severity": severity(run.peak_ratio, 1.0, run.flagged, self.config.sustained),
+            "peak_time": run.peak_time,
+            "n_points": int((run.last - run.start) / self.step) + 1,
+            "n_above": run.flagged,
+            "model": self.model,
+            "version": self.version,
+            "onset": run.onset,
+            "closed": closed,
+        }
+
+
+def _ratio(peak: float, threshold: float) -> float:
+    return float(peak) / float(threshold) if threshold > 0 else float("inf")

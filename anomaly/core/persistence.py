@@ -1,43 +1,49 @@
-"""Save and load a fitted detector as a folder of JSON files and a state_dict.
+"""A fitted model on disk: a folder of JSON files, a state_dict and the training residuals.
 
 The folder holds everything needed to score later without the training data
 or this code's defaults: the full configuration, scaler parameters, fitted
-thresholds, metric names and interval, the loss history and the weights.
-Nothing is pickled: JSON for state, ``weights_only=True`` for the tensors, so
-a folder from elsewhere cannot run code when loaded. A folder is written next
-to its destination and renamed into place, so a failed save never leaves a
-half-written model where a good one was.
+thresholds, metric names and interval, the loss history, the weights, and
+the training residuals a changed policy refits its thresholds from. Nothing
+is pickled: JSON for state, ``weights_only=True`` for the tensors and
+``allow_pickle=False`` for the residuals, so a folder from elsewhere cannot
+run code when loaded. A folder is written next to its destination and
+renamed into place, so a failed save never leaves a half-written model where
+a good one was. This module knows the files, not the detector: the detector
+turns itself into a :class:`ModelState` and back.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import shutil
 import tempfile
 import warnings
 import zipfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from anomaly.core.config import MAX_PARAMETERS, DetectorConfig
-from anomaly.errors import AnomalyError, ModelFileError, excerpt
 from anomaly.core.fileio import read_json, write_json
+from anomaly.core.migrations import CURRENT, upgrade
 from anomaly.core.model import LSTMAutoencoder
 from anomaly.core.scaling import Scaler
-from anomaly.core.thresholds import THRESHOLDS
-from anomaly.core.training import History, resolve_device
+from anomaly.core.thresholds import FittedThresholds
+from anomaly.core.training import History
+from anomaly.errors import AnomalyError, ModelFileError, excerpt
 
-if TYPE_CHECKING:
-    from anomaly.core.detector import LSTMAutoencoderDetector
-
-FORMAT_VERSION = 1
+FORMAT_VERSION = CURRENT["model"]
 CONFIG, WEIGHTS, SCALER, STATE, HISTORY = "config.json", "weights.pt", "scaler.json", "detector.json", "history.json"
+RESIDUALS = "residuals.npz"
+#: Files every model folder has; one written in format 2 or later also has :data:`RESIDUALS`.
 MODEL_FILES: tuple[str, ...] = (CONFIG, WEIGHTS, SCALER, STATE, HISTORY)
 #: Largest JSON file of a model read: real ones are a few KB, so this only refuses a hostile one unread.
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -49,14 +55,34 @@ MAX_FREQ_SECONDS = 366 * 24 * 3600
 _TORCH_ADVICE = ("weights_only", "trust", "documentation", "file an issue")
 
 
-def save_detector(detector: "LSTMAutoencoderDetector", path: str | Path) -> Path:
-    """Write ``detector`` to folder ``path``, replacing an existing one only on success."""
-    detector._check_fitted()
+@dataclass(frozen=True)
+class ModelState:
+    """Everything a fitted detector is, as plain values: what a model folder holds."""
+
+    config: DetectorConfig
+    metrics: list[str]
+    freq: pd.Timedelta
+    scaler: Scaler
+    thresholds: FittedThresholds
+    training_data: dict[str, Any]
+    history: History
+    weights: dict[str, torch.Tensor]
+    residuals: np.ndarray | None  # (rows, metrics) scaled - reconstructed on the training grid, NaN where missing
+    filled: np.ndarray | None  # (rows, metrics) interpolated training points
+
+
+def required_files(format_version: int) -> tuple[str, ...]:
+    """The model files a folder of ``format_version`` must have (and a registry manifest must list)."""
+    return MODEL_FILES + ((RESIDUALS,) if format_version >= 2 else ())
+
+
+def save_model(state: ModelState, path: str | Path) -> Path:
+    """Write ``state`` to folder ``path``, replacing an existing one only on success."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        write_detector_files(detector, staging)
+        write_model_files(state, staging)
         _swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -64,99 +90,98 @@ def save_detector(detector: "LSTMAutoencoderDetector", path: str | Path) -> Path
     return target
 
 
-def write_detector_files(detector: "LSTMAutoencoderDetector", folder: Path) -> None:
+def write_model_files(state: ModelState, folder: Path) -> None:
     """The model files, written into an existing (staging) folder."""
-    cfg = detector._checked_config()
-    state = {
+    record = {
         "format_version": FORMAT_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "metrics": detector.metrics_,
-        "freq_seconds": detector.freq_ / pd.Timedelta("1s"),
-        "threshold_method": cfg.threshold.method,
-        "thresholds": {m: t.get_state() for m, t in detector.thresholds_.items()},
-        "combined_threshold": detector.combined_threshold_.get_state(),
-        "training_data": detector.training_data_,
+        "metrics": state.metrics,
+        "freq_seconds": state.freq / pd.Timedelta("1s"),
+        **state.thresholds.to_state(),
+        "training_data": state.training_data,
         "versions": library_versions(),
     }
-    write_json(folder / CONFIG, cfg.to_dict())
-    write_json(folder / SCALER, detector.scaler_.to_dict())
-    write_json(folder / STATE, state)
-    write_json(folder / HISTORY, detector.history_.to_dict())
-    cpu_state = {k: v.detach().cpu() for k, v in detector.model_.state_dict().items()}
-    torch.save(cpu_state, folder / WEIGHTS)
+    write_json(folder / CONFIG, state.config.to_dict())
+    write_json(folder / SCALER, state.scaler.to_dict())
+    write_json(folder / STATE, record)
+    write_json(folder / HISTORY, state.history.to_dict())
+    torch.save({k: v.detach().cpu() for k, v in state.weights.items()}, folder / WEIGHTS)
+    if state.residuals is not None and state.filled is not None:
+        np.savez(folder / RESIDUALS, residuals=state.residuals.astype(np.float64), filled=state.filled.astype(bool))
 
 
-def load_detector(path: str | Path) -> "LSTMAutoencoderDetector":
-    """Rebuild a fitted detector from a folder written by :func:`save_detector`.
+def read_model(path: str | Path) -> ModelState:
+    """The :class:`ModelState` of a folder written by :func:`save_model` (or an earlier release).
 
-    Everything is checked before anything large is built: each JSON file's
-    size, the configuration's bounds, the model's parameter count for its
+    Everything is checked before anything large is built: each file's size,
+    the configuration's bounds, the model's parameter count for its
     metrics, and the weights file's size and contents.
     """
-    from anomaly.core.detector import LSTMAutoencoderDetector
-
     folder = Path(path)
     if not folder.is_dir():
         raise ModelFileError(f"model folder not found: {str(folder)!r}")
     absent = [name for name in MODEL_FILES if not (folder / name).is_file()]
     if absent:
         raise ModelFileError(f"model folder {str(folder)!r} is missing {absent[0]!r}")
-    state = _read(folder, STATE)
-    _check_format(state, folder)
+    raw_state = _read(folder, STATE)
+    _check_format(raw_state, folder)
     try:
-        config = DetectorConfig.from_dict(with_saved_defaults(_read(folder, CONFIG)))
-        detector = LSTMAutoencoderDetector(config)
-        detector.metrics_ = _metrics(state["metrics"], config, folder)
-        detector.freq_ = _frequency(state["freq_seconds"], folder)
-        detector.scaler_ = Scaler.from_dict(_read(folder, SCALER))
-        threshold_cls = THRESHOLDS[state["threshold_method"]]
-        detector.thresholds_ = {
-            m: threshold_cls.from_state(config.threshold, s) for m, s in state["thresholds"].items()
-        }
-        detector.combined_threshold_ = threshold_cls.from_state(config.threshold, state["combined_threshold"])
-        detector.threshold_ = detector.combined_threshold_.threshold_
-        detector.training_data_ = state["training_data"]
-        detector.history_ = History.from_dict(_read(folder, HISTORY))
+        upgraded = upgrade("model", {"config": _read(folder, CONFIG), "state": raw_state}, raw_state["format_version"], f"model folder {str(folder)!r}")
+        record = upgraded["state"]
+        config = DetectorConfig.from_dict(upgraded["config"])
+        metrics = _metrics(record["metrics"], config, folder)
+        freq = _frequency(record["freq_seconds"], folder)
+        scaler = Scaler.from_dict(_read(folder, SCALER))
+        thresholds = FittedThresholds.from_state(config.threshold, record)
+        history = History.from_dict(_read(folder, HISTORY))
+        training_data = record["training_data"]
     except ModelFileError:
         raise
     except AnomalyError as exc:
         raise ModelFileError(f"model folder {str(folder)!r} is invalid: {exc}") from exc
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ModelFileError(f"model folder {str(folder)!r} has an invalid {STATE}: {excerpt(exc)}") from exc
-    detector.device_ = resolve_device(config.training.device)
-    detector.model_ = _load_model(folder / WEIGHTS, len(detector.metrics_), config, detector.device_)
-    return detector
+    weights = read_state_dict(folder / WEIGHTS, weights_limit(config.model.parameter_count(len(metrics))))
+    _check_fits(weights, _expected_shapes(config, len(metrics)), folder / WEIGHTS)
+    residuals, filled = _read_residuals(folder, raw_state["format_version"], len(metrics), training_data)
+    return ModelState(config, metrics, freq, scaler, thresholds, training_data, history, weights, residuals, filled)
 
 
-def with_saved_defaults(data: Any) -> Any:
-    """A saved configuration as the version that wrote it meant it, under today's rules.
+def build_model(state: ModelState, device: torch.device) -> LSTMAutoencoder:
+    """The network of ``state`` with its weights (checked to fit when read), in eval mode on ``device``."""
+    model = LSTMAutoencoder(len(state.metrics), state.config.model)
+    model.load_state_dict(state.weights)
+    return model.to(device).eval()
 
-    A model is scored as it was validated, whatever today's defaults say:
-    one saved before ``scoring.smoothing_time`` and ``scoring.baseline``
-    existed smoothed over ``smoothing_span`` points and had no baseline, so
-    the missing keys are its old defaults, not today's (600 minutes, 1,000
-    points); one saved before ``baseline_exclude`` and ``baseline_warmup``
-    kept every point in its baseline and started it after a quarter of it.
-    One saved with both smoothing keys set was smoothed by time
-    (the time then replaced the span), which today is said by the span being
-    null. One saved before ``training.schedule`` existed was trained at a
-    constant rate, so its record says so (it matters to whoever refits
-    from it).
-    """
-    if not isinstance(data, dict):
-        return data
-    if isinstance(data.get("training"), dict) and "schedule" not in data["training"]:
-        data = {**data, "training": {**data["training"], "schedule": "constant"}}
-    if not isinstance(data.get("scoring"), dict):
-        return data
-    scoring = dict(data["scoring"])
-    scoring.setdefault("smoothing_time", None)
-    scoring.setdefault("baseline", 0)
-    scoring.setdefault("baseline_exclude", None)  # every point in the baseline, a quarter of it to start
-    scoring.setdefault("baseline_warmup", None)
-    if scoring.get("smoothing_span") is not None and scoring["smoothing_time"] is not None:
-        scoring["smoothing_span"] = None
-    return {**data, "scoring": scoring}
+
+def _expected_shapes(config: DetectorConfig, n_metrics: int) -> dict[str, torch.Size]:
+    """The parameter shapes of the configured network, from a model on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        model = LSTMAutoencoder(n_metrics, config.model)
+    return {key: tensor.shape for key, tensor in model.state_dict().items()}
+
+
+def _read_residuals(folder: Path, version: int, n_metrics: int, training_data: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The training residuals of a format-2 folder (a 0.1.0 folder has none), checked against the training data's size."""
+    if version < 2:
+        return None, None
+    path = folder / RESIDUALS
+    rows = training_data.get("rows") if isinstance(training_data, dict) else None
+    if not isinstance(rows, int) or rows < 1:
+        raise ModelFileError(f"model folder {str(folder)!r} has an invalid {STATE}: training_data rows {excerpt(rows)}")
+    limit = 9 * rows * n_metrics + WEIGHTS_SLACK_BYTES
+    if not path.is_file():
+        raise ModelFileError(f"model folder {str(folder)!r} is missing {RESIDUALS!r}")
+    if path.stat().st_size > limit:
+        raise ModelFileError(f"{str(path)!r} is {path.stat().st_size:,} bytes, more than {limit:,} for {rows:,} rows")
+    try:
+        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as data:
+            residuals, filled = np.asarray(data["residuals"], dtype=np.float64), np.asarray(data["filled"], dtype=bool)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"cannot read {str(path)!r}: {excerpt(str(exc))}") from None
+    if residuals.shape != (rows, n_metrics) or filled.shape != residuals.shape:
+        raise ModelFileError(f"{str(path)!r} holds arrays of shape {residuals.shape}, not ({rows}, {n_metrics})")
+    return residuals, filled
 
 
 def _read(folder: Path, name: str) -> Any:
@@ -180,14 +205,6 @@ def _frequency(value: Any, folder: Path) -> pd.Timedelta:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_FREQ_SECONDS:
         raise ModelFileError(f"model folder {str(folder)!r} has an invalid {STATE}: freq_seconds {excerpt(value)}")
     return pd.Timedelta(seconds=float(value))
-
-
-def _load_model(path: Path, n_features: int, config: DetectorConfig, device: torch.device) -> LSTMAutoencoder:
-    weights = read_state_dict(path, weights_limit(config.model.parameter_count(n_features)))
-    model = LSTMAutoencoder(n_features, config.model)
-    _check_fits(weights, model, path)
-    model.load_state_dict(weights)
-    return model.to(device).eval()
 
 
 def weights_limit(parameters: int) -> int:
@@ -250,19 +267,18 @@ def _check_plain(weights: Any, path: Path) -> None:
             raise _not_plain(path, f"{excerpt(key)} holds a tensor of {value.dtype}")
 
 
-def _check_fits(weights: dict[str, torch.Tensor], model: LSTMAutoencoder, path: Path) -> None:
+def _check_fits(weights: dict[str, torch.Tensor], expected: dict[str, torch.Size], path: Path) -> None:
     """The weights name exactly the model's parameters, each in its shape."""
-    expected = model.state_dict()
     missing = [key for key in expected if key not in weights]
     unknown = [key for key in weights if key not in expected]
-    wrong = [key for key, tensor in expected.items() if key in weights and weights[key].shape != tensor.shape]
+    wrong = [key for key, shape in expected.items() if key in weights and weights[key].shape != shape]
     if missing:
         reason = f"{missing[0]!r} is missing"
     elif unknown:
         reason = f"{excerpt(unknown[0])} is not a parameter of the model"
     elif wrong:
         key = wrong[0]
-        reason = f"{key!r} has shape {tuple(weights[key].shape)}, the model needs {tuple(expected[key].shape)}"
+        reason = f"{key!r} has shape {tuple(weights[key].shape)}, the model needs {tuple(expected[key])}"
     else:
         return
     raise ModelFileError(f"weights in {str(path)!r} do not fit the configured model: {reason}")
@@ -276,7 +292,7 @@ def _check_format(state: Any, folder: Path) -> None:
     if not isinstance(state, dict):
         raise ModelFileError(f"model folder {str(folder)!r} has an invalid {STATE}: {excerpt(state)}")
     version = state.get("format_version")
-    if not isinstance(version, int):
+    if isinstance(version, bool) or not isinstance(version, int):
         raise ModelFileError(f"model folder {str(folder)!r} has no valid format_version in {STATE}")
     if version > FORMAT_VERSION:
         raise ModelFileError(

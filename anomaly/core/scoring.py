@@ -1,33 +1,27 @@
-"""From a fitted model to per-point anomaly scores.
+"""From a model's reconstruction to per-point anomaly scores: the one scoring path.
 
-Windows are reconstructed in bounded chunks of points, each point's
-overlapping reconstructions are aggregated (median or mean), and the point's
-error in scaled units is its score per metric; metrics are then combined into
-one score, optionally smoothed and optionally measured against its recent
-baseline (:func:`standardise`). Nothing here is fitted: a model trained
-yesterday scores today's data with exactly the state it saved.
+:class:`Scorer` turns a :class:`~anomaly.core.reconstruction.Reconstruction`
+into scores: each point's error in scaled units per metric, the metrics
+combined into one score, smoothed, and measured against its recent baseline
+(:func:`standardise`). A *carry* lets the next score of the same model
+continue the smoothing and the baseline where this one stopped. The
+detector, the scheduled score runs, the stream benchmark and the replay tool
+all score through it. Nothing here is fitted.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
-from anomaly.core.config import ScoringConfig, WindowConfig
-from anomaly.core.windows import (
-    aggregate_points,
-    coverage_capacity,
-    sliding_windows,
-    window_starts,
-)
+from anomaly.core.config import ScoringConfig
+from anomaly.core.reconstruction import Reconstruction
+from anomaly.errors import DataError
 
-CHUNK_POINTS = 16_384
 # The combined score's column, beside the metrics' own, in a carry (see :class:`Scores`).
 COMBINED = "anomaly_score"
 # Prefix of a carry column counting the points that stay out of that score's baseline (see :func:`baseline_scores`).
@@ -84,71 +78,6 @@ class Scores:
         out["filled"] = self.filled.any(axis=1)
         out.index.name = "timestamp"
         return out
-
-
-def reconstruct(
-    model: nn.Module,
-    scaled: np.ndarray,
-    window: WindowConfig,
-    scoring: ScoringConfig,
-    device: torch.device | str = "cpu",
-    chunk_points: int = CHUNK_POINTS,
-    phase: int = 0,
-) -> np.ndarray:
-    """Per-point reconstruction ``(n, m)`` of ``scaled`` (n, m), in scaled units.
-
-    Points are processed ``chunk_points`` at a time with only the windows that
-    touch the chunk, so memory is bounded by the chunk, not the series.
-    ``phase`` aligns the strided windows to absolute time (see
-    :func:`~anomaly.core.windows.window_starts`).
-    """
-    views = sliding_windows(scaled, window.size)
-    if scoring.aggregate == "last":
-        return _reconstruct_causal(model, views, len(scaled), scoring.batch_size, torch.device(device), chunk_points)
-    starts = window_starts(len(scaled), window.size, window.score_stride, phase)
-    cap = coverage_capacity(window.size, window.score_stride)
-    out = np.empty(scaled.shape if scaled.ndim == 2 else (len(scaled), 1), dtype=np.float64)
-    model.eval()
-    for a in range(0, len(scaled), chunk_points):
-        b = min(a + chunk_points, len(scaled))
-        lo = int(np.searchsorted(starts, a - window.size + 1))
-        hi = int(np.searchsorted(starts, b))
-        chunk_starts = starts[lo:hi]
-        recon = _reconstruct_windows(model, views, chunk_starts, scoring.batch_size, torch.device(device))
-        out[a:b] = aggregate_points(recon, chunk_starts, a, b - a, scoring.aggregate, cap)
-    return out
-
-
-def _reconstruct_causal(
-    model: nn.Module, views: np.ndarray, n: int, batch_size: int, device: torch.device, chunk_points: int
-) -> np.ndarray:
-    """Each point's reconstruction from the window ending at it (the first window's for its own points).
-
-    That window holds nothing after the point, so the score is causal: the
-    same whether or not later data exists, as an alerting system needs.
-    """
-    size = views.shape[1]
-    out = np.empty((n, views.shape[2]), dtype=np.float64)
-    model.eval()
-    for a in range(0, n, chunk_points):
-        b = min(a + chunk_points, n)
-        points = np.arange(a, b)
-        starts = np.maximum(points - size + 1, 0)
-        unique, which = np.unique(starts, return_inverse=True)
-        recon = _reconstruct_windows(model, views, unique, batch_size, device)
-        out[a:b] = recon[which, points - starts]
-    return out
-
-
-def _reconstruct_windows(
-    model: nn.Module, views: np.ndarray, starts: np.ndarray, batch_size: int, device: torch.device
-) -> np.ndarray:
-    parts = []
-    with torch.inference_mode():
-        for i in range(0, len(starts), batch_size):
-            batch = np.ascontiguousarray(views[starts[i : i + batch_size]], dtype=np.float32)
-            parts.append(model(torch.from_numpy(batch).to(device)).float().cpu().numpy())
-    return np.concatenate(parts) if parts else np.empty((0,) + views.shape[1:], dtype=np.float32)
 
 
 #: The exponent each named error kind applies to |d|; ``power`` takes it from its argument.
@@ -319,3 +248,87 @@ def _rolling_z(s: np.ndarray, base: np.ndarray, window: int, floor: float, minim
     std = np.maximum(rolling.std(ddof=0).shift(1).to_numpy(), floor)
     with np.errstate(invalid="ignore"):
         return np.clip((s[a:hi] - mean) / std, 0.0, None)[lo - a :]
+
+
+@dataclass(frozen=True)
+class ScoreFrame:
+    """Scores before thresholds, one row per point of a :class:`Reconstruction`.
+
+    NaN where a point is missing, before the baseline has enough history, or
+    already covered by the carry a score continued from.
+    """
+
+    index: pd.DatetimeIndex
+    metrics: tuple[str, ...]
+    metric_scores: np.ndarray  # (n, m)
+    score: np.ndarray  # (n,) the combined score
+    unobserved: np.ndarray  # (n, m) missing or filled: never flagged
+
+
+class Scorer:
+    """Reconstruction errors become scores: error, combine, smooth, then the baseline (one policy's scoring)."""
+
+    def __init__(self, scoring: ScoringConfig) -> None:
+        self.scoring = scoring
+
+    def carry_columns(self, metrics: Sequence[str]) -> list[str]:
+        """The columns of a carry: the metrics, the combined score, and with the baseline's exclusion
+        the same again prefixed with :data:`HELD` (how many points from each on stay out of it)."""
+        columns = [*metrics, COMBINED]
+        if self.scoring.baseline and self.scoring.baseline_exclude is not None:
+            columns += [HELD + c for c in columns]
+        return columns
+
+    def score(
+        self, recon: Reconstruction, carry: pd.DataFrame | None = None, *, unsettled: int = 0
+    ) -> tuple[ScoreFrame, pd.DataFrame | None]:
+        """Scores of every point after the carry, and the carry the next score continues from.
+
+        ``carry`` (from this scorer's previous score of the same model) must
+        end before the last point of ``recon``; the points it covers keep NaN
+        scores. The next carry holds the smoothed errors before the baseline
+        (and the exclusion counts) of up to the baseline's length of settled
+        points: all but the last ``unsettled`` (one window: their
+        reconstruction can still change once later points exist).
+        """
+        scoring, columns = self.scoring, self.carry_columns(recon.metrics)
+        if carry is not None and list(carry.columns) != columns:
+            raise DataError(f"a carry needs the columns {columns}, got {list(carry.columns)}")
+        errors = point_errors(recon.scaled, recon.reconstructed, scoring.error, scoring.error_power)
+        errors[recon.missing] = np.nan
+        errors = np.column_stack([errors, combine(errors, scoring.combine)])
+        keep = max(scoring.baseline, 1)
+        past, fresh = _carried(carry, recon.index, recon.freq, keep, columns)
+        width = errors.shape[1]
+        before, held = past.iloc[:, :width].to_numpy(), past.iloc[:, width:].fillna(0).to_numpy(dtype=np.int64)
+        smoothed = smooth(errors[fresh:], scoring.span_points(recon.freq), start=last_observed(before))
+        series, counts = np.vstack([before, smoothed]), None
+        if scoring.baseline:
+            series, counts = against_baseline(series, scoring, recon.freq, held if held.shape[1] else None)
+        scores = np.full_like(errors, np.nan)
+        scores[fresh:] = series[len(past) :]
+        settled = max(len(recon.index) - unsettled - fresh, 0)
+        new_rows = smoothed[:settled]
+        if counts is not None and past.shape[1] > width:  # how long each settled point keeps later ones out of the baseline
+            new_rows = np.column_stack([new_rows, counts[len(past) : len(past) + settled]])
+        carried = pd.concat([past, pd.DataFrame(new_rows, recon.index[fresh : fresh + settled], past.columns)])
+        next_carry = carried.iloc[-keep:] if len(carried) else None
+        frame = ScoreFrame(recon.index, recon.metrics, scores[:, :-1], scores[:, -1], recon.unobserved)
+        return frame, next_carry
+
+
+def _carried(
+    carry: pd.DataFrame | None, index: pd.DatetimeIndex, freq: pd.Timedelta, keep: int, columns: list[str]
+) -> tuple[pd.DataFrame, int]:
+    """The ``keep`` grid points of carry before the first point it does not cover, and that point's row.
+
+    Slots the carry has no value for (a gap before the data) are NaN, as a
+    missing point would be in one continuous series.
+    """
+    if carry is None:
+        return pd.DataFrame(np.empty((0, len(columns))), pd.DatetimeIndex([], tz=index.tz), columns), 0
+    fresh = int(index.searchsorted(carry.index[-1], side="right"))
+    if fresh >= len(index):
+        raise DataError(f"the carry reaches {carry.index[-1]}, the end of the data to score: nothing is left to score")
+    grid = pd.date_range(end=index[fresh] - freq, periods=keep, freq=freq, name=index.name)
+    return carry.reindex(grid), fresh

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Self
 
 import numpy as np
+import pandas as pd
 
 from anomaly.core.config import ThresholdConfig
+from anomaly.core.scoring import ScoreFrame, Scores
 from anomaly.errors import ConfigError, DataError, NotFittedError
 
 #: Makes the MAD a consistent estimator of the standard deviation for normal data.
@@ -337,3 +340,80 @@ def _check_state(method: str, state: Mapping[str, float], expected: tuple[str, .
             raise DataError(f"invalid {method!r} threshold state: {key} must be a finite number, got {value!r}")
     if state["threshold"] < 0:
         raise DataError(f"invalid {method!r} threshold state: threshold must be >= 0, got {state['threshold']!r}")
+
+
+@dataclass
+class FittedThresholds:
+    """One fitted threshold per metric and one on the combined score, applied together."""
+
+    per_metric: dict[str, Threshold]
+    combined: Threshold
+
+    @classmethod
+    def fit(cls, config: ThresholdConfig, scores: ScoreFrame) -> "FittedThresholds":
+        """Fit on the observed points of training scores (a point filled or missing in any metric is left out)."""
+        clean = np.where(scores.unobserved, np.nan, scores.metric_scores)
+        combined = np.where(scores.unobserved.any(axis=1), np.nan, scores.score)
+        per_metric = {m: build_threshold(config).fit(clean[:, j]) for j, m in enumerate(scores.metrics)}
+        return cls(per_metric, build_threshold(config).fit(combined))
+
+    @property
+    def value(self) -> float:
+        """The combined score's threshold."""
+        return self.combined.threshold_
+
+    def flags(self, scores: ScoreFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Per-metric flags ``(n, m)`` and combined flags ``(n,)``; an unobserved point is never flagged."""
+        metric_flags = np.column_stack(
+            [self.per_metric[m].apply(scores.metric_scores[:, j]) for j, m in enumerate(scores.metrics)]
+        ) & ~scores.unobserved
+        return metric_flags, self.combined.apply(scores.score) & ~scores.unobserved.any(axis=1)
+
+    def apply(
+        self,
+        scores: ScoreFrame,
+        rows: slice = slice(None),
+        *,
+        values: pd.DataFrame | None = None,
+        reconstruction: pd.DataFrame | None = None,
+        filled: pd.DataFrame | None = None,
+        carry: pd.DataFrame | None = None,
+    ) -> Scores:
+        """The public :class:`Scores` of ``rows`` of a score frame: scores, thresholds and flags on their timestamps.
+
+        ``values``, ``reconstruction`` (in the metrics' units) and ``filled``
+        are the data those rows were scored on; without them the frames are empty.
+        """
+        metric_flags, flags = self.flags(scores)
+        index, cols = scores.index[rows], list(scores.metrics)
+        blank = pd.DataFrame(index=index, columns=cols, dtype=float)
+        return Scores(
+            values=blank if values is None else values,
+            reconstruction=blank if reconstruction is None else reconstruction,
+            metric_scores=pd.DataFrame(scores.metric_scores[rows], index, cols),
+            score=pd.Series(scores.score[rows], index, name="anomaly_score"),
+            thresholds={m: t.threshold_ for m, t in self.per_metric.items()},
+            threshold=self.value,
+            metric_flags=pd.DataFrame(metric_flags[rows], index, cols),
+            flags=pd.Series(flags[rows], index, name="flag"),
+            filled=pd.DataFrame(False, index, cols) if filled is None else filled,
+            carry=carry,
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON: the method, each metric's learned values, the combined one's."""
+        return {
+            "threshold_method": self.combined.method,
+            "thresholds": {m: t.get_state() for m, t in self.per_metric.items()},
+            "combined_threshold": self.combined.get_state(),
+        }
+
+    @classmethod
+    def from_state(cls, config: ThresholdConfig, state: Mapping[str, Any]) -> "FittedThresholds":
+        """Rebuild from :meth:`to_state` without data; the method must be ``config``'s."""
+        method = state["threshold_method"]
+        if method not in THRESHOLDS:
+            raise DataError(f"unknown threshold method {method!r}; known: {', '.join(THRESHOLDS)}")
+        kind = THRESHOLDS[method]
+        per_metric = {str(m): kind.from_state(config, s) for m, s in dict(state["thresholds"]).items()}
+        return cls(per_metric, kind.from_state(config, state["combined_threshold"]))

@@ -29,7 +29,6 @@ tries it again.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import logging
@@ -37,7 +36,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -48,51 +47,29 @@ import numpy as np
 import pandas as pd
 
 from anomaly.core.config import DetectorConfig
-from anomaly.core.data import MetricFrame, as_utc, grid_slots, normalise, parse_timestamps
-from anomaly.errors import AnomalyError, DataError
+from anomaly.core.data import MetricFrame, grid_slots, normalise
+from anomaly.core.detector import LSTMAutoencoderDetector
+from anomaly.core.events import find_runs
+from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
+from anomaly.core.stream import StreamState, score_step
+from anomaly.evaluation.corpus import BenchmarkError, CorpusFile, load_corpus, read_series
 from anomaly.evaluation.metrics import (
     EventScores,
-    Interval,
     NabScore,
     intervals,
     nab_score,
     probation_length,
     score_events,
 )
-from anomaly.core.events import find_runs, flag_runs, merge_runs
-from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
 
 Protocol = Literal["batch", "stream"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
-LABELS = Path("labels") / "combined_windows.json"
 RESULT_VERSION = 1
 STAMP = "%Y-%m-%d %H:%M:%S"  # NAB's timestamp format (UTC)
 GROWTH = 1.5  # stream: refit when the history seen has grown by half since the last fit
 MESSAGE_CHARS = 300  # a failed file's message in the summary: one line, cut to this length
 
 log = logging.getLogger(__name__)
-
-
-class BenchmarkError(AnomalyError):
-    """A corpus or output folder the benchmark cannot use."""
-
-
-@dataclass(frozen=True)
-class CorpusFile:
-    """One labelled series: where it is and its anomaly windows (inclusive)."""
-
-    category: str
-    name: str
-    path: Path
-    windows: tuple[Interval, ...]
-
-    @property
-    def key(self) -> str:
-        return f"{self.category}/{self.name}"
-
-    @property
-    def stem(self) -> str:
-        return Path(self.name).stem
 
 
 @dataclass(frozen=True)
@@ -150,78 +127,6 @@ class FileFailure:
 Outcome = FileResult | FileFailure
 
 
-# -- the corpus --------------------------------------------------------------------------------
-
-
-def load_corpus(root: str | Path, patterns: Sequence[str] = ()) -> list[CorpusFile]:
-    """The corpus's files (those matching any glob in ``patterns`` on ``category/file.csv``), sorted.
-
-    Every data file must have an entry in the labels (``[]`` when it has no
-    anomaly): a file the labels forget would otherwise be scored as clean.
-    """
-    root = Path(root)
-    data = root / "data"
-    if not data.is_dir():
-        raise BenchmarkError(f"corpus {str(root)!r} has no data/ folder (expected data/<category>/<file>.csv)")
-    labels = _read_labels(root / LABELS)
-    paths = sorted(p for p in data.glob("*/*.csv") if p.is_file())
-    files = []
-    for path in paths:
-        key = f"{path.parent.name}/{path.name}"
-        if patterns and not any(fnmatch.fnmatch(key, p) for p in patterns):
-            continue
-        if key not in labels:
-            raise BenchmarkError(f"{key!r} has no entry in {LABELS} (use [] for a file without anomalies)")
-        files.append(CorpusFile(path.parent.name, path.name, path, labels[key]))
-    if not files:
-        what = f" matching {', '.join(map(repr, patterns))}" if patterns else ""
-        raise BenchmarkError(f"no data/<category>/<file>.csv files{what} in corpus {str(root)!r}")
-    return files
-
-
-def _read_labels(path: Path) -> dict[str, tuple[Interval, ...]]:
-    try:
-        raw = json.loads(path.read_text())
-    except OSError as exc:
-        raise BenchmarkError(f"cannot read the labels {str(path)!r}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise BenchmarkError(f"labels {str(path)!r} are not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise BenchmarkError(f"labels {str(path)!r} must map 'category/file.csv' to windows, got {type(raw).__name__}")
-    return {key: _windows(key, value) for key, value in raw.items()}
-
-
-def _windows(key: str, value: Any) -> tuple[Interval, ...]:
-    try:
-        windows = tuple((as_utc(a), as_utc(b)) for a, b in value)
-    except (TypeError, ValueError) as exc:
-        raise BenchmarkError(f"labels for {key!r} must be a list of [start, end] timestamps, got {value!r}") from exc
-    for a, b in windows:
-        if b < a:
-            raise BenchmarkError(f"labels for {key!r} have a window ending before it starts: [{a}, {b}]")
-    return windows
-
-
-def read_series(path: Path) -> pd.DataFrame:
-    """A NAB file as ``timestamp`` (parsed) and ``value`` (float), in file order."""
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
-    missing = [c for c in ("timestamp", "value") if c not in frame.columns]
-    if missing:
-        raise DataError(f"{str(path)!r} has no {missing[0]!r} column (columns: {', '.join(map(str, frame.columns))})")
-    try:
-        stamps = pd.Series(parse_timestamps(frame["timestamp"]))
-    except DataError as exc:
-        raise DataError(f"{str(path)!r}: {exc}") from exc
-    values = pd.to_numeric(frame["value"], errors="coerce")
-    bad = values.isna() & frame["value"].notna()
-    if bad.any():
-        raise DataError(f"{str(path)!r} has a non-numeric value {frame['value'][bad].iloc[0]!r} at row {int(np.flatnonzero(bad)[0]) + 2}")
-    return pd.DataFrame({"timestamp": stamps, "value": values.astype(np.float64)})
-
-
 # -- one file -------------------------------------------------------------------------------
 
 
@@ -245,8 +150,6 @@ Observer = Callable[[Any, MetricFrame, int], None]
 
 def detect_batch(series: pd.DataFrame, config: DetectorConfig, observe: Observer | None = None) -> Detection:
     """Fit on the whole series and detect in it (Orion's protocol for NAB)."""
-    from anomaly.core.detector import LSTMAutoencoderDetector
-
     frame = normalise(series, config.preprocess)
     detector = LSTMAutoencoderDetector(config).fit(frame, progress=False)
     if observe:
@@ -254,62 +157,82 @@ def detect_batch(series: pd.DataFrame, config: DetectorConfig, observe: Observer
     score = detector.decision_scores_.to_numpy(dtype=np.float64)  # fit scored the whole file already
     runs = find_runs(detector.labels_.to_numpy(dtype=bool), score, detector.threshold_, config.events)
     ratio = score / max(detector.threshold_, 1e-12)
-    return _detection(frame, ratio, runs, [a for a, _ in runs])
+    return detection(frame, ratio, runs, [a for a, _ in runs])
+
+
+def stream_config(config: DetectorConfig) -> DetectorConfig:
+    """The stream protocol's variant of a configuration: causal reconstructions, gaps carried forward."""
+    return config.replace(window={"aggregate": "last"}, preprocess={"fill_method": "ffill"})
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A model and the rows ``[start, stop)`` of a file it scores, in a stream."""
+
+    detector: LSTMAutoencoderDetector
+    version: str
+    start: int
+    stop: int
 
 
 def detect_stream(series: pd.DataFrame, config: DetectorConfig, observe: Observer | None = None) -> Detection:
     """Causal detection: fit on the probationary part, then score forward, refitting as history grows."""
-    from anomaly.core.detector import LSTMAutoencoderDetector
-
-    config = config.replace(scoring={"aggregate": "last"}, preprocess={"fill_method": "ffill"})
+    config = stream_config(config)
     first = probation_length(len(series))
     head = normalise(series.iloc[: max(first, 2)], config.preprocess)  # the interval, from the past only
     frame = normalise(series, config.preprocess, freq=head.freq)
     live = int(frame.index.searchsorted(series["timestamp"].iloc[first - 1], side="right")) if first else 0
-    fitted_until = min(max(live, config.window.size), len(frame))
-    quiet = fitted_until  # in-sample for the first model (more than the probation in a short file): never alerts
-    detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, fitted_until), progress=False)
+    fitted_until = min(max(live, config.window.size), len(frame))  # in-sample for the first model: never alerts
+    detector = LSTMAutoencoderDetector(config).fit(rows(frame, 0, fitted_until), progress=False)
     ratio = np.zeros(len(frame))
     ratio[:fitted_until] = detector.decision_scores_.to_numpy() / max(detector.threshold_, 1e-12)
     if observe and fitted_until == len(frame):
         observe(detector, frame, fitted_until)
+    scored, alerts = score_stream(frame, _refits(frame, config, detector, fitted_until), observe)
+    ratio[fitted_until:] = scored[fitted_until:]
+    at = frame.index.get_indexer
+    runs = list(zip(at(alerts["start"]).tolist(), (at(alerts["end"]) + 1).tolist()))
+    return detection(frame, ratio, runs, at(alerts["onset"]).tolist())
+
+
+def _refits(frame: MetricFrame, config: DetectorConfig, detector: LSTMAutoencoderDetector, fitted_until: int) -> Iterator[Fit]:
+    """The stream's models: each scores until the history has grown by :data:`GROWTH`, then a fit on all of it."""
+    version = 1
     while fitted_until < len(frame):  # fitted_until >= window.size >= 2, so each chunk has a point
         stop = min(len(frame), math.ceil(fitted_until * GROWTH))
-        scores = detector.score(_rows(frame, fitted_until, stop), context=_rows(frame, 0, fitted_until))
-        ratio[fitted_until:stop] = scores.score.to_numpy(dtype=np.float64) / max(scores.threshold, 1e-12)
-        if observe:
-            observe(detector, frame, stop)
+        yield Fit(detector, f"{version:06d}", fitted_until, stop)
         if stop < len(frame):
-            detector = LSTMAutoencoderDetector(config).fit(_rows(frame, 0, stop), progress=False)
+            detector = LSTMAutoencoderDetector(config).fit(rows(frame, 0, stop), progress=False)
+            version += 1
         fitted_until = stop
-    unobserved = (frame.filled | frame.missing).to_numpy().any(axis=1)
-    flags = (ratio > 1.0) & ~unobserved
-    flags[:quiet] = False
-    alerts = _causal_runs(flags, config.events.merge_gap, config.events.min_length)
-    return _detection(frame, ratio, [(a, b) for a, b, _ in alerts], [at for _, _, at in alerts])
 
 
-def _rows(frame: MetricFrame, a: int, b: int) -> MetricFrame:
+def score_stream(frame: MetricFrame, fits: Iterable[Fit], observe: Observer | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """Score each fit's rows in turn as the scheduled score runs do (:func:`anomaly.core.stream.score_step`).
+
+    Returns each row's score over its threshold (0 where nothing scored it)
+    and the alerts raised, one row per alert as its last update left it
+    (:data:`anomaly.core.events.ALERT_COLUMNS`).
+    """
+    ratio = np.zeros(len(frame))
+    state, parts = StreamState(), []
+    for fit in fits:
+        step = score_step(fit.detector, rows(frame, fit.start, fit.stop), context=rows(frame, 0, fit.start), state=state, version=fit.version)
+        ratio[fit.start : fit.stop] = step.scores.score.to_numpy(dtype=np.float64) / max(step.scores.threshold, 1e-12)
+        parts.append(step.alerts)
+        state = step.state
+        if observe:
+            observe(fit.detector, frame, fit.stop)
+    alerts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "start", "end", "onset"])
+    return ratio, alerts.drop_duplicates("id", keep="last").sort_values("start", kind="stable").reset_index(drop=True)
+
+
+def rows(frame: MetricFrame, a: int, b: int) -> MetricFrame:
+    """Rows ``[a, b)`` of a frame."""
     return MetricFrame(frame.values.iloc[a:b], frame.filled.iloc[a:b], frame.freq)
 
 
-def _causal_runs(flags: np.ndarray, gap: int, min_length: int) -> list[tuple[int, int, int]]:
-    """``(start, stop, alert)`` of flag runs merged over gaps of at most ``gap`` points.
-
-    A run alerts on its ``min_length``-th flagged point (runs with fewer are
-    dropped). Merging only looks back, so whether a point is an alert is
-    known when it arrives; the run's extent (``flag`` in the scores) is
-    only final once ``gap`` quiet points have followed it.
-    """
-    out = []
-    for a, b in merge_runs(flag_runs(flags), gap):
-        flagged = a + np.flatnonzero(flags[a:b])
-        if len(flagged) >= min_length:
-            out.append((a, b, int(flagged[min_length - 1])))
-    return out
-
-
-def _detection(frame: MetricFrame, ratio: np.ndarray, runs: list[tuple[int, int]], onsets: Sequence[int]) -> Detection:
+def detection(frame: MetricFrame, ratio: np.ndarray, runs: list[tuple[int, int]], onsets: Sequence[int]) -> Detection:
     """Bound the score to [0, 1] (``r / (1 + r)`` of its ratio to the threshold) and describe the events."""
     ratio = np.nan_to_num(np.clip(ratio, 0.0, None), nan=0.0, posinf=1e12)
     score = ratio / (1.0 + ratio)
@@ -465,7 +388,7 @@ class Benchmark:
                     bar.update()
                 return
             threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(min(jobs, len(files)), mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
+            with ProcessPoolExecutor(min(jobs, len(files)), mp_context=get_context("spawn"), initializer=worker_init, initargs=(threads,)) as pool:
                 futures = {pool.submit(run_file_isolated, f, self.protocol, self.config, self.out): f for f in files}
                 for future in as_completed(futures):
                     try:
@@ -477,7 +400,7 @@ class Benchmark:
             bar.close()
 
 
-def _worker_init(threads: int) -> None:
+def worker_init(threads: int) -> None:
     """Each worker process gets its share of the cores, so parallel files do not oversubscribe them.
 
     It also imports ``torch._dynamo`` up front: torch loads it lazily on the

@@ -1,36 +1,36 @@
-"""Alerts: anomaly events followed across score runs, so each incident is announced once.
+"""The report ledger: alerts announced once, followed while open, closed once.
 
-A score run only sees its own new points, so an incident that lasts longer
-than the gap between runs arrives as several events, one per run. Paging
-someone for each would teach them to mute the pager. This module keeps a
-ledger of *alerts*, each the union of the events of one model that follow
-each other closely, and moves each alert through three states:
+Score runs decide what an alert is (:class:`anomaly.core.events.AlertTracker`:
+flags merged over the merge gap, firing on the ``min_length``-th flagged
+point, over once the gap has passed quietly) and write a row per alert they
+touched. The ledger folds those rows into one record per alert and moves
+each through three states:
 
 - **new**: the first report that sees it announces it;
-- **ongoing**: later reports list it while the model keeps flagging it, or
-  while no point after its end has been scored yet;
-- **resolved**: once the model has scored past its end (plus the merge gap)
-  without a continuation, the next report says so, once, and stops.
+- **ongoing**: later reports list it while it is open;
+- **resolved**: once a score run has closed it, the next report says so,
+  once, and stops.
 
-The ledger is plain JSON kept beside the reports (``reports/state.json``),
+Folding a row is idempotent (spans and counts only grow, the peak is the
+highest), so a row a retried score run writes again changes nothing. The
+ledger is plain JSON kept beside the reports (``reports/state.json``),
 written atomically after each report, so it survives restarts; a report run
 that crashes before writing it is simply done again.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from anomaly.errors import DataError, excerpt
-from anomaly.core.events import SEVERITY_LEVELS, severity
+from anomaly.core.events import SEVERITY_LEVELS
+from anomaly.core.migrations import CURRENT, upgrade
+from anomaly.errors import AnomalyError, DataError, excerpt
 
-#: Version of the ledger's layout; a ledger written by a newer version is refused, not guessed at.
-#: Version 3 added ``parked`` (deliveries the webhook refused for good); version 2 is read as is.
-LEDGER_VERSION = 3
+#: Version of the ledger's layout (see :mod:`anomaly.core.migrations`).
+LEDGER_VERSION = CURRENT["ledger"]
 #: Resolved alerts are forgotten after this long: late duplicates of older events are unlikely.
 KEEP_RESOLVED = pd.Timedelta("7D")
 STATES: tuple[str, ...] = ("new", "ongoing", "resolved")
@@ -39,12 +39,11 @@ _RANK = {level: rank for rank, level in enumerate(SEVERITY_LEVELS)}
 
 @dataclass
 class Alert:
-    """One incident of one model, possibly made of events from several score runs.
+    """One incident of one model, as the score runs' alert rows describe it.
 
     Times are ISO 8601 strings in UTC so the ledger is plain JSON.
-    ``peak_ratio`` is the highest score over its threshold of any part, so
-    parts scored by different model versions compare fairly. ``gap_s`` is
-    how far after ``end`` a new event still continues this alert.
+    ``peak_ratio`` is the highest score over its threshold, so parts scored
+    by different model versions compare fairly.
     """
 
     id: str
@@ -52,6 +51,7 @@ class Alert:
     metrics: list[str]
     start: str
     end: str
+    onset: str
     peak_score: float
     peak_time: str
     threshold: float
@@ -61,8 +61,6 @@ class Alert:
     n_above: int
     versions: list[str]
     step_s: float
-    gap_s: float
-    sustained: int
     reported_at: str | None = None
     resolved_at: str | None = None
     severity_reported: str | None = None
@@ -70,14 +68,6 @@ class Alert:
     @property
     def open(self) -> bool:
         return self.resolved_at is None
-
-    def covers(self, start: pd.Timestamp, end: pd.Timestamp) -> bool:
-        """Whether ``[start, end]`` lies inside the alert: a duplicate, e.g. re-scored after a crash."""
-        return pd.Timestamp(self.start) <= start and end <= pd.Timestamp(self.end)
-
-    def continued_by(self, start: pd.Timestamp) -> bool:
-        """Whether an event starting at ``start`` belongs to this alert rather than a new one."""
-        return pd.Timestamp(self.start) <= start <= pd.Timestamp(self.end) + pd.Timedelta(seconds=self.gap_s)
 
 
 @dataclass
@@ -104,7 +94,7 @@ class Ledger:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "the report state") -> Ledger:
-        """Read a ledger; the earlier layouts (``{"reported": [...]}``, version 2 without ``parked``) are taken over.
+        """Read a ledger of this layout or an earlier one (upgraded, see :mod:`anomaly.core.migrations`).
 
         Anything else (a list, a missing field, an alert without its
         fields, a time that is not one) is a one-line :class:`DataError`
@@ -116,16 +106,17 @@ class Ledger:
         if type(version) is not int or not 1 <= version <= LEDGER_VERSION:
             raise DataError(f"{where} has ledger_version {excerpt(version)}; this version reads {LEDGER_VERSION} and the layouts before it")
         try:
-            if version == 1:
-                return cls(processed_events=set(_texts(data.get("reported", []))))
+            data = upgrade("ledger", dict(data), version, where)
             return cls(
                 alerts={str(key): _alert(value) for key, value in data["alerts"].items()},
                 processed_events=set(_texts(data["processed_events"])),
                 processed_runs=set(_texts(data["processed_runs"])),
                 outbox=_deliveries(data["outbox"], "queued_at"),
                 last_report=_time(data["last_report"]),
-                parked=_deliveries(data["parked"], "parked_at") if version >= 3 else [],
+                parked=_deliveries(data["parked"], "parked_at"),
             )
+        except AnomalyError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             problem = f"missing {excerpt(exc.args[0])}" if isinstance(exc, KeyError) else _clip(" ".join(str(exc).split()))
             raise DataError(f"{where} is not a report ledger: {problem}") from exc
@@ -151,7 +142,7 @@ def _clip(text: str, limit: int = 150) -> str:
 def _alert(value: Any) -> Alert:
     """An alert from its JSON, with its times checked, so a damaged one is refused when read, not when used."""
     alert = Alert(**value)
-    for stamp in (alert.start, alert.end, alert.peak_time, alert.reported_at, alert.resolved_at):
+    for stamp in (alert.start, alert.end, alert.onset, alert.peak_time, alert.reported_at, alert.resolved_at):
         _time(stamp)
     return alert
 
@@ -169,16 +160,6 @@ def _deliveries(items: Any, stamp: str) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class GroupInfo:
-    """What the ledger needs to know of a model: where its scoring stands and how its events merge."""
-
-    last_scored: pd.Timestamp | None
-    step_s: float = 0.0
-    gap_s: float = 0.0
-    sustained: int = 0
-
-
-@dataclass(frozen=True)
 class Change:
     """What happened to one alert during one report run."""
 
@@ -188,74 +169,59 @@ class Change:
     escalated_from: str | None = None
 
 
-def alert_id(model: str, start: pd.Timestamp) -> str:
-    """Stable id of an alert: the same model and start give the same id in every run and on every machine."""
-    digest = hashlib.sha256(f"{model}\0{pd.Timestamp(start).isoformat()}".encode()).hexdigest()
-    return digest[:16]
+def apply_alerts(ledger: Ledger, rows: pd.DataFrame, steps: Mapping[str, float], now: pd.Timestamp) -> tuple[set[str], set[str], set[str], set[str]]:
+    """Fold score runs' alert rows into the ledger; returns the ids opened, extended, escalated and closed.
 
-
-def apply_events(ledger: Ledger, events: pd.DataFrame, groups: Mapping[str, GroupInfo]) -> tuple[set[str], set[str], set[str]]:
-    """Fold a run's fresh events into the ledger's alerts.
-
-    Returns the ids of alerts opened, extended and escalated. An event
-    wholly inside an alert of its model (a re-scored duplicate) changes
-    nothing; one that starts within the merge gap after an open alert's end
-    extends it; anything else opens a new alert.
+    ``steps`` gives each model's sampling interval in seconds (for durations).
     """
     opened: set[str] = set()
     extended: set[str] = set()
     escalated: set[str] = set()
-    for row in events.sort_values(["start", "model"], kind="stable").itertuples(index=False):
-        start, end = pd.Timestamp(row.start), pd.Timestamp(row.end)
-        mine = [a for a in ledger.alerts.values() if a.model == row.model]
-        if any(a.covers(start, end) for a in mine):
-            continue
-        target = next((a for a in mine if a.open and a.continued_by(start)), None)
-        info = groups.get(str(row.model), GroupInfo(None))
-        if target is None:
-            target = _open(row, info)
-            ledger.alerts[target.id] = target
-            opened.add(target.id)
-            continue
-        before = target.severity
-        _extend(target, row, info)
-        extended.add(target.id)
-        if _RANK[target.severity] > _RANK[before] and target.id not in opened:
-            escalated.add(target.id)
-    return opened, extended, escalated
+    closed: set[str] = set()
+    for row in rows.sort_values(["end", "model"], kind="stable").itertuples(index=False):
+        alert = ledger.alerts.get(str(row.id))
+        if alert is None:
+            alert = _open(row, steps.get(str(row.model), 0.0))
+            ledger.alerts[alert.id] = alert
+            opened.add(alert.id)
+        else:
+            end, level = alert.end, alert.severity
+            _fold(alert, row)
+            if alert.end != end:
+                extended.add(alert.id)
+            if _RANK[alert.severity] > _RANK[level] and alert.id not in opened:
+                escalated.add(alert.id)
+        if bool(row.closed) and alert.open:
+            alert.resolved_at = now.isoformat()
+            closed.add(alert.id)
+    return opened, extended, escalated, closed
 
 
-def _open(row: Any, info: GroupInfo) -> Alert:
-    ratio = _ratio(row.peak_score, row.threshold)
+def _open(row: Any, step_s: float) -> Alert:
     return Alert(
-        id=alert_id(row.model, row.start),
+        id=str(row.id),
         model=str(row.model),
         metrics=_split(row.metric),
         start=pd.Timestamp(row.start).isoformat(),
         end=pd.Timestamp(row.end).isoformat(),
+        onset=pd.Timestamp(row.onset).isoformat(),
         peak_score=float(row.peak_score),
         peak_time=pd.Timestamp(row.peak_time).isoformat(),
         threshold=float(row.threshold),
-        peak_ratio=ratio,
+        peak_ratio=_ratio(row.peak_score, row.threshold),
         severity=str(row.severity),
         n_points=int(row.n_points),
         n_above=int(row.n_above),
         versions=[str(row.version)],
-        step_s=info.step_s,
-        gap_s=info.gap_s,
-        sustained=info.sustained,
+        step_s=step_s,
     )
 
 
-def _extend(alert: Alert, row: Any, info: GroupInfo) -> None:
-    """Add a continuing event: the span grows, the peak is the higher one, severity never drops."""
-    alert.step_s = info.step_s or alert.step_s
+def _fold(alert: Alert, row: Any) -> None:
+    """A later (or repeated) row of the alert: spans and counts only grow, the peak is the higher, severity never drops."""
     alert.end = max(pd.Timestamp(alert.end), pd.Timestamp(row.end)).isoformat()
-    if alert.step_s > 0:  # the span, gap included: what a person reads as "how long"
-        alert.n_points = int(round((pd.Timestamp(alert.end) - pd.Timestamp(alert.start)) / pd.Timedelta(seconds=alert.step_s))) + 1
-    else:
-        alert.n_points += int(row.n_points)
-    alert.n_above += int(row.n_above)
+    alert.n_points = max(alert.n_points, int(row.n_points))
+    alert.n_above = max(alert.n_above, int(row.n_above))
     alert.metrics += [m for m in _split(row.metric) if m not in alert.metrics]
     if str(row.version) not in alert.versions:
         alert.versions.append(str(row.version))
@@ -263,35 +229,19 @@ def _extend(alert: Alert, row: Any, info: GroupInfo) -> None:
     if ratio > alert.peak_ratio:
         alert.peak_ratio, alert.peak_score, alert.threshold = ratio, float(row.peak_score), float(row.threshold)
         alert.peak_time = pd.Timestamp(row.peak_time).isoformat()
-    alert.gap_s, alert.sustained = info.gap_s or alert.gap_s, info.sustained or alert.sustained
-    level = severity(alert.peak_ratio, 1.0, alert.n_above, alert.sustained)
-    alert.severity = max(level, str(row.severity), alert.severity, key=_RANK.__getitem__)
+    alert.severity = max(str(row.severity), alert.severity, key=_RANK.__getitem__)
 
 
-def resolve(ledger: Ledger, groups: Mapping[str, GroupInfo], now: pd.Timestamp) -> set[str]:
-    """Close the open alerts whose model has scored past their end and the merge gap; returns their ids."""
-    closed = set()
-    for alert in ledger.alerts.values():
-        info = groups.get(alert.model)
-        if not alert.open or info is None or info.last_scored is None:
-            continue
-        if info.last_scored > pd.Timestamp(alert.end) + pd.Timedelta(seconds=alert.gap_s):
-            alert.resolved_at = now.isoformat()
-            closed.add(alert.id)
-    return closed
-
-
-def advance(ledger: Ledger, events: pd.DataFrame, groups: Mapping[str, GroupInfo], now: pd.Timestamp) -> list[Change]:
+def advance(ledger: Ledger, rows: pd.DataFrame, steps: Mapping[str, float], now: pd.Timestamp) -> list[Change]:
     """One report run's step of the state machine; returns what to report, and marks it reported.
 
     An alert is new until a report has carried it (so a report run that
     crashed before saving the ledger loses nothing), and reported as new
-    even when it already ended;
-    alerts reported before are reported as ongoing while open, then once as
-    resolved. Resolved alerts older than :data:`KEEP_RESOLVED` are dropped.
+    even when it already ended; alerts reported before are reported as
+    ongoing while open, then once as resolved. Resolved alerts older than
+    :data:`KEEP_RESOLVED` are dropped.
     """
-    _, extended, escalated = apply_events(ledger, events, groups)
-    closed = resolve(ledger, groups, now)
+    _, extended, escalated, closed = apply_alerts(ledger, rows, steps, now)
     changes = []
     for alert in ledger.alerts.values():
         if alert.reported_at is None:

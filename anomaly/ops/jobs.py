@@ -1,30 +1,19 @@
-"""The units of scheduled work: train a group, score a group, write a report.
+"""The units of scheduled work: train a group, score a group.
 
 The Prefect flows in ``flows/`` call these functions from their tasks with
 small arguments (folder paths, group names); the functions do the I/O
 themselves so no DataFrame or model crosses a task boundary. Each returns a
 small JSON-ready dict for the flow's summary. They work just as well from a
-notebook or a cron job.
-
-Folders (all under one *workspace*, ``data/`` by default)::
-
-    store/       raw points (:class:`anomaly.io.store.RawStore`)
-    scores/<group>/part-*.parquet   per-point scores, appended by each score run
-    events/<group>/part-*.parquet   events found by each score run
-    scores/<group>/state.json       the last scored timestamp and the version used
-    runs/score-<time>.json          what each score run did, group by group
-    reports/report-<time>.{md,html,json}   one alert report per report run
-    reports/state.json              the alerts' states and the webhook outbox
+notebook or a cron job. Where things are kept is
+:class:`anomaly.ops.workspace.Workspace`'s business.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -34,21 +23,22 @@ import pandas as pd
 from anomaly.core.config import DetectorConfig
 from anomaly.core.data import normalise
 from anomaly.core.detector import LSTMAutoencoderDetector, check_intervals, context_points
+from anomaly.core.events import ALERT_COLUMNS, SEVERITY_LEVELS
+from anomaly.core.stream import StreamState, carry_key, score_step
 from anomaly.errors import DataError
-from anomaly.core.events import EVENT_COLUMNS, SEVERITY_LEVELS
-from anomaly.core.fileio import atomic_write_json, read_json
-from anomaly.ops.registry import DEFAULT_ALIAS, ModelRegistry, check_name
 from anomaly.io.store import RawStore
+from anomaly.ops.registry import DEFAULT_ALIAS, LoadedModel, ModelRegistry, check_name
+from anomaly.ops.workspace import ScoreState, Workspace
 
 log = logging.getLogger(__name__)
 
-STORE, SCORES, EVENTS, REPORTS, RUNS, STATE = "store", "scores", "events", "reports", "runs", "state.json"
-CARRY = "carry"  # scores/<group>/carry-<stamp>.parquet: what the next score run continues from
 _JUST_AFTER = pd.Timedelta(1, "ns")
 #: Most severe first, for reports and summaries.
 SEVERITY_RANK = {level: rank for rank, level in enumerate(reversed(SEVERITY_LEVELS))}
 #: A new version is promoted when its error on the recent slice is at most this much worse.
 PROMOTION_TOLERANCE = 0.10
+#: A deployment's changes to the registry's policy: ``{section: {setting: value}}``.
+PolicyOverrides = Mapping[str, Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -110,7 +100,7 @@ def train_group(
     an older model unless it fits recent behaviour clearly worse. Otherwise
     it is published but left unpromoted, for a person to review.
     """
-    store, registry = RawStore(Path(workspace) / STORE), ModelRegistry(registry_root)
+    store, registry = Workspace(workspace).store(), ModelRegistry(registry_root)
     end = _latest(store, group)
     # "the last day" is the points after end - 1 day: a day's worth, not a day plus one point
     holdout_start = end - _duration(validation, "validation") + _JUST_AFTER
@@ -125,7 +115,7 @@ def train_group(
     detector = LSTMAutoencoderDetector(config).fit(train, progress=False)
     new_error = holdout_error(detector, recent, train)
     current = _production(registry, group.name)
-    current_error = holdout_error(current, recent, train) if current is not None else None
+    current_error = holdout_error(current.detector, recent, train) if current is not None else None
     promote, reason = promotion(new_error, current_error, tolerance)
     evaluation = {
         "holdout_start": holdout_start.isoformat(),
@@ -133,7 +123,7 @@ def train_group(
         "holdout_points": len(recent),
         "holdout_error": new_error,
         "production_holdout_error": current_error,
-        "production_version": current.registry_version_.version if current is not None else None,
+        "production_version": current.version.version if current is not None else None,
         "promoted": promote,
         "reason": reason,
     }
@@ -173,7 +163,7 @@ def _duration(value: pd.Timedelta | str, what: str) -> pd.Timedelta:
     return duration
 
 
-def _production(registry: ModelRegistry, name: str) -> LSTMAutoencoderDetector | None:
+def _production(registry: ModelRegistry, name: str) -> LoadedModel | None:
     if DEFAULT_ALIAS not in registry.aliases(name):
         return None
     return registry.load(name, alias=DEFAULT_ALIAS)
@@ -213,90 +203,84 @@ def promotion(new: float | None, current: float | None, tolerance: float) -> tup
 # -- scoring -----------------------------------------------------------------------------
 
 
-def score_group(group: Group, workspace: str | Path, registry_root: str | Path, *, allow_resample: bool = False) -> dict[str, Any]:
-    """Score the points that arrived since the last scored one with the production model.
+def score_group(
+    group: Group,
+    workspace: str | Path,
+    registry_root: str | Path,
+    *,
+    policy: PolicyOverrides | None = None,
+    allow_resample: bool = False,
+) -> dict[str, Any]:
+    """Score the points that arrived since the last scored one with the production model, and follow its alerts.
 
     The first run of a group starts after the data its model was trained on.
     The model's window of earlier points is read as context so the first new
     points are scored fully; nothing already scored is scored again. The
-    smoothing and the baseline continue from the carry the previous run of
-    the same version left (``Scores.carry``), so only the windows' context
-    is read and reconstructed again; without one (a first run, a new
-    version, an unreadable carry) the context also covers the smoothing's
-    memory and the baseline. Scores, events and the next carry are written
-    to the workspace, then the state moves forward
-    (the commit point: after a crash before it, the next run scores the same
-    points again and replaces what the crashed run wrote, so nothing is
-    skipped or doubled; a report run in between may see such an event twice).
-    A metric stored more coarsely than the model's interval (the median
-    spacing of the points read) fails the group with that reason, which the
-    run's record and the report show, unless ``allow_resample``
+    smoothing and the baseline continue from the carry the previous run left
+    when the same version scored it under the same scoring; otherwise the
+    context also covers the smoothing's memory and the baseline. The model
+    scores under its registry policy (``anomaly models policy``), with the
+    deployment's ``policy`` changes on top. Scores, alert rows and the next
+    carry are written, then the state moves forward (the commit point:
+    after a crash before it, the next run scores the same points again and
+    replaces what the crashed run wrote, so nothing is skipped or doubled).
+    A metric stored more coarsely than the model's interval fails the group
+    with that reason unless ``allow_resample``
     (see :func:`anomaly.core.detector.check_intervals`).
     """
-    root, registry = Path(workspace), ModelRegistry(registry_root)
+    space, registry = Workspace(workspace), ModelRegistry(registry_root)
     if DEFAULT_ALIAS not in registry.aliases(group.name):
         return {"group": group.name, "status": "no-model", "message": f"no {DEFAULT_ALIAS} model {group.name!r} in {str(registry.root)!r}"}
-    detector = registry.load(group.name, alias=DEFAULT_ALIAS)
-    version = detector.registry_version_.version
-    folder = root / SCORES / group.name
-    state = read_json(folder / STATE, DataError) if (folder / STATE).exists() else {}
-    last = pd.Timestamp(state["last_scored"]) if state else pd.Timestamp(detector.training_data_["end"])
-    carry = _read_carry(folder, state, version, detector.carry_columns)
-    store, step = RawStore(root / STORE), detector.freq_
+    loaded = registry.load(group.name, alias=DEFAULT_ALIAS, overrides=policy)
+    detector, version = loaded.detector, loaded.version.version
+    state = space.score_state(group.name)
+    last = state.last_scored if state is not None else pd.Timestamp(detector.training_data_["end"])
+    key = carry_key(detector, version)
+    carry = space.read_carry(group.name, state, key, detector.carry_columns)
     # one read covers the new points and the context before them
-    config = detector.config or DetectorConfig()
-    keep = context_points(config, step, carried=carry is not None)
-    recent = store.read_wide(list(group.metrics), start=last - keep * step + _JUST_AFTER)
+    step = detector.freq_
+    keep = context_points(detector.get_config(), step, carried=carry is not None)
+    recent = space.store().read_wide(list(group.metrics), start=last - keep * step + _JUST_AFTER)
     if not (recent.index > last).any():
         return {"group": group.name, "status": "no-new-data", "version": version, "points": 0, "events": 0}
     check_intervals(recent, step, allow_resample=allow_resample, what=f"the store (group {group.name!r})")
     # normalised once, then split: gaps across the boundary are filled as in one series
-    context, new = normalise(recent, config.preprocess, freq=step).split(last)
-    scores = detector.score(new, context=context if len(context) else None, carry=carry)
-    events = detector.events(scores, model=group.name, version=version)
-    # parts are named after the state they continue from: any already named so were
-    # left by a run that crashed before moving the state, and are replaced, not added to
-    prefix = f"part-{last.strftime('%Y%m%dT%H%M%S%f')}-"
-    for part_folder in (folder, root / EVENTS / group.name):
-        for orphan in part_folder.glob(f"{prefix}*.parquet"):
-            orphan.unlink()
-    stamp = f"{last.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
-    scores_file = _write_part(scores.to_frame().reset_index(), folder / f"part-{stamp}.parquet")
-    events_file = _write_part(events, root / EVENTS / group.name / f"part-{stamp}.parquet") if len(events) else None
-    carry_file = None
-    if scores.carry is not None:
-        carry_file = _write_part(scores.carry.rename_axis("timestamp").reset_index(), folder / f"{CARRY}-{stamp}.parquet")
-    events_config = config.events
-    atomic_write_json(
-        folder / STATE,
-        {
-            "last_scored": scores.score.index[-1].isoformat(),
-            "version": version,
-            "carry": carry_file.name if carry_file else None,
-            # for the report: how far apart two events still make one incident, and what "sustained" means
-            "step_s": step / pd.Timedelta("1s"),
-            "gap_s": (events_config.merge_gap + 1) * (step / pd.Timedelta("1s")),
-            "sustained": events_config.sustained,
-        },
+    context, new = normalise(recent, detector.get_config().preprocess, freq=step).split(last)
+    previous = StreamState(carry, key if carry is not None else None, state.open_run if state is not None else None)
+    step_result = score_step(detector, new, context=context if len(context) else None, state=previous, model=group.name, version=version)
+    scores, alerts = step_result.scores, step_result.alerts
+    files = space.write_parts(group.name, last, scores.to_frame().reset_index(), alerts, scores.carry)
+    space.write_score_state(
+        group.name,
+        ScoreState(
+            last_scored=scores.score.index[-1],
+            version=version,
+            policy=loaded.policy_id,
+            carry=files.carry.name if files.carry else None,
+            carry_key=step_result.state.carry_key if files.carry else None,
+            step_s=step / pd.Timedelta("1s"),
+            sustained=detector.policy.events.sustained,
+            open_run=step_result.state.open_run,
+        ),
     )
-    # committed: carries the state no longer names (this run's predecessor, a crashed run's) go
-    for stale in folder.glob(f"{CARRY}-*.parquet"):
-        if carry_file is None or stale.name != carry_file.name:
-            stale.unlink()
+    space.remove_stale_carries(group.name, files.carry)  # committed: older carries go
     return {
         "group": group.name,
         "status": "scored",
         "version": version,
+        "policy": loaded.policy_id,
         "points": len(scores.score),
-        "events": len(events),
+        "events": len(alerts),
         "from": scores.score.index[0].isoformat(),
         "to": scores.score.index[-1].isoformat(),
-        "scores_file": str(scores_file),
-        "events_file": str(events_file) if events_file else None,
+        "scores_file": str(files.scores),
+        "events_file": str(files.alerts) if files.alerts else None,
     }
 
 
-def score_groups(groups: Sequence[Group], workspace: str | Path, registry_root: str | Path) -> list[dict[str, Any]]:
+def score_groups(
+    groups: Sequence[Group], workspace: str | Path, registry_root: str | Path, *, policy: PolicyOverrides | None = None
+) -> list[dict[str, Any]]:
     """Score several groups one after another, each isolated from the others' failures.
 
     A group that raises gets ``status: failed`` and the error in one line
@@ -308,7 +292,7 @@ def score_groups(groups: Sequence[Group], workspace: str | Path, registry_root: 
     results = []
     for group in groups:
         try:
-            results.append({"metrics": list(group.metrics), **score_group(group, workspace, registry_root)})
+            results.append({"metrics": list(group.metrics), **score_group(group, workspace, registry_root, policy=policy)})
         except Exception as exc:  # the isolation boundary: one group's failure is its own
             log.exception("scoring group %s failed", group.name)
             results.append(
@@ -319,63 +303,21 @@ def score_groups(groups: Sequence[Group], workspace: str | Path, registry_root: 
 
 
 def record_run(workspace: str | Path, results: Sequence[Mapping[str, Any]], now: datetime | None = None) -> Path:
-    """Keep what a score run did in ``runs/`` for the next report.
+    """Keep what a score run did for the next report (see :meth:`Workspace.record_run`).
 
     The report runs on its own schedule, so the groups that could not be
     scored, the versions used and the time covered reach it on disk. Scores
-    and events are committed before this; a crash before it loses only the
-    summary lines, never an event.
+    and alert rows are committed before this; a crash before it loses only
+    the summary lines, never an alert.
     """
-    moment = now or datetime.now(timezone.utc)
-    (Path(workspace) / RUNS).mkdir(parents=True, exist_ok=True)
-    path = Path(workspace) / RUNS / f"score-{moment.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.json"
-    atomic_write_json(path, {"at": moment.isoformat(), "results": [dict(r) for r in results]})
-    return path
-
-
-def _read_carry(folder: Path, state: Mapping[str, Any], version: str, columns: list[str]) -> pd.DataFrame | None:
-    """The carry the last score run left, if it is this model version's; else None (score the context again).
-
-    A carry holds one model's smoothed errors; a newly promoted version
-    measures errors differently and starts from context again. A damaged
-    carry costs one slower run, never the group's scoring: it is skipped
-    with a warning.
-    """
-    name = state.get("carry")
-    if not name or state.get("version") != version or not (folder / name).is_file():
-        return None
-    try:
-        carry = pd.read_parquet(folder / name).set_index("timestamp")
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("carry %s is unreadable (%s); scoring from the full context", folder / name, exc)
-        return None
-    if list(carry.columns) != columns or carry.empty:
-        log.warning("carry %s has columns %s, not %s; scoring from the full context", folder / name, list(carry.columns), columns)
-        return None
-    return carry
-
-
-def _write_part(frame: pd.DataFrame, final: Path) -> Path:
-    """Write one Parquet file beside its final name, then rename: readers never see half a file."""
-    folder = final.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{final.name}.{os.getpid()}.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, final)
-    return final
+    return Workspace(workspace).record_run(results, now)
 
 
 def new_events(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The events a score run wrote, from its groups' results, most severe first."""
     files = [r["events_file"] for r in results if r.get("events_file")]
     if not files:
-        return pd.DataFrame(columns=list(EVENT_COLUMNS))
+        return pd.DataFrame(columns=list(ALERT_COLUMNS))
     events = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     rank = events["severity"].map(SEVERITY_RANK)
     return events.assign(_rank=rank).sort_values(["_rank", "peak_score"], ascending=[True, False]).drop(columns="_rank")
-
-
-def read_parts(folder: Path) -> pd.DataFrame:
-    """All committed parts of a scores or events folder, oldest first."""
-    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()

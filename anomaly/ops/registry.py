@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from filelock import FileLock
 
-from anomaly.errors import AnomalyError, ModelFileError, excerpt
+from anomaly.errors import AnomalyError, ConfigError, ModelFileError, excerpt
 from anomaly.core.fileio import (
     atomic_write_json,
     fsync_dir,
@@ -59,28 +59,28 @@ from anomaly.core.fileio import (
     sha256_file,
     write_json,
 )
+from anomaly.core.config import Policy
+from anomaly.core.detector import LSTMAutoencoderDetector
+from anomaly.core.migrations import upgrade
 from anomaly.core.persistence import (
     FORMAT_VERSION,
     MAX_JSON_BYTES,
-    MODEL_FILES,
     library_versions,
-    load_detector,
-    write_detector_files,
+    required_files,
+    write_model_files,
 )
 from anomaly.ops.plotting import PLOT_LOCK, figure
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from anomaly.core.detector import LSTMAutoencoderDetector
-
 REGISTRY_ENV = "ANOMALY_REGISTRY"
 DEFAULT_ROOT = Path("models")
 DEFAULT_ALIAS = "production"
 MANIFEST, METADATA, PLOT = "manifest.json", "metadata.json", "training.png"
 ALIASES, ALIAS_HISTORY, LOCK, COUNTER = "aliases.json", "alias-history.json", ".lock", "counter.json"
-#: Files a version must list in its manifest: everything loading reads.
-REQUIRED_FILES: tuple[str, ...] = (*MODEL_FILES, METADATA)
+POLICY = "policy.json"
+POLICY_FORMAT = 1
 #: Six digits: the last version number a model can have.
 MAX_VERSION = 999_999
 #: Largest aliases.json, alias-history.json or counter.json read (a trail grows ~12 bytes per promotion).
@@ -94,7 +94,7 @@ _VERSION = re.compile(r"^[0-9]{6}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _STAGING_PREFIX = ".staging-"
 _TRASH_PREFIX = ".trash-"
-_STATE_FILES = (ALIASES, ALIAS_HISTORY, COUNTER)
+_STATE_FILES = (ALIASES, ALIAS_HISTORY, COUNTER, POLICY)
 _REPAIR = "fix or remove the file"
 LOCK_TIMEOUT_S = 60.0
 
@@ -111,6 +111,39 @@ class ModelVersion:
     version: str
     path: Path
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PolicyRecord:
+    """One version of a model's policy: what it says, when it was set, and why."""
+
+    id: int
+    policy: Policy
+    created_at: str
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "policy": self.policy.to_dict(), "created_at": self.created_at, "note": self.note}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified version and its detector, under the policy it scores with.
+
+    ``policy`` is the registry's policy record in effect (None: the version's
+    own, as trained); ``overridden`` says a deployment changed it further.
+    """
+
+    version: ModelVersion
+    detector: LSTMAutoencoderDetector
+    policy: PolicyRecord | None = None
+    overridden: bool = False
+
+    @property
+    def policy_id(self) -> str:
+        """``p<id>`` of the registry policy in effect, or ``trained``; ``+override`` when a deployment changed it."""
+        base = f"p{self.policy.id}" if self.policy is not None else "trained"
+        return base + ("+override" if self.overridden else "")
 
 
 def resolve_root(root: str | Path | None = None) -> Path:
@@ -171,16 +204,16 @@ class ModelRegistry:
         points to, the one this version would replace.
         """
         model_dir = self._model_dir(name)
-        detector._check_fitted()
+        detector.check_fitted()
         if parent is None:
             parent = self.aliases(name).get(DEFAULT_ALIAS)
         self._last_version(name)  # an invalid or exhausted counter is refused before anything is written
-        self._versions_dir(name).mkdir(parents=True, exist_ok=True)
+        self.versions_dir(name).mkdir(parents=True, exist_ok=True)
         self._clean_leftovers(model_dir)
         staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=model_dir))
         try:
             staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared registry from its readers
-            write_detector_files(detector, staging)
+            write_model_files(detector.to_state(), staging)
             metadata = _metadata(detector, name, run_id, evaluation, parent)
             write_json(staging / METADATA, metadata)
             _plot_history(detector, staging / PLOT)
@@ -257,7 +290,7 @@ class ModelRegistry:
         A six-digit entry that is a symbolic link is listed too, so that it is
         seen and refused by name rather than silently skipped.
         """
-        folder = self._versions_dir(name)
+        folder = self.versions_dir(name)
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if _VERSION.fullmatch(p.name) and (p.is_dir() or p.is_symlink()))
@@ -266,12 +299,13 @@ class ModelRegistry:
         """``<root>/<name>``, refused when it is a symbolic link (it would lead out of the registry)."""
         return _not_linked(self.root / check_name(name), RegistryError)
 
-    def _versions_dir(self, name: str) -> Path:
+    def versions_dir(self, name: str) -> Path:
+        """``<root>/<name>/versions``, refused when it is a symbolic link."""
         return _not_linked(self._model_dir(name) / "versions", RegistryError)
 
     def resolve(self, name: str, version: str | int | None = None, alias: str | None = None) -> str:
         """The version meant: explicit ``version``, else ``alias``, else ``production``, else the latest."""
-        available = self._require_versions(name)
+        available = self.require_versions(name)
         if version is not None:
             wanted = check_version(version)
             if wanted not in available:
@@ -294,7 +328,7 @@ class ModelRegistry:
         return aliases[chosen]
 
     def path(self, name: str, version: str | int | None = None, alias: str | None = None) -> Path:
-        return self._versions_dir(name) / self.resolve(name, version, alias)
+        return self.versions_dir(name) / self.resolve(name, version, alias)
 
     def verify(self, name: str, version: str | int | None = None, alias: str | None = None) -> Path:
         """Check every file against the manifest; raise :class:`ModelFileError` naming the first that differs."""
@@ -303,13 +337,31 @@ class ModelRegistry:
         return folder
 
     def load(
-        self, name: str, version: str | int | None = None, alias: str | None = None
-    ) -> "LSTMAutoencoderDetector":
-        """The verified detector of a version (see :meth:`resolve` for which one)."""
+        self,
+        name: str,
+        version: str | int | None = None,
+        alias: str | None = None,
+        *,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> LoadedModel:
+        """The verified detector of a version (see :meth:`resolve` for which one), under the model's policy.
+
+        The policy is the model's current policy record (:meth:`set_policy`),
+        else the one the version was trained with; ``overrides`` (a
+        deployment's ``{section: {setting: value}}``) change it further.
+        """
         folder = self.verify(name, version, alias)
-        detector = load_detector(folder)
-        detector.registry_version_ = ModelVersion(name, folder.name, folder, _read_metadata(folder))
-        return detector
+        detector = LSTMAutoencoderDetector.load(folder)
+        record = self.policy(name)
+        chosen = record.policy if record is not None else detector.policy
+        if overrides:
+            try:
+                chosen = chosen.replace(**overrides)
+            except ConfigError as exc:
+                raise ConfigError(f"the policy overrides for model {name!r} are invalid: {exc}") from exc
+        detector = detector.with_policy(chosen)
+        meta = ModelVersion(name, folder.name, folder, _read_metadata(folder))
+        return LoadedModel(meta, detector, record, bool(overrides))
 
     def get(self, name: str, version: str | int | None = None, alias: str | None = None) -> ModelVersion:
         """Metadata of a version, without loading the model (a linked folder or file is refused)."""
@@ -317,7 +369,8 @@ class ModelRegistry:
         _check_links(folder)
         return ModelVersion(name, folder.name, folder, _read_metadata(folder))
 
-    def _require_versions(self, name: str) -> list[str]:
+    def require_versions(self, name: str) -> list[str]:
+        """Published versions of ``name``, oldest first; a model without any is a :class:`RegistryError`."""
         available = self.versions(name)
         if not available:
             known = ", ".join(self.names()) or "none"
@@ -403,6 +456,70 @@ class ModelRegistry:
         atomic_write_json(self.root / name / ALIAS_HISTORY, history)
         atomic_write_json(self.root / name / ALIASES, aliases)
 
+    # -- policy ------------------------------------------------------------------
+
+    def policy(self, name: str) -> PolicyRecord | None:
+        """The model's current policy record, or None when none was set (its versions score as trained)."""
+        current, records, _ = self._policy_state(name)
+        return records.get(current) if current is not None else None
+
+    def policy_history(self, name: str) -> list[PolicyRecord]:
+        """Every policy record of the model, oldest first."""
+        return sorted(self._policy_state(name)[1].values(), key=lambda r: r.id)
+
+    def set_policy(self, name: str, policy: Policy, note: str = "") -> PolicyRecord:
+        """Record ``policy`` as the model's next policy version and make it current; no retraining.
+
+        It takes effect on the next score run of any version of the model.
+        """
+        self.require_versions(name)
+        with self._lock(name):
+            current, records, trail = self._policy_state(name)
+            record = PolicyRecord(max(records, default=0) + 1, policy, datetime.now(timezone.utc).isoformat(), note)
+            records[record.id] = record
+            self._write_policy(name, record.id, records, [*trail, record.id])
+        return record
+
+    def rollback_policy(self, name: str) -> PolicyRecord | None:
+        """Make the policy before the current one current again (None: back to each version's own)."""
+        with self._lock(name):
+            current, records, trail = self._policy_state(name)
+            if current is None:
+                raise RegistryError(f"model {name!r} has no policy to roll back")
+            trail = trail[:-1]
+            previous = trail[-1] if trail else None
+            self._write_policy(name, previous, records, trail)
+        return records.get(previous) if previous is not None else None
+
+    def _policy_state(self, name: str) -> tuple[int | None, dict[int, PolicyRecord], list[int]]:
+        """``policy.json``: the current record's id, every record, and the trail of ids made current."""
+        path = _not_linked(self._model_dir(name) / POLICY, RegistryError)
+        if not path.exists():
+            return None, {}, []
+        where = f"{str(path)!r}"
+        data = read_json(path, RegistryError, MAX_STATE_BYTES, follow=False)
+        if not isinstance(data, dict):
+            raise RegistryError(f"{where} is invalid: {excerpt(data)} is not a policy record; {_REPAIR}")
+        data = upgrade("policy", data, data.get("format_version"), where)
+        try:
+            records = {int(r["id"]): PolicyRecord(int(r["id"]), Policy.from_dict(r["policy"]), str(r["created_at"]), str(r.get("note", ""))) for r in data["records"]}
+            trail = [int(i) for i in data["trail"]]
+            current = data["current"]
+        except (KeyError, TypeError, ValueError, AnomalyError) as exc:
+            raise RegistryError(f"{where} is invalid: {excerpt(str(exc))}; {_REPAIR}") from exc
+        if current is not None and current not in records or any(i not in records for i in trail):
+            raise RegistryError(f"{where} is invalid: it names a policy record it does not hold; {_REPAIR}")
+        return current, records, trail
+
+    def _write_policy(self, name: str, current: int | None, records: dict[int, PolicyRecord], trail: list[int]) -> None:
+        data = {
+            "format_version": POLICY_FORMAT,
+            "current": current,
+            "trail": trail,
+            "records": [records[i].to_json() for i in sorted(records)],
+        }
+        atomic_write_json(self.root / name / POLICY, data)
+
     # -- retention ---------------------------------------------------------------
 
     def prune(self, name: str, keep: int) -> list[str]:
@@ -411,7 +528,7 @@ class ModelRegistry:
             raise RegistryError(f"keep must be an integer >= 0, got {keep!r}")
         removed: list[str] = []
         with self._lock(name):
-            available = self._require_versions(name)
+            available = self.require_versions(name)
             protected = set(self.aliases(name).values())
             if int(available[-1]) > self._last_version(name):  # a counter an older library let lag
                 self._record_version(name, available[-1])
@@ -487,9 +604,9 @@ def versions_table(registry: ModelRegistry, name: str) -> "pd.DataFrame":
     by_version: dict[str, list[str]] = {}
     for alias, version in registry.aliases(name).items():
         by_version.setdefault(version, []).append(alias)
-    folder = registry._versions_dir(name)
+    folder = registry.versions_dir(name)
     rows = []
-    for version in reversed(registry._require_versions(name)):
+    for version in reversed(registry.require_versions(name)):
         problem = version_problem(folder / version)
         row = _version_row(folder / version) if problem is None else None
         if row is None:
@@ -559,7 +676,7 @@ def build_manifest(folder: Path) -> dict[str, Any]:
 def verify_manifest(folder: Path, *, hashes: bool = True) -> None:
     """Raise :class:`ModelFileError` naming the first linked, unlisted, missing, changed or truncated file.
 
-    Every file loading reads (:data:`REQUIRED_FILES`) must be listed; sizes
+    Every file loading reads (the model files of its format and the metadata) must be listed; sizes
     are compared before any file is hashed (``hashes=False`` skips hashing,
     for listings).
     """
@@ -572,12 +689,12 @@ def verify_manifest(folder: Path, *, hashes: bool = True) -> None:
     if not isinstance(files, dict) or not all(_valid_entry(e) for e in files.values()):
         raise ModelFileError(f"{str(path)!r} is not a valid manifest: expected files with sha256 and size")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(
             f"{str(folder)!r} was written in registry format {version!r}, newer than this version of the "
             f"library understands ({FORMAT_VERSION}); upgrade the anomaly package"
         )
-    unlisted = [name for name in REQUIRED_FILES if name not in files]
+    unlisted = [name for name in (*required_files(version), METADATA) if name not in files]
     if unlisted:
         raise ModelFileError(f"{str(path)!r} does not list {unlisted[0]!r}: every model file must be verified")
     for name, expected in sorted(files.items()):
@@ -661,7 +778,7 @@ def _metadata(
     parent: str | None,
 ) -> dict[str, Any]:
     """Who, when and what: everything a person needs to judge a version without loading it."""
-    cfg = detector._checked_config()
+    cfg = detector.get_config()
     history = detector.history_
     return {
         "name": name,
@@ -675,7 +792,7 @@ def _metadata(
         "threshold": {
             "method": cfg.threshold.method,
             "combined": detector.threshold_,
-            "per_metric": {m: t.threshold_ for m, t in detector.thresholds_.items()},
+            "per_metric": {m: t.threshold_ for m, t in detector.thresholds_.per_metric.items()},
         },
         "training": {
             "epochs_run": len(history.train_loss),

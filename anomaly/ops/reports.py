@@ -30,13 +30,12 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 from filelock import FileLock
 
-from anomaly.ops.alerts import STATES, Change, GroupInfo, Ledger, advance, counts
-from anomaly.errors import DataError, excerpt
-from anomaly.core.events import EVENT_COLUMNS
 from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
-from anomaly.ops.jobs import EVENTS, REPORTS, RUNS, SCORES, STATE
+from anomaly.errors import DataError, excerpt
+from anomaly.ops.alerts import STATES, Change, Ledger, advance, counts
 from anomaly.ops.plotting import event_plot
 from anomaly.ops.webhooks import Webhook, enqueue, flush
+from anomaly.ops.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -90,39 +89,33 @@ def write_report(
     them again rather than never. A quiet run still writes a short report
     that says so.
     """
-    folder = Path(workspace) / REPORTS
-    folder.mkdir(parents=True, exist_ok=True)
+    space = Workspace(workspace)
+    space.reports_dir.mkdir(parents=True, exist_ok=True)
     hook = Webhook.from_spec(webhook)
     # two report runs at once (a scheduled one and one started by hand) would both announce the same alerts
-    with FileLock(folder / ".report.lock"):
+    with FileLock(space.report_lock_path):
         moment = pd.Timestamp(now or datetime.now(timezone.utc)).tz_convert("UTC")
-        return _write_report(Path(workspace), hook, moment, report_url, announce)
+        return _write_report(space, hook, moment, report_url, announce)
 
 
 def _write_report(
-    root: Path, hook: Webhook | None, moment: pd.Timestamp, report_url: str | None, announce: Callable[[Sequence[dict[str, Any]], str], None] | None
+    space: Workspace, hook: Webhook | None, moment: pd.Timestamp, report_url: str | None, announce: Callable[[Sequence[dict[str, Any]], str], None] | None
 ) -> Report:
-    folder = root / REPORTS
-    ledger = load_ledger(folder / STATE)
-    every_part = _parts(root / EVENTS)
-    event_parts = [p for p in every_part if p not in ledger.processed_events]
-    run_files = sorted(p.name for p in (root / RUNS).glob("score-*.json") if p.name not in ledger.processed_runs)
-    runs = [read_run(root / RUNS / name) for name in run_files]
-    events = _read_events(root, event_parts)
-    changes = advance(ledger, events, group_infos(root, ledger, events), moment)
+    ledger = load_ledger(space.ledger_path)
+    every_part = space.alert_parts()
+    fresh_parts = [p for p in every_part if p not in ledger.processed_events]
+    run_files = [name for name in space.run_records() if name not in ledger.processed_runs]
+    runs = [read_run(space.run_record_path(name)) for name in run_files]
+    rows = space.read_alert_rows(fresh_parts)
+    changes = advance(ledger, rows, model_steps(space, rows), moment)
     rejected = [item for item in ledger.parked if item.get("reported_at") is None]  # refused since the last report
     # new alerts, and ongoing ones that grew, most severe first: an unchanged alert's plot is unchanged
     drawn = [c for c in changes if c.state == "new" or (c.state == "ongoing" and c.extended)][:PLOT_LIMIT]
-    evidence = {c.alert.id: _evidence(root, c) for c in drawn}
+    evidence = {c.alert.id: _evidence(space, c) for c in drawn}
     document = build_document(changes, runs, moment, ledger.last_report, {k: v[1] for k, v in evidence.items()}, rejected)
     plots = {k: v[0] for k, v in evidence.items() if v[0] is not None}
-    name = f"report-{moment.strftime('%Y%m%dT%H%M%S%fZ')}"
     markdown = render_markdown(document)
-    paths = {
-        "json": folder / f"{name}.json",
-        "markdown": folder / f"{name}.md",
-        "html": folder / f"{name}.html",
-    }
+    paths = space.report_paths(moment)
     atomic_write_json(paths["json"], document)
     atomic_write_text(paths["markdown"], markdown)
     atomic_write_text(paths["html"], render_html(document, plots))
@@ -133,16 +126,16 @@ def _write_report(
         for alert in document["alerts"]:
             if alert["state"] == "new":
                 enqueue(ledger.outbox, f"{alert['id']}:new", alert_payload(alert, link), moment)
-    ledger.processed_events = (ledger.processed_events & set(every_part)) | set(event_parts)  # replaced parts are forgotten
+    ledger.processed_events = (ledger.processed_events & set(every_part)) | set(fresh_parts)  # replaced parts are forgotten
     ledger.processed_runs |= set(run_files)
     ledger.last_report = moment.isoformat()
     for item in rejected:
         item["reported_at"] = moment.isoformat()
-    save_ledger(folder / STATE, ledger)  # the commit point: from here on this report's alerts are reported
+    save_ledger(space.ledger_path, ledger)  # the commit point: from here on this report's alerts are reported
     delivery = flush(ledger.outbox, hook, moment, ledger.parked)
-    _prune_runs(root, ledger, moment)
-    save_ledger(folder / STATE, ledger)
-    _prune_reports(folder, moment)
+    _prune_runs(space, ledger, moment)
+    save_ledger(space.ledger_path, ledger)
+    _prune_reports(space, moment)
     return Report(document, markdown, paths, {**delivery, "link": link, "webhook": hook.where() if hook else None})
 
 
@@ -167,50 +160,13 @@ def save_ledger(path: Path, ledger: Ledger) -> None:
     atomic_write_json(path, ledger.to_json())
 
 
-def _parts(folder: Path) -> list[str]:
-    """Event part files, relative to the workspace, in a stable order."""
-    return sorted(str(p.relative_to(folder.parent)) for p in folder.glob("*/part-*.parquet"))
-
-
-def _read_events(root: Path, parts: Sequence[str]) -> pd.DataFrame:
-    frames = [_upgrade(pd.read_parquet(root / p)) for p in parts]
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(EVENT_COLUMNS))
-
-
-def _upgrade(events: pd.DataFrame) -> pd.DataFrame:
-    """Event parts written before events counted their points above the threshold: count them all."""
-    return events if "n_above" in events.columns else events.assign(n_above=events["n_points"])
-
-
-def group_infos(root: Path, ledger: Ledger, events: pd.DataFrame) -> dict[str, GroupInfo]:
-    """Where scoring stands for each model with fresh events or open alerts, from its ``state.json``."""
-    models = set(events["model"].astype(str)) | {a.model for a in ledger.alerts.values() if a.open}
-    infos = {}
-    for model in sorted(models):
-        path = root / SCORES / model / STATE
-        state = read_json(path, DataError) if path.exists() else {}
-        if not isinstance(state, dict):
-            raise DataError(f"{excerpt(str(path), 300)} is not a scoring state: it holds a {type(state).__name__}")
-        last = pd.Timestamp(state["last_scored"]) if "last_scored" in state else None
-        infos[model] = GroupInfo(last, float(state.get("step_s", 0.0)), float(state.get("gap_s", 0.0)), int(state.get("sustained", 0)))
-    return infos
-
-
-def read_scores(folder: Path, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The scores of one group between ``start`` and ``end``, reading only the parts that cover them.
-
-    A part is named after the last point scored before it, so part ``i``
-    holds the points after its name's time up to the next part's.
-    """
-    parts = sorted(folder.glob("part-*.parquet"))
-    times = [pd.Timestamp(datetime.strptime(p.name.split("-")[1], "%Y%m%dT%H%M%S%f"), tz="UTC") for p in parts]
-    chosen = [p for i, p in enumerate(parts) if times[i] < end and (i + 1 == len(parts) or times[i + 1] >= start)]
-    if not chosen:
-        return pd.DataFrame()
-    frame = pd.concat([pd.read_parquet(p) for p in chosen], ignore_index=True)
-    frame = frame.drop_duplicates("timestamp", keep="last").set_index("timestamp").sort_index()
-    return frame.loc[start:end]
+def model_steps(space: Workspace, rows: pd.DataFrame) -> dict[str, float]:
+    """Each model's sampling interval in seconds, from its score state (for durations)."""
+    steps = {}
+    for model in sorted(set(rows["model"].astype(str))):
+        state = space.score_state(model)
+        steps[model] = state.step_s if state is not None else 0.0
+    return steps
 
 
 # -- the document ---------------------------------------------------------------------------
@@ -310,12 +266,12 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _evidence(root: Path, change: Change) -> tuple[bytes | None, list[dict[str, Any]]]:
+def _evidence(space: Workspace, change: Change) -> tuple[bytes | None, list[dict[str, Any]]]:
     """The event's plot and, for a multi-metric model, the metrics' contributions, from one read of its scores."""
     a = change.alert
     start, end = pd.Timestamp(a.start), pd.Timestamp(a.end)
     step = pd.Timedelta(seconds=a.step_s) if a.step_s > 0 else max((end - start) / 10, pd.Timedelta("1min"))
-    frame = read_scores(root / SCORES / a.model, start - step * PLOT_CONTEXT, end + step * PLOT_CONTEXT)
+    frame = space.read_scores(a.model, start - step * PLOT_CONTEXT, end + step * PLOT_CONTEXT)
     if frame.empty or "anomaly_score" not in frame.columns:
         return None, []
     frame = frame.iloc[-PLOT_MAX_POINTS:] if len(frame) > PLOT_MAX_POINTS else frame
@@ -479,22 +435,17 @@ def alert_payload(alert: Mapping[str, Any], link: str) -> dict[str, Any]:
     }
 
 
-def _prune_runs(root: Path, ledger: Ledger, moment: pd.Timestamp) -> None:
+def _prune_runs(space: Workspace, ledger: Ledger, moment: pd.Timestamp) -> None:
     """Delete run records a report has read that are older than :data:`KEEP_RUNS`, and forget their names."""
     for name in sorted(ledger.processed_runs):
-        path = root / RUNS / name
-        stamp = pd.Timestamp(datetime.strptime(name.split("-")[1], "%Y%m%dT%H%M%S%fZ"), tz="UTC")
-        if moment - stamp > KEEP_RUNS or not path.exists():
+        path = space.run_record_path(name)
+        if moment - space.run_time(name) > KEEP_RUNS or not path.exists():
             path.unlink(missing_ok=True)
             ledger.processed_runs.discard(name)
 
 
-def _prune_reports(folder: Path, moment: pd.Timestamp) -> None:
+def _prune_reports(space: Workspace, moment: pd.Timestamp) -> None:
     """Delete report files older than :data:`KEEP_REPORTS`: a score run every five minutes writes 288 a day."""
-    for path in folder.glob("report-*.*"):
-        try:
-            stamp = pd.Timestamp(datetime.strptime(path.name.split("-")[1].split(".")[0], "%Y%m%dT%H%M%S%fZ"), tz="UTC")
-        except ValueError:
-            continue  # not ours: leave it
+    for path, stamp in space.reports():
         if moment - stamp > KEEP_REPORTS:
             path.unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from anomaly.ops.alerts import LEDGER_VERSION, Ledger
 from anomaly.cli import load_config, main
 from anomaly.core.config import parse_value
 from anomaly.errors import ConfigError, DataError
-from anomaly.ops.jobs import REPORTS, STATE
+from anomaly.ops.workspace import REPORTS, STATE
 from anomaly.ops.reports import SCHEMA_PATH, write_report
 from anomaly.ops import webhooks
 from anomaly.ops.webhooks import Webhook, flush

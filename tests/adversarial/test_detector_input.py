@@ -27,7 +27,8 @@ from anomaly.core.config import DetectorConfig
 from anomaly.core.data import MetricFrame, normalise
 from anomaly.core.detector import LSTMAutoencoderDetector
 from anomaly.errors import DataError
-from anomaly.ops.jobs import SCORES, STORE, Group, score_group, score_groups
+from anomaly.ops.jobs import Group, score_group, score_groups
+from anomaly.ops.workspace import SCORES, STORE
 from anomaly.ops.registry import ModelRegistry
 from anomaly.core.scaling import Scaler
 from anomaly.io.store import RawStore

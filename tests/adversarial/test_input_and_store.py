@@ -20,7 +20,8 @@ import pytest
 
 from anomaly.core.data import normalise, parse_timestamps, read_table
 from anomaly.errors import ConfigError, DataError
-from anomaly.ops.jobs import STORE, Group, train_group
+from anomaly.ops.jobs import Group, train_group
+from anomaly.ops.workspace import STORE
 from anomaly.io.sources import FileSource, ingest
 from anomaly.io.store import RawStore, TimeLimits
 from tests.adversarial.conftest import assert_one_line_error, run_cli, run_python, snapshot

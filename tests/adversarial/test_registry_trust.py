@@ -34,7 +34,7 @@ from tests.adversarial.conftest import Outcome, assert_one_line_error, run_cli, 
 from tests.conftest import TINY, TINY_SETTINGS, kill_when_stalled, long_points
 
 CONFIG = TINY.replace(training={"num_threads": 1, "epochs": 2})
-MODEL_FILES = ("config.json", "weights.pt", "scaler.json", "detector.json", "history.json", "metadata.json")
+MODEL_FILES = ("config.json", "weights.pt", "scaler.json", "detector.json", "history.json", "residuals.npz", "metadata.json")
 
 
 # -- fixtures and tampering helpers ------------------------------------------------------
@@ -582,7 +582,7 @@ def test_a_broken_version_is_listed_as_broken_and_the_rest_are_shown(
     assert_one_line_error(loaded, "000004", why)
     with pytest.raises(ModelFileError, match=why):
         registry.load("m", 4)
-    assert registry.load("m").registry_version_.version == "000002"
+    assert registry.load("m").version.version == "000002"
     assert snapshot(box) == before
 
 
@@ -652,7 +652,7 @@ def test_a_rollback_recorded_before_a_crash_counts(registry: ModelRegistry) -> N
     """The state a rollback from 000002 leaves when killed after its history write."""
     _write_state(registry, "alias-history.json", json.dumps({"production": ["000001"]}))
     assert registry.aliases("m") == {"production": "000001"}
-    assert registry.load("m").registry_version_.version == "000001"
+    assert registry.load("m").version.version == "000001"
     with pytest.raises(RegistryError, match="no earlier version"):
         registry.rollback("m")
     registry.promote("m", 3)
@@ -715,7 +715,8 @@ def test_temporaries_of_killed_writers_are_removed_under_the_lock(registry: Mode
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_tampered_alias_fails_its_group_alone_in_the_score_flow(tmp_path: Path) -> None:
-    from anomaly.ops.jobs import STORE, plan_groups, train_group
+    from anomaly.ops.jobs import plan_groups, train_group
+    from anomaly.ops.workspace import STORE
     from anomaly.io.store import RawStore
     from anomaly.evaluation.synthetic import clean_metrics
     from flows.score import score_flow
