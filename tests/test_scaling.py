@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from anomaly.errors import DataError, NotFittedError
 from anomaly.core.scaling import SCALED_LIMIT, Scaler
@@ -46,13 +49,57 @@ def test_standard_random_data_has_mean_zero_std_one() -> None:
     np.testing.assert_allclose(z.std(axis=0), 1.0, atol=1e-6)
 
 
+#: The IQR of a unit normal, Φ⁻¹(0.75) - Φ⁻¹(0.25): what scikit-learn's ``unit_variance`` divides by.
+NORMAL_IQR = 1.3489795003921634
+
+
 def test_robust_uses_median_and_iqr() -> None:
     x = np.array([1.0, 2.0, 3.0, 4.0, 100.0])  # q1 2, median 3, q3 4
     s = Scaler("robust").fit(x)
     assert s.center_.tolist() == [3.0]
-    assert s.scale_[0] == pytest.approx(2.0 / 1.349, rel=1e-15)
+    assert s.scale_[0] == pytest.approx(2.0 / NORMAL_IQR, rel=1e-15)
     z = s.transform(np.array([3.0, 5.0]))
-    np.testing.assert_allclose(z[:, 0], [0.0, 1.349], rtol=1e-6)
+    np.testing.assert_allclose(z[:, 0], [0.0, NORMAL_IQR], rtol=1e-6)
+
+
+def test_robust_zero_iqr_is_no_spread_but_an_iqr_of_one_is_kept() -> None:
+    spiky = np.array([0.0] * 9 + [50.0])  # varies, but its quartiles are equal
+    s = Scaler("robust").fit(np.column_stack([spiky, [0.0, 1, 1, 1, 1.5, 2, 2, 2, 2, 3]]))  # IQR 1
+    assert s.scale_[0] == 1.0
+    assert s.scale_[1] == pytest.approx(1.0 / NORMAL_IQR, rel=1e-15)
+
+
+def test_state_is_the_sklearn_estimators_statistics() -> None:
+    x = np.random.default_rng(5).gamma(2.0, 3.0, size=(300, 2)) + [0.0, 1e4]
+    x[::7, 0] = np.nan  # gaps are ignored by both
+    minmax = MinMaxScaler(feature_range=(-1, 1)).fit(x)
+    s = Scaler("minmax").fit(x)
+    np.testing.assert_array_equal(s.center_, (minmax.data_min_ + minmax.data_max_) / 2)
+    np.testing.assert_array_equal(s.scale_, minmax.data_range_ / 2)
+    standard = StandardScaler().fit(x)
+    s = Scaler("standard").fit(x)
+    np.testing.assert_array_equal(s.center_, standard.mean_)
+    np.testing.assert_array_equal(s.scale_, np.sqrt(standard.var_))
+    robust = RobustScaler(unit_variance=True).fit(x)
+    s = Scaler("robust").fit(x)
+    np.testing.assert_array_equal(s.center_, robust.center_)
+    np.testing.assert_array_equal(s.scale_, robust.scale_)
+
+
+def test_minmax_transform_within_one_ulp_of_sklearns() -> None:
+    x = np.random.default_rng(6).normal(3.0, 2.0, size=(200, 2))
+    ours = Scaler("minmax").fit(x).transform(x)
+    theirs = MinMaxScaler(feature_range=(-1, 1)).fit(x).transform(x).astype(np.float32)
+    np.testing.assert_array_max_ulp(ours, theirs, maxulp=1)
+
+
+def test_a_saved_scaler_loads_and_transforms_without_sklearn() -> None:
+    code = (
+        "import sys, numpy as np; from anomaly.core.scaling import Scaler; "
+        "s = Scaler.from_dict({'kind': 'minmax', 'center': [5.0], 'scale': [2.5]}); "
+        "assert s.transform(np.array([10.0]))[0, 0] == 2.0; assert 'sklearn' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_robust_is_unmoved_by_an_outlier() -> None:

@@ -720,3 +720,117 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), base: De
     config = DetectorConfig.from_file(path) if path else base or DetectorConfig()
     sections = setting_overrides(overrides)
     return config.replace(**sections) if sections else config
+
+
+def reference_markdown(config: type = DetectorConfig) -> str:
+    """docs/configuration.md: every section of ``config`` in order, its purpose and a table of its settings.
+
+    Each setting's text is the ``#:`` comment above its field; a field without one
+    raises :class:`ConfigError`, so a new setting cannot go undocumented.
+    """
+    policy = ", ".join(f"`{name}`" for name in POLICY_SECTIONS[:-1]) + f" and `{POLICY_SECTIONS[-1]}`"
+    sections = [_section_markdown(f.name, _hints(config)[f.name]) for f in dataclasses.fields(config)]
+    return _REFERENCE_HEADER.replace("{policy}", policy) + "\n".join(sections)
+
+
+_REFERENCE_HEADER = """\
+# Configuration reference
+
+<!-- Generated from the `#:` comments in anomaly/core/config.py: edit them there, then run
+.venv/bin/python -c "from anomaly.core.config import reference_markdown; print(reference_markdown(), end='')" > docs/configuration.md -->
+
+Every setting has a default; set only the ones you change, in any of three ways:
+
+- a YAML or JSON file of sections, passed with `--config detector.yaml`:
+
+  ```yaml
+  training:
+    epochs: 20
+  threshold:
+    k: 5
+  ```
+
+- one setting on the command line with `--set section.key=value` (repeatable, and applied on top
+  of `--config`), e.g. `--set training.epochs=20`; the value is read as YAML, so `null`, `true`
+  and `1e-4` work;
+- in Python, `DetectorConfig().replace(training={"epochs": 20})`.
+
+The {policy} sections, marked *(policy)* below, are the
+**policy**: how scores become alerts. A registered model's policy changes without retraining,
+e.g. `anomaly models policy set NAME --set threshold.k=5`, from its next score run on. The other
+sections shape the trained model and change only with a new training run.
+
+"""
+
+
+def _section_markdown(name: str, cls: type) -> str:
+    """One section's heading, the first paragraph of its docstring, and its settings' table."""
+    import inspect
+
+    summary = " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
+    heading = f"## {name} *(policy)*" if name in POLICY_SECTIONS else f"## {name}"
+    rows = [
+        f"| `{f.name}` | {_yaml_default(f.default, default)} | {_cell(doc)} |"
+        for f, (doc, default) in zip(dataclasses.fields(cls), _field_comments(cls))
+    ]
+    table = ["| setting | default | what it does |", "| --- | --- | --- |", *rows]
+    return "\n".join([heading, "", _markdown(summary), "", *table, ""])
+
+
+def _field_comments(cls: type) -> list[tuple[str, str]]:
+    """``(#: comment, default's source text)`` of each field of dataclass ``cls``, in field order.
+
+    A field is a statement ``name: type = default`` directly in the class body;
+    the ``#:`` lines just above it, joined, are its comment.
+    """
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    tokens = list(tokenize.generate_tokens(io.StringIO(textwrap.dedent(inspect.getsource(cls))).readline))
+    found: dict[str, tuple[str, str]] = {}
+    pending: list[str] = []
+    depth, line_start = 0, True
+    for token, following in zip(tokens, tokens[1:]):
+        if token.type == tokenize.COMMENT:
+            if token.string.startswith("#:"):
+                pending.append(token.string[2:].strip())
+        elif token.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE):
+            depth += {tokenize.INDENT: 1, tokenize.DEDENT: -1}.get(token.type, 0)
+            line_start = True
+        elif token.type != tokenize.NL and line_start:  # the first token of a statement
+            if depth == 1 and token.type == tokenize.NAME and following.string == ":" and pending:
+                default = token.line.split("=", 1)[1].strip() if "=" in token.line else ""
+                found[token.string] = (" ".join(pending), default)
+            pending, line_start = [], False
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in found]
+    if missing:
+        raise ConfigError(f"{cls.__name__}.{missing[0]} has no #: comment above it to document it")
+    return [found[f.name] for f in dataclasses.fields(cls)]
+
+
+def _yaml_default(value: Any, source: str) -> str:
+    """A default as YAML writes it (``null``, ``true``, words unquoted); a float as the source gives it (``1e-2``)."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, float):
+        return source if _float_text(source) == value else repr(value)
+    return str(value)
+
+
+def _float_text(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _markdown(text: str) -> str:
+    """reST in a docstring or comment as Markdown: ``code`` and :role:`target` become `code`."""
+    return re.sub(r":\w+:`([^`]+)`", r"`\1`", text.replace("``", "`"))
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a ``|`` would end the cell."""
+    return _markdown(text).replace("|", "\\|")

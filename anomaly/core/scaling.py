@@ -1,9 +1,12 @@
 """Per-metric affine scaling fitted on training data only.
 
-The parameters are two plain numbers per metric (``center`` and ``scale``) so
-they serialise to JSON and can be read by a person. A metric with no spread in
-training (a constant series) keeps ``scale = 1``: it is only shifted, never
-divided by zero, and any departure from the constant shows up as error.
+scikit-learn's ``MinMaxScaler``, ``StandardScaler`` and ``RobustScaler``
+estimate the statistics; what is kept is two plain numbers per metric
+(``center`` and ``scale``), so they serialise to JSON, can be read by a
+person, and load without scikit-learn (nothing is pickled). A metric with no
+spread in training (a constant series) keeps ``scale = 1``: it is only
+shifted, never divided by zero, and any departure from the constant shows up
+as error.
 
 Scaled values are clipped to ±:data:`SCALED_LIMIT` before the float32 cast
 the model takes, so a value far outside anything seen in training (1e40,
@@ -20,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from anomaly.core.config import ScalerKind
-from anomaly.errors import DataError, NotFittedError
+from anomaly.errors import DataError, NotFittedError, excerpt
 
 #: Largest magnitude a training value may have (default 1e150): beyond it the scaler's
 #: float64 arithmetic (a range, a sum of squares) can overflow, and no measurement comes
@@ -38,7 +41,8 @@ class Scaler:
 
     - ``minmax``: maps the training range onto [-1, 1] (as Orion does).
     - ``standard``: zero mean, unit standard deviation.
-    - ``robust``: median and IQR / 1.349, unmoved by outliers in training data.
+    - ``robust``: median and IQR / 1.34898 (the IQR of a unit normal, scikit-learn's
+      ``unit_variance``), unmoved by outliers in training data.
     """
 
     kind: ScalerKind = "minmax"
@@ -58,18 +62,10 @@ class Scaler:
                 f"cannot fit the scaler: column {col} has the value {x[row, col]:g} at row {row}, "
                 f"beyond ±{MAX_TRAINING_MAGNITUDE:g}"
             )
-        if self.kind == "minmax":
-            lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
-            center, spread = (hi + lo) / 2.0, (hi - lo) / 2.0
-        elif self.kind == "standard":
-            center, spread = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
-        elif self.kind == "robust":
-            q1, med, q3 = np.nanpercentile(x, [25, 50, 75], axis=0)
-            center, spread = med, (q3 - q1) / 1.349
-        else:
-            raise DataError(f"unknown scaler kind {self.kind!r}")
-        self.center_ = center.astype(np.float64)
-        self.scale_ = np.where(spread > 1e-12 * np.maximum(1.0, np.abs(center)), spread, 1.0).astype(np.float64)
+        center, spread = _statistics(self.kind, x)
+        self.center_ = np.asarray(center, dtype=np.float64)
+        has_spread = spread > 1e-12 * np.maximum(1.0, np.abs(center))
+        self.scale_ = np.where(has_spread, spread, 1.0).astype(np.float64)
         return self
 
     def transform(self, values: np.ndarray) -> np.ndarray:
@@ -115,6 +111,30 @@ def first_beyond_magnitude(values: np.ndarray) -> tuple[int, int] | None:
     with np.errstate(invalid="ignore"):
         rows, cols = np.nonzero(np.abs(x) > MAX_TRAINING_MAGNITUDE)
     return (int(rows[0]), int(cols[0])) if len(rows) else None
+
+
+def _statistics(kind: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(center, spread)`` per column from the fitted scikit-learn estimator of ``kind`` (NaN ignored).
+
+    The transform is ours, not the estimator's: ``MinMaxScaler.transform`` rounds
+    differently in the last bit and maps a constant column to -1 rather than 0.
+    """
+    # imported here: only fitting needs scikit-learn (about a second), loading and scoring a model do not
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    if kind == "minmax":
+        minmax = MinMaxScaler(feature_range=(-1, 1)).fit(x)
+        return (minmax.data_max_ + minmax.data_min_) / 2.0, minmax.data_range_ / 2.0
+    if kind == "standard":
+        standard = StandardScaler().fit(x)
+        return standard.mean_, np.sqrt(standard.var_)
+    if kind == "robust":
+        robust = RobustScaler(unit_variance=True).fit(x)
+        # a zero IQR is no spread (scale 1 in fit), not the 1 / 1.34898 the estimator puts there,
+        # which would be a genuine IQR of 1 too: the quartiles tell the two apart
+        q1, q3 = np.nanpercentile(x, [25, 75], axis=0)
+        return robust.center_, np.where(q3 > q1, robust.scale_, 0.0)
+    raise DataError(f"unknown scaler kind {excerpt(kind)}")
 
 
 def _as_2d(values: np.ndarray | Sequence[float]) -> np.ndarray:
