@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Failed
@@ -75,7 +75,7 @@ def score_flow(
     """
     space, models = workspace_of(workspace), registry_root(registry)
     planned = batches(plan_groups(space.store().metrics(), groups))
-    futures = score_batch.map(planned, str(space.root), models, policy)
+    futures = score_batch.map(planned, str(space.root), models, unmapped(policy))
     wait(futures)
     results = [r for batch, future in zip(planned, futures) for r in _batch_results(batch, future)]
     failures = [f"{r['group']}: {r['message']}" for r in results if r["status"] == "failed"]

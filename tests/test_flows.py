@@ -7,6 +7,7 @@ order a day of schedules would and each test checks one stage of it.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,22 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # the scheduled score run reports at its end (report=True is its default)
     run["score_and_report"] = score_flow(str(workspace), str(registry), return_state=True)
     return run
+
+
+@pytest.fixture(scope="module")
+def policy_day(day: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The day's workspace after a policy change: cpu's registry policy moves its threshold, and a
+    deployment override (merge gap) applies to every group; neither publishes a version."""
+    root = tmp_path_factory.mktemp("policy")
+    workspace, registry = root / "ws", root / "models"
+    shutil.copytree(day["workspace"], workspace)
+    shutil.copytree(day["registry"], registry)
+    models = ModelRegistry(registry)
+    record = models.set_policy("cpu", models.load("cpu").detector.policy.replace(threshold={"method": "quantile", "quantile": 0.5}))
+    later = wide_csv(clean_metrics(1200, metrics=("requests", "cpu"), seed=5).iloc[1152:], root / "incoming" / "later.csv")
+    ingest_flow(str(later), str(workspace), return_state=True)
+    state = score_flow(str(workspace), str(registry), report=False, policy={"events": {"merge_gap": 2}}, return_state=True)
+    return {"workspace": workspace, "registry": registry, "record": record, "state": state}
 
 
 def test_ingest_stores_every_point_once(day: dict[str, Any]) -> None:
@@ -234,3 +251,18 @@ def test_the_webhook_url_can_come_from_a_secret_block_and_never_shows() -> None:
     assert resolve_webhook("https://x.example/hook") == "https://x.example/hook" and resolve_webhook(None) is None
     hook = Webhook.from_spec({**resolve_webhook(spec), "headers": {"Authorization": "Bearer t0k"}})
     assert "s3cr3t" not in repr(hook) and "t0k" not in repr(hook) and hook.where() == "https://hooks.example.org"
+
+
+def test_a_policy_change_takes_effect_on_the_next_score_run_without_a_new_version(policy_day: dict[str, Any]) -> None:
+    day = policy_day
+    state = day["state"]
+    results = {r["group"]: r for r in state.result(raise_on_failure=False)}
+    assert results["cpu"]["policy"] == "p1+override" and results["requests"]["policy"] == "trained+override"
+    assert results["cpu"]["version"] == results["requests"]["version"] == "000001"
+    registry = ModelRegistry(day["registry"])
+    assert registry.versions("cpu") == ["000001"] and registry.policy("cpu") == day["record"]
+    parts = sorted((day["workspace"] / SCORES / "cpu").glob("part-*.parquet"))
+    before, after = pd.read_parquet(parts[-2])["threshold"].iloc[0], pd.read_parquet(parts[-1])["threshold"].iloc[0]
+    expected = registry.load("cpu").detector.threshold_
+    assert after == pytest.approx(expected) and after != before
+    assert json.loads((day["workspace"] / SCORES / "cpu" / "state.json").read_text())["policy"] == "p1+override"
