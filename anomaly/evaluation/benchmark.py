@@ -207,17 +207,20 @@ def _refits(frame: MetricFrame, config: DetectorConfig, detector: LSTMAutoencode
         fitted_until = stop
 
 
-def score_stream(frame: MetricFrame, fits: Iterable[Fit], observe: Observer | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+def score_stream(
+    frame: MetricFrame, fits: Iterable[Fit], observe: Observer | None = None, *, model: str = ""
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Score each fit's rows in turn as the scheduled score runs do (:func:`anomaly.core.stream.score_step`).
 
     Returns each row's score over its threshold (0 where nothing scored it)
-    and the alerts raised, one row per alert as its last update left it
-    (:data:`anomaly.core.events.ALERT_COLUMNS`).
+    and the alerts raised (named for ``model``), one row per alert as its
+    last update left it (:data:`anomaly.core.events.ALERT_COLUMNS`).
     """
     ratio = np.zeros(len(frame))
     state, parts = StreamState(), []
     for fit in fits:
-        step = score_step(fit.detector, rows(frame, fit.start, fit.stop), context=rows(frame, 0, fit.start), state=state, version=fit.version)
+        new, context = rows(frame, fit.start, fit.stop), rows(frame, 0, fit.start)
+        step = score_step(fit.detector, new, context=context, state=state, model=model, version=fit.version)
         ratio[fit.start : fit.stop] = step.scores.score.to_numpy(dtype=np.float64) / max(step.scores.threshold, 1e-12)
         parts.append(step.alerts)
         state = step.state
