@@ -48,12 +48,14 @@ _EXPORTS: dict[str, str] = {
     "find_events": "anomaly.core.events",
     "score_step": "anomaly.core.stream",
     "StreamState": "anomaly.core.stream",
+    "EpochResult": "anomaly.core.training",
     # sources and store
     "RawStore": "anomaly.io.store",
     "build_source": "anomaly.io.sources",
     "ingest": "anomaly.io.sources",
     # operations
     "Workspace": "anomaly.ops.workspace",
+    "ScoreState": "anomaly.ops.workspace",
     "ModelRegistry": "anomaly.ops.registry",
     "LoadedModel": "anomaly.ops.registry",
     "RegistryError": "anomaly.ops.registry",
@@ -65,12 +67,15 @@ _EXPORTS: dict[str, str] = {
     "write_report": "anomaly.ops.reports",
     # evaluation
     "Benchmark": "anomaly.evaluation.benchmark",
+    "PROTOCOLS": "anomaly.evaluation.benchmark",
     "summary_markdown": "anomaly.evaluation.benchmark",
     "load_corpus": "anomaly.evaluation.corpus",
     "record": "anomaly.evaluation.replay",
     "replay": "anomaly.evaluation.replay",
     "clean_metrics": "anomaly.evaluation.synthetic",
     "generate": "anomaly.evaluation.synthetic",
+    "INCIDENT_KINDS": "anomaly.evaluation.synthetic",
+    "INCIDENT_SPANS": "anomaly.evaluation.synthetic",
     "inject": "anomaly.evaluation.synthetic",
 }
 

@@ -13,7 +13,7 @@ under 30 s on 2 cores; whether this machine meets it is read off the output).
 What it does, in order:
 
 1. Generates ``--metrics`` incident-free 1-minute series
-   (:func:`anomaly.evaluation.synthetic.clean_metrics`: each name gets its own scale,
+   (:func:`anomaly.clean_metrics`: each name gets its own scale,
    phase, trend and noise) covering ``--history`` plus one more hour, and
    appends the history to a fresh workspace's raw store (one batch).
 2. Starts the ephemeral Prefect server by running a trivial flow (timed and
@@ -23,21 +23,22 @@ What it does, in order:
    but with training cut short (``--epochs``, ``--max-train-windows``): the
    score run's cost depends on the model's shape, not on how well it was
    trained, and 1,000 full trainings would take hours. Training runs
-   ``anomaly.ops.jobs.train_group`` in a process pool by default
+   :func:`anomaly.train_group` in a process pool by default
    (``--train-via flow`` uses ``flows.train.train_flow``); each worker then
    scores its metric's held-out slice once, so every metric has a score
    state at the end of the history, as after an earlier hourly run.
 4. Appends one new hour (60 points) per metric to the store.
-5. Times ``flows.score.score_flow(workspace, registry)`` (``--repeats``
-   runs, each on a fresh copy of the workspace), with peak memory, CPU
-   seconds of this process and of the Prefect server subprocess, a timeline
-   (before the first group call / group calls / after the last) and the
-   time inside ``score_group`` split into model loading, store reads,
-   scoring, events and writes (thread-safe wall-time wrappers around the
-   library functions; one ``perf_counter`` pair per call).
-6. Runs the same ``score_group`` calls without Prefect on fresh copies:
-   with the flow's concurrency (threads), one at a time, and in processes,
-   so the Prefect overhead is the flow's wall time minus the threaded one.
+5. Times ``flows.score.score_flow(workspace, registry)`` as deployed (it
+   ends with the report flow) (``--repeats`` runs, each on a fresh copy of
+   the workspace), with peak memory, CPU seconds of this process and of the
+   Prefect server subprocess, and a timeline read back from the Prefect API
+   (before the first ``score_batch`` task / the tasks / after the last, and
+   the report subflow).
+6. Runs the same work without Prefect on fresh copies: the flow's batches
+   through :func:`anomaly.score_groups` on the flow's number of threads,
+   then :func:`anomaly.write_report` (so the flow's wall time minus this one
+   is Prefect's share), and ``score_group`` one group at a time and in
+   processes.
 7. With ``--dask``: starts a local Dask cluster (2 worker processes x 1
    thread), warms its workers, and times ``score_flow`` with
    ``task_runner(<scheduler address>)`` on fresh copies (``--repeats``), as a
@@ -46,7 +47,13 @@ What it does, in order:
    real ``prefect server start`` on a loopback port first and every run,
    the thread-pool ones included, talks to it: with the ephemeral API each
    Dask worker process would start a temporary server of its own.
-8. Profiles ``--profile-groups`` direct ``score_group`` calls with cProfile.
+8. Profiles ``--profile-groups`` direct ``score_group`` calls with cProfile:
+   the time inside ``score_group`` split by what it calls (model loading,
+   store read, scoring, writes), the calls below the main ones, and the
+   usual listings.
+
+Everything goes through the public API (``from anomaly import ...``) and the
+flows; nothing in the library is wrapped or replaced.
 
 After every score run the script checks that every group was scored, with
 exactly the 60 new points (and, for the first flow run, that each group's new
@@ -93,18 +100,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, for its memory meter
 from throughput import RssMeter, release_free_memory
 
-import anomaly.core.detector as detector_module
-import anomaly.core.persistence as persistence_module
-import anomaly.ops.registry as registry_module
-import anomaly.io.store as store_module
-from anomaly.ops import jobs
-from anomaly.core.config import DetectorConfig
-from anomaly.core.detector import LSTMAutoencoderDetector
-from anomaly.ops.jobs import EVENTS, SCORES, STATE, STORE, Group, plan_groups, score_group, train_group
-from anomaly.ops.registry import DEFAULT_ALIAS, ModelRegistry
-from anomaly.core.scoring import Scores
-from anomaly.io.store import RawStore
-from anomaly.evaluation.synthetic import clean_metrics
+from anomaly import (
+    DetectorConfig,
+    Group,
+    ModelRegistry,
+    RawStore,
+    Scores,
+    Workspace,
+    clean_metrics,
+    normalise,
+    plan_groups,
+    score_group,
+    score_groups,
+    score_step,
+    train_group,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 #: First timestamp of the history: noon, so the new hour lands in a day partition that already holds data.
@@ -121,144 +132,52 @@ SETUP = "setup.json"
 # --------------------------------------------------------------------------- #
 
 
-class CallTimers:
-    """Thread-safe wall-time totals of wrapped library functions, and a timeline of group calls.
+#: One timed call: (start, end, thread id), ``time.perf_counter`` seconds or wall-clock seconds.
+Call = tuple[float, float, int]
 
-    *Top-level* timers split the time inside ``score_group`` into parts that
-    do not overlap: a top-level function called while another top-level one
-    is running on the same thread (``aliases`` inside ``load``) is not
-    counted again. *Sub* timers are always counted and are reported under
-    their parent ("of which"). Group calls record (start, end) so a flow run
-    can be split into before / during / after its tasks.
+
+def score_group_parts() -> dict[str, list[Callable[..., Any]]]:
+    """What ``score_group`` calls directly, by part; calls to anything else count as "other".
+
+    The public callables name the parts; the profile is matched on their
+    code, so a renamed helper moves its time to "other" rather than breaking
+    the figures.
     """
-
-    def __init__(self) -> None:
-        self.totals: dict[str, float] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
-        self.calls: list[tuple[float, float, int]] = []
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._patched: list[tuple[Any, str, Any, bool]] = []
-
-    def reset(self) -> None:
-        with self._lock:
-            self.totals.clear()
-            self.counts.clear()
-            self.calls.clear()
-
-    def _add(self, label: str, seconds: float) -> None:
-        with self._lock:
-            self.totals[label] += seconds
-            self.counts[label] += 1
-
-    def wrap(
-        self, owner: Any, attr: str, label: str, top: bool, inspect: Callable[[tuple[Any, ...]], None] | None = None
-    ) -> None:
-        original = getattr(owner, attr)
-        had_own = attr in vars(owner)
-        timers = self
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            if inspect is not None:
-                inspect(args)
-            depth = getattr(timers._local, "depth", 0)
-            if top and depth:
-                return original(*args, **kwargs)
-            if top:
-                timers._local.depth = depth + 1
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                timers._add(label, time.perf_counter() - t0)
-                if top:
-                    timers._local.depth = depth
-
-        timed.__wrapped__ = original  # type: ignore[attr-defined]
-        setattr(owner, attr, timed)
-        self._patched.append((owner, attr, original, had_own))
-
-    def group_call(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` (score_group) timed whole, with its start and end on the timeline."""
-        timers = self
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                t1 = time.perf_counter()
-                with timers._lock:
-                    timers.calls.append((t0, t1, threading.get_ident()))
-
-        return timed
-
-    def restore(self) -> None:
-        for owner, attr, original, had_own in reversed(self._patched):
-            if had_own:
-                setattr(owner, attr, original)
-            else:
-                delattr(owner, attr)
-        self._patched.clear()
-
-
-#: (label, owner, attribute) of the parts of score_group; the rest is "other".
-TOP_PARTS: list[tuple[str, Any, str]] = [
-    ("model: alias check (aliases.json)", ModelRegistry, "aliases"),
-    ("model: registry.load", ModelRegistry, "load"),
-    ("state.json read", jobs, "read_json"),
-    ("store: read_wide", RawStore, "read_wide"),
-    ("scoring: detector.score", LSTMAutoencoderDetector, "score"),
-    ("events: detector.events", LSTMAutoencoderDetector, "events"),
-    ("write: Scores.to_frame", Scores, "to_frame"),
-    ("write: scores parquet part", jobs, "_write_part"),
-    ("write: state.json (fsync)", jobs, "atomic_write_json"),
-]
-#: (label, parent label, owner, attribute) of nested parts.
-SUB_PARTS: list[tuple[str, str, Any, str]] = [
-    ("manifest check (sha256 of every file)", "model: registry.load", registry_module, "verify_manifest"),
-    ("load_detector (JSON files + weights)", "model: registry.load", registry_module, "load_detector"),
-    ("torch.load + LSTM build", "model: registry.load", persistence_module, "_load_model"),
-    ("list commits/", "store: read_wide", RawStore, "_committed"),
-    ("pyarrow dataset read", "store: read_wide", store_module, "_read_parts"),
-    ("normalise (x2: new, context)", "scoring: detector.score", detector_module, "normalise"),
-    ("reconstruct (LSTM forward)", "scoring: detector.score", detector_module, "reconstruct"),
-]
-GROUP = "score_group (whole)"
-
-
-def install_timers(timers: CallTimers) -> None:
-    for label, owner, attr in TOP_PARTS:
-        timers.wrap(owner, attr, label, top=True)
-    for label, _, owner, attr in SUB_PARTS:
-        timers.wrap(owner, attr, label, top=False)
-
-
-def component_table(timers: CallTimers, groups: int) -> dict[str, Any]:
-    """Seconds (summed over worker threads), ms per group and share of the time inside score_group."""
-    inside = sum(b - a for a, b, _ in timers.calls)
-    parts: dict[str, Any] = {}
-    top_sum = 0.0
-    for label, _, _ in TOP_PARTS:
-        seconds = timers.totals.get(label, 0.0)
-        top_sum += seconds
-        parts[label] = _component(seconds, timers.counts.get(label, 0), groups, inside)
-        parts[label]["of_which"] = {
-            sub: _component(timers.totals.get(sub, 0.0), timers.counts.get(sub, 0), groups, inside)
-            for sub, parent, _, _ in SUB_PARTS
-            if parent == label
-        }
-    parts["other (paths, checks, uuid, dict building)"] = _component(inside - top_sum, 0, groups, inside)
-    return {"inside_score_group_s": inside, "groups": groups, "parts": parts}
-
-
-def _component(seconds: float, calls: int, groups: int, inside: float) -> dict[str, Any]:
     return {
-        "seconds": seconds,
-        "calls": calls,
-        "ms_per_group": 1000 * seconds / max(groups, 1),
-        "share": seconds / inside if inside > 0 else 0.0,
+        "model: registry aliases + load": [ModelRegistry.aliases, ModelRegistry.load],
+        "store: read_wide": [Workspace.store, RawStore.read_wide],
+        "scoring: normalise + score_step": [normalise, score_step],
+        "writes: scores, parts, state, carries": [
+            Scores.to_frame, Workspace.write_parts, Workspace.write_score_state, Workspace.remove_stale_carries,
+        ],
+        "state + carry reads": [Workspace.score_state, Workspace.read_carry],
     }
+
+
+#: Functions whose direct callees are listed under the parts (the public ones of the score path).
+DRILL_DOWN: list[Callable[..., Any]] = [ModelRegistry.load, RawStore.read_wide, score_step, Workspace.write_parts]
+
+
+def code_key(fn: Callable[..., Any]) -> tuple[str, int, str]:
+    """The key cProfile files a Python function under: (file, first line, name)."""
+    code = getattr(fn, "__func__", fn).__code__
+    return code.co_filename, code.co_firstlineno, code.co_name
+
+
+def callees(stats: dict[Any, Any], caller: tuple[str, int, str]) -> dict[tuple[str, int, str], float]:
+    """Cumulative seconds of every function ``caller`` called directly, spent in those calls."""
+    out = {}
+    for key, (_, _, _, _, callers) in stats.items():
+        edge = callers.get(caller)
+        if edge is not None:
+            out[key] = edge[3]
+    return out
+
+
+def function_label(key: tuple[str, int, str]) -> str:
+    """``store.py:808(read_wide)`` style, as pstats prints it."""
+    filename, line, name = key
+    return f"{Path(filename).name}:{line}({name})" if filename not in ("~", "") else name
 
 
 def _status_kib(pid: int | str, key: str) -> int:
@@ -454,8 +373,8 @@ def train_all(args: argparse.Namespace, groups: list[Group], workspace: Path, re
         )  # fmt: skip
         done = list(pool.map(work, groups, chunksize=max(1, min(16, len(groups) // (4 * args.workers)))))
     wall = time.perf_counter() - t1
-    bad = [d["group"] for d in done if d["catch_up"]["status"] != "scored"]
-    if bad:
+    bad = [f"{d['group']} ({d['catch_up']['status']})" for d in done if d["catch_up"]["status"] != "scored"]
+    if bad:  # "no-model" here means the training left no production model
         raise SystemExit(f"catch-up scoring did not score {len(bad)} group(s), e.g. {bad[:3]}")
     catch_up = [d["catch_up_s"] for d in done]
     if args.train_via == "pool":
@@ -476,13 +395,10 @@ def train_all(args: argparse.Namespace, groups: list[Group], workspace: Path, re
 
 
 def copy_workspace(base: Path, target: Path) -> Path:
-    """A fresh copy of the trained workspace's state (store, scores, events); the registry is shared, read-only."""
+    """A fresh copy of the trained workspace (store, scores, events, ...); the registry is shared, read-only."""
     if target.exists():
         shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for folder in (STORE, SCORES, EVENTS):
-        if (base / folder).exists():
-            shutil.copytree(base / folder, target / folder)
+    shutil.copytree(Workspace(base).root, target)
     return target
 
 
@@ -515,61 +431,40 @@ def check_run(
 def check_files(results: list[dict[str, Any]], workspace: Path, new_from: pd.Timestamp, new_to: pd.Timestamp) -> list[str]:
     """The new scores file of every group holds exactly the new hour, and its state moved to its end."""
     problems = []
+    space = Workspace(workspace)
     expected = pd.date_range(new_from, new_to, freq=STEP)
     for r in results:
         frame = pd.read_parquet(r["scores_file"])
         stamps = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"], utc=True))
         if len(frame) != NEW_POINTS or not stamps.equals(expected.rename(stamps.name)):
             problems.append(f"{r['group']}: scores file has {len(frame)} row(s) {stamps.min()} -> {stamps.max()}")
-        state = json.loads((workspace / SCORES / r["group"] / STATE).read_text())
-        if pd.Timestamp(state["last_scored"]) != new_to:
-            problems.append(f"{r['group']}: state says last_scored {state['last_scored']}")
+        state = space.score_state(r["group"])
+        if state is None or state.last_scored != new_to:
+            problems.append(f"{r['group']}: state says last_scored {state.last_scored if state else None}")
     return problems
 
 
 def timed_flow_run(
-    workspace: Path, registry: Path, groups: list[Group], timers: CallTimers, meter: RssMeter, workers: int
+    workspace: Path, registry: Path, groups: list[Group], meter: RssMeter, workers: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One score_flow call, with memory, CPU, a timeline and the parts of the time inside score_group.
-
-    ``score_group`` is timed wherever the flow calls it from: its own module
-    (a task per group) or :func:`anomaly.ops.jobs.score_groups` (a task per batch).
-    """
-    from prefect import Task
-
+    """One score_flow call, with memory, CPU, and its timeline as the Prefect API recorded it."""
     import flows.score as score_module
 
-    timers.reset()
-    flow_timers, tasks = CallTimers(), []
-    for label, owner, attr in flow_parts(score_module):
-        flow_timers.wrap(owner, attr, label, top=False)
-    for name, obj in vars(score_module).items():
-        if isinstance(obj, Task):
-            flow_timers.wrap(obj, "map", f"submit the mapped tasks ({name}.map)", top=False,
-                             inspect=lambda args: tasks.append(len(args[0]) if args and hasattr(args[0], "__len__") else 0))
-    original = jobs.score_group
-    patched = [m for m in (jobs, score_module) if getattr(m, "score_group", None) is original]
-    for module in patched:
-        module.score_group = timers.group_call(original)  # type: ignore[attr-defined]
-    try:
-        wait_children_idle()
-        with ChildRssSampler() as children, meter.measure() as rss:
-            server0, self0 = children_cpu(), self_cpu()
-            t0 = time.perf_counter()
-            state = score_module.score_flow(str(workspace), str(registry), return_state=True)
-            t1 = time.perf_counter()
-            server1, self1 = children_cpu(), self_cpu()
-    finally:
-        for module in patched:
-            module.score_group = original  # type: ignore[attr-defined]
-        flow_timers.restore()
+    wait_children_idle()
+    with ChildRssSampler() as children, meter.measure() as rss:
+        server0, self0 = children_cpu(), self_cpu()
+        wall0, t0 = time.time(), time.perf_counter()
+        state = score_module.score_flow(str(workspace), str(registry), return_state=True)
+        t1 = time.perf_counter()
+        server1, self1 = children_cpu(), self_cpu()
     backlog_wait, backlog_cpu = wait_children_idle()
     results = state.result(raise_on_failure=False)
     failures = [] if state.is_completed() else [f"flow ended {state.name}: {str(state.message)[:500]}"]
+    recorded = recorded_runs(state.state_details.flow_run_id, len(score_module.batches(groups)))
     figure = {
         "wall_s": t1 - t0,
         "state": state.name,
-        "tasks": sum(tasks),
+        "tasks": len(recorded["tasks"]),
         "rss_before_mib": rss["before_mib"],
         "rss_peak_mib": rss["peak_mib"],
         "rss_increase_mib": rss["increase_mib"],
@@ -579,86 +474,107 @@ def timed_flow_run(
         "server_busy_after_run_s": backlog_wait,
         "cpu_s_server_after_run": backlog_cpu,
         "failures": failures,
-        **timeline(timers, t0, t1, workers),
-        "flow_parts_s": dict(flow_timers.totals),
-        "components": component_table(timers, len(groups)),
+        "report_flow_s": recorded["report_s"],
+        **timeline(recorded["tasks"], wall0, wall0 + (t1 - t0), workers, len(groups)),
     }
     return figure, list(results) if isinstance(results, list) else []
 
 
-def flow_parts(score_module: Any) -> list[tuple[str, Any, str]]:
-    """Flow-level steps of score_flow, on the flow's own thread (the tasks' ``map`` is added per task)."""
-    return [
-        ("list store metrics + plan groups", score_module, "plan_groups"),
-        ("read new events (new_events)", score_module, "new_events"),
-        ("artifacts (publish)", score_module, "publish"),
-    ]
+def recorded_runs(flow_run_id: Any, expected: int, patience_s: float = 30.0) -> dict[str, Any]:
+    """The flow run's ``score_batch`` task runs as (start, end, 0) wall-clock seconds, and its report subflow's seconds.
+
+    Read from the Prefect API, which records task runs from the events the
+    flow sends: they are waited for (up to ``patience_s``) until all
+    ``expected`` have ended.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        of_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        deadline = time.monotonic() + patience_s
+        while True:
+            runs = [r for r in client.read_task_runs(flow_run_filter=of_run) if r.name.startswith("score_batch")]
+            done = [r for r in runs if r.start_time is not None and r.end_time is not None]
+            if len(done) >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+    reports = [r.total_run_time.total_seconds() for r in children if r.end_time is not None]
+    calls = [(r.start_time.timestamp(), r.end_time.timestamp(), 0) for r in done]
+    return {"tasks": calls, "report_s": sum(reports) if reports else None}
 
 
-def timeline(timers: CallTimers, t0: float, t1: float, workers: int) -> dict[str, Any]:
-    """Before the first group call, the group-call phase, after the last; idle worker time between group calls."""
-    if not timers.calls:
+def timeline(calls: Sequence[Call], t0: float, t1: float, workers: int, groups: int) -> dict[str, Any]:
+    """Before the first call, the phase of calls, after the last; idle worker time between calls.
+
+    ``calls`` are the batches of groups (a flow's tasks, or the direct run's
+    ``score_groups`` calls), on the same clock as ``t0`` and ``t1``.
+    """
+    if not calls:
         return {}
-    first, last = min(c[0] for c in timers.calls), max(c[1] for c in timers.calls)
-    inside = sum(b - a for a, b, _ in timers.calls)
+    first, last = min(c[0] for c in calls), max(c[1] for c in calls)
+    inside = sum(b - a for a, b, _ in calls)
     phase = last - first
-    threads = len({c[2] for c in timers.calls})
-    idle = max(0.0, min(workers, threads) * phase - inside)
+    idle = max(0.0, workers * phase - inside)
     return {
         "before_first_task_s": first - t0,
         "task_phase_s": phase,
         "after_last_task_s": t1 - last,
-        "inside_score_group_s": inside,
-        "worker_threads_seen": threads,
+        "inside_tasks_s": inside,
         "idle_worker_s": idle,
-        "idle_ms_per_group": 1000 * idle / len(timers.calls),
-        "ms_per_group_call": 1000 * inside / len(timers.calls),
+        "idle_ms_per_group": 1000 * idle / groups,
+        "ms_per_group_in_tasks": 1000 * inside / groups,
     }
 
 
 def direct_threads(
-    workspace: Path, registry: Path, groups: list[Group], timers: CallTimers, meter: RssMeter, workers: int
+    workspace: Path, registry: Path, groups: list[Group], meter: RssMeter, workers: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The flow's work without Prefect: the same score_group calls on the same number of threads."""
+    """The flow's work without Prefect: its batches through score_groups on as many threads, then the report."""
     from flows.common import limit_torch_threads
+    from flows.score import batches
 
-    timers.reset()
-    call = timers.group_call(score_group)
+    calls: list[Call] = []
 
-    def one(group: Group) -> dict[str, Any]:
+    def one(batch: list[Group]) -> list[dict[str, Any]]:
         limit_torch_threads()  # what the flow's task does first
-        return call(group, str(workspace), str(registry))
+        t0 = time.perf_counter()
+        try:
+            return score_groups(batch, str(workspace), str(registry))
+        finally:
+            calls.append((t0, time.perf_counter(), threading.get_ident()))
 
     wait_children_idle()
     with meter.measure() as rss:
         c0, t0 = self_cpu(), time.perf_counter()
         with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(one, groups))
+            results = [r for batch in pool.map(one, batches(groups)) for r in batch]
+        t_report = time.perf_counter()
+        write_report(workspace)
         c1, t1 = self_cpu(), time.perf_counter()
     figure = {
         "wall_s": t1 - t0,
+        "report_s": t1 - t_report,
         "cpu_s_this_process": c1 - c0,
         "rss_increase_mib": rss["increase_mib"],
         "torch_threads": torch.get_num_threads(),
-        **timeline(timers, t0, t1, workers),
-        "components": component_table(timers, len(groups)),
+        **timeline(calls, t0, t1, workers, len(groups)),
     }
     return figure, results
 
 
 def direct_sequential(
-    workspace: Path, registry: Path, groups: list[Group], timers: CallTimers, meter: RssMeter
+    workspace: Path, registry: Path, groups: list[Group], meter: RssMeter
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One group after another on one thread with one torch thread: per-group costs without contention."""
-    timers.reset()
-    call = timers.group_call(score_group)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         wait_children_idle()
         with meter.measure() as rss:
             c0, t0 = self_cpu(), time.perf_counter()
-            results = [call(g, str(workspace), str(registry)) for g in groups]
+            results = [score_group(g, str(workspace), str(registry)) for g in groups]
             c1, t1 = self_cpu(), time.perf_counter()
     finally:
         torch.set_num_threads(previous)
@@ -668,7 +584,6 @@ def direct_sequential(
         "rss_increase_mib": rss["increase_mib"],
         "torch_threads": 1,
         "ms_per_group": 1000 * (t1 - t0) / len(groups),
-        "components": component_table(timers, len(groups)),
     }
     return figure, results
 
@@ -696,7 +611,7 @@ def direct_processes(workspace: Path, registry: Path, groups: list[Group], worke
 
 
 def profile_groups(workspace: Path, registry: Path, groups: list[Group], top: int) -> dict[str, Any]:
-    """cProfile of direct score_group calls (1 torch thread), sorted by cumulative and by own time."""
+    """cProfile of direct score_group calls (1 torch thread): its parts, their main calls, and the usual listings."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     profiler = cProfile.Profile()
@@ -709,20 +624,43 @@ def profile_groups(workspace: Path, registry: Path, groups: list[Group], top: in
         wall = time.perf_counter() - t0
     finally:
         torch.set_num_threads(previous)
-    out: dict[str, Any] = {"groups": len(groups), "wall_s_under_profiler": wall}
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    out: dict[str, Any] = {"groups": len(groups), "wall_s_under_profiler": wall, **score_group_split(stats, len(groups))}
     own: dict[str, float] = defaultdict(float)
-    for (filename, _, _), (_, _, tottime, _, _) in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
+    for (filename, _, _), (_, _, tottime, _, _) in stats.items():
         own[package_of(filename)] += tottime
     total = sum(own.values())
     out["own_time_by_package_s"] = dict(sorted(own.items(), key=lambda kv: -kv[1]))
     out["own_time_total_s"] = total
     for key in ("cumulative", "tottime"):
         buffer = io.StringIO()
-        stats = pstats.Stats(profiler, stream=buffer)
-        stats.strip_dirs().sort_stats(key).print_stats(top)
+        listing = pstats.Stats(profiler, stream=buffer)
+        listing.strip_dirs().sort_stats(key).print_stats(top)
         text = buffer.getvalue()
         out[key] = text[text.find("   ncalls"):].rstrip() if "   ncalls" in text else text
     return out
+
+
+def score_group_split(stats: dict[Any, Any], groups: int, listed: int = 6) -> dict[str, Any]:
+    """The time inside score_group by part (see :func:`score_group_parts`), and the main calls of the score path.
+
+    Each part is the cumulative time of the calls ``score_group`` made
+    directly to its functions; "other" is the rest (the workspace and
+    registry objects, interval checks, splitting the frame, ...).
+    """
+    inside = stats[code_key(score_group)][3] if code_key(score_group) in stats else 0.0
+    direct = callees(stats, code_key(score_group))
+    parts: dict[str, dict[str, float]] = {}
+    for label, functions in score_group_parts().items():
+        seconds = sum(direct.pop(code_key(fn), 0.0) for fn in functions)
+        parts[label] = {"seconds": seconds, "ms_per_group": 1000 * seconds / groups, "share": seconds / inside if inside else 0.0}
+    rest = max(0.0, inside - sum(part["seconds"] for part in parts.values()))
+    parts["other"] = {"seconds": rest, "ms_per_group": 1000 * rest / groups, "share": rest / inside if inside else 0.0}
+    below = {}
+    for fn in DRILL_DOWN:
+        calls = sorted(callees(stats, code_key(fn)).items(), key=lambda kv: -kv[1])[:listed]
+        below[f"{fn.__qualname__}"] = [(function_label(key), 1000 * seconds / groups) for key, seconds in calls]
+    return {"inside_score_group_s": inside, "parts": parts, "main_calls_ms_per_group": below}
 
 
 def package_of(filename: str) -> str:
@@ -1056,15 +994,17 @@ def dask_runs(
 # --------------------------------------------------------------------------- #
 
 
-def print_components(title: str, comp: dict[str, Any], workers: int) -> None:
-    inside, n = comp["inside_score_group_s"], comp["groups"]
-    print(f"  {title}: {inside:.1f} s inside score_group over {n} calls ({1000 * inside / n:.1f} ms per group"
-          + (f"; summed over {workers} worker threads" if workers > 1 else "") + ")")
+def print_split(profile: dict[str, Any]) -> None:
+    """The time inside score_group by part, and the main calls below the score path's public functions."""
+    inside, n = profile["inside_score_group_s"], profile["groups"]
+    print(f"  inside score_group under cProfile, one group at a time: {inside:.2f} s over {n} calls "
+          f"({1000 * inside / n:.1f} ms per group; the profiler inflates Python-heavy parts more than the LSTM)")
     print(f"    {'part':<44} {'s':>7} {'ms/group':>9} {'share':>6}")
-    for label, part in comp["parts"].items():
+    for label, part in profile["parts"].items():
         print(f"    {label:<44} {part['seconds']:7.2f} {part['ms_per_group']:9.2f} {100 * part['share']:5.1f}%")
-        for sub, fig in part.get("of_which", {}).items():
-            print(f"      of which {sub:<35} {fig['seconds']:7.2f} {fig['ms_per_group']:9.2f} {100 * fig['share']:5.1f}%")
+    for caller, calls in profile["main_calls_ms_per_group"].items():
+        listed = ", ".join(f"{name} {ms:.2f}" for name, ms in calls)
+        print(f"    main calls of {caller} (ms per group): {listed}")
 
 
 def print_dask(dask: dict[str, Any], best_threads_flow: float, n: int) -> None:
@@ -1099,6 +1039,11 @@ def dask_rows(dask: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"{best['cpu_s_workers']:.1f} / {best['cpu_s_this_process']:.1f} / {best['cpu_s_server']:.1f}", "s"),
         ("Dask worker RSS, peak (largest worker)", f"{dask['worker_rss_peak_mib']:.0f}", "MiB"),
     ]
+
+
+def seconds(value: float | None, unit: str = " s") -> str:
+    """A figure with one decimal, or "n/a" where it could not be measured."""
+    return "n/a" if value is None else f"{value:.1f}{unit}"
 
 
 def markdown_table(rows: list[tuple[str, str, str]]) -> str:
@@ -1214,7 +1159,7 @@ def prepare(
     t0 = time.perf_counter()
     wide = generate(names, history_points + NEW_POINTS)
     t1 = time.perf_counter()
-    store = RawStore(base / STORE)
+    store = Workspace(base).store()
     store.append(to_long(wide.iloc[:history_points]))
     t2 = time.perf_counter()
     data = {"generate_s": t1 - t0, "ingest_history_s": t2 - t1, "history_points": history_points,
@@ -1230,11 +1175,7 @@ def prepare(
     assert len(groups) == args.metrics and all(len(g.metrics) == 1 for g in groups)
     print(f"== training {len(groups)} models ({args.train_via}; {workers} processes x 1 torch thread"
           f"{' for the catch-up' if args.train_via == 'flow' else ''}) ...", flush=True)
-    training = train_all(args, groups, base, registry, config)
-    reg = ModelRegistry(registry)
-    missing = [g.name for g in groups if DEFAULT_ALIAS not in reg.aliases(g.name)]
-    if missing:
-        raise SystemExit(f"{len(missing)} group(s) have no production model, e.g. {missing[:3]}")
+    training = train_all(args, groups, base, registry, config)  # fails unless every group has a production model
     print(f"  trained in {training['train_wall_s']:.0f} s wall"
           + (f" (median {training['per_model_train_s']['median']:.2f} s per model in a worker, "
              f"epochs {training['epochs']}, train points {training['train_points']})" if "per_model_train_s" in training else "")
@@ -1246,7 +1187,7 @@ def prepare(
     appended = store.append(to_long(wide.iloc[history_points:]))
     data["ingest_new_hour_s"] = time.perf_counter() - t0
     assert appended.rows_written == NEW_POINTS * args.metrics, appended
-    data["store_part_files"] = sum(1 for _ in (base / STORE / "raw").rglob("*.parquet"))
+    data["store_part_files"] = sum(1 for _ in Workspace(base).store_root.rglob("*.parquet"))
     print(f"== new hour {new_from:%Y-%m-%d %H:%M} .. {new_to:%H:%M} appended in {data['ingest_new_hour_s']:.1f} s "
           f"({data['store_part_files']} part files in the store)")
     del wide
@@ -1289,42 +1230,37 @@ def run(args: argparse.Namespace, work: Path, command: str, server: Server | Non
         print_prefect(prefect_figs)
     training, data = setup["training"], setup["data"]
     new_from, new_to = pd.Timestamp(data["new_from"]), pd.Timestamp(data["new_to"])
-    groups = plan_groups(RawStore(base / STORE).metrics())
+    groups = plan_groups(Workspace(base).store().metrics())
     if len(groups) != args.metrics:
         raise SystemExit(f"expected {args.metrics} groups in {base}, found {len(groups)}")
 
     # 5-6. score runs, flow and direct interleaved so a burst of load hits both alike
-    timers = CallTimers()
-    install_timers(timers)
     flow_runs: list[dict[str, Any]] = []
     thread_runs: list[dict[str, Any]] = []
     problems: list[str] = []
-    try:
-        for i in range(args.repeats):
-            copy = copy_workspace(base, work / f"run-flow-{i}")
-            fig, results = timed_flow_run(copy, registry, groups, timers, meter, workers)
-            fig["problems"] = check_run(fig, results, groups, copy, new_from, new_to, files=i == 0)
-            problems += [f"flow run {i + 1}: {p}" for p in fig["problems"]]
-            flow_runs.append(fig)
-            print(f"== score_flow run {i + 1}: {fig['wall_s']:.1f} s wall, state {fig['state']}, "
-                  f"problems {len(fig['problems'])}", flush=True)
-            shutil.rmtree(copy)
-
-            copy = copy_workspace(base, work / f"run-threads-{i}")
-            fig, results = direct_threads(copy, registry, groups, timers, meter, workers)
-            fig["problems"] = check_results(results, groups, new_from, new_to)
-            problems += [f"threaded direct run {i + 1}: {p}" for p in fig["problems"]]
-            thread_runs.append(fig)
-            print(f"== direct score_group, {workers} threads, run {i + 1}: {fig['wall_s']:.1f} s wall", flush=True)
-            shutil.rmtree(copy)
-
-        copy = copy_workspace(base, work / "run-sequential")
-        sequential, results = direct_sequential(copy, registry, groups, timers, meter)
-        problems += [f"sequential run: {p}" for p in check_results(results, groups, new_from, new_to)]
-        print(f"== direct score_group, one at a time: {sequential['wall_s']:.1f} s wall", flush=True)
+    for i in range(args.repeats):
+        copy = copy_workspace(base, work / f"run-flow-{i}")
+        fig, results = timed_flow_run(copy, registry, groups, meter, workers)
+        fig["problems"] = check_run(fig, results, groups, copy, new_from, new_to, files=i == 0)
+        problems += [f"flow run {i + 1}: {p}" for p in fig["problems"]]
+        flow_runs.append(fig)
+        print(f"== score_flow run {i + 1}: {fig['wall_s']:.1f} s wall, state {fig['state']}, "
+              f"problems {len(fig['problems'])}", flush=True)
         shutil.rmtree(copy)
-    finally:
-        timers.restore()
+
+        copy = copy_workspace(base, work / f"run-threads-{i}")
+        fig, results = direct_threads(copy, registry, groups, meter, workers)
+        fig["problems"] = check_results(results, groups, new_from, new_to)
+        problems += [f"threaded direct run {i + 1}: {p}" for p in fig["problems"]]
+        thread_runs.append(fig)
+        print(f"== direct score_groups + write_report, {workers} threads, run {i + 1}: {fig['wall_s']:.1f} s wall", flush=True)
+        shutil.rmtree(copy)
+
+    copy = copy_workspace(base, work / "run-sequential")
+    sequential, results = direct_sequential(copy, registry, groups, meter)
+    problems += [f"sequential run: {p}" for p in check_results(results, groups, new_from, new_to)]
+    print(f"== direct score_group, one at a time: {sequential['wall_s']:.1f} s wall", flush=True)
+    shutil.rmtree(copy)
 
     processes = None
     if not args.no_processes:
@@ -1359,27 +1295,26 @@ def run(args: argparse.Namespace, work: Path, command: str, server: Server | Non
     n = args.metrics
 
     print(f"\n== score run over one new hour, {n} metrics ({workers} worker threads, 1 torch thread each)")
-    print(f"  score_flow wall: best {min(flow_walls):.1f} s (runs {runs_text(flow_walls)}; spread {spread(flow_walls)['spread_pct']:.0f}%)")
-    print(f"  same calls without Prefect, {workers} threads: best {min(thread_walls):.1f} s (runs {runs_text(thread_walls)})")
+    print(f"  score_flow wall (ending with its report flow): best {min(flow_walls):.1f} s "
+          f"(runs {runs_text(flow_walls)}; spread {spread(flow_walls)['spread_pct']:.0f}%)")
+    print(f"  same work without Prefect (the flow's batches through score_groups on {workers} threads, then write_report): "
+          f"best {min(thread_walls):.1f} s (runs {runs_text(thread_walls)}), of which the report {best_threads['report_s']:.2f} s")
     noise = " (negative: what is left of it is smaller than the run-to-run noise)" if overhead < 0 else ""
     print(f"  => Prefect overhead (best flow - best threaded): {overhead:+.1f} s = {1000 * overhead / n:+.1f} ms per group{noise}; "
-          f"the flow ran {best['tasks']} task(s)")
-    print(f"  timeline of the best flow run: before the first group {best['before_first_task_s']:.2f} s, "
-          f"groups {best['task_phase_s']:.1f} s, after the last group {best['after_last_task_s']:.2f} s; "
-          f"idle worker time between group calls {best['idle_worker_s']:.1f} s ({best['idle_ms_per_group']:.1f} ms per group)")
-    print(f"  time per score_group call: flow {best['ms_per_group_call']:.1f} ms, threaded {best_threads['ms_per_group_call']:.1f} ms, "
-          f"one at a time {sequential['ms_per_group']:.1f} ms (wall {sequential['wall_s']:.1f} s)"
-          + (f"; {workers} processes: wall {processes['wall_s']:.1f} s" if processes else ""))
+          f"the flow ran {best['tasks']} score_batch task(s) and its report subflow took {seconds(best['report_flow_s'])}")
+    if "task_phase_s" in best:
+        print(f"  timeline of the best flow run (Prefect API): before the first task {best['before_first_task_s']:.2f} s, "
+              f"tasks {best['task_phase_s']:.1f} s, after the last task (events, artifacts, report) {best['after_last_task_s']:.2f} s; "
+              f"idle worker time between tasks {best['idle_worker_s']:.1f} s ({best['idle_ms_per_group']:.1f} ms per group)")
+    else:
+        print("  timeline of the best flow run: the Prefect API recorded none of its tasks")
+    print(f"  time per group inside tasks: flow {seconds(best.get('ms_per_group_in_tasks'), ' ms')}, "
+          f"threaded {best_threads['ms_per_group_in_tasks']:.1f} ms; one at a time {sequential['ms_per_group']:.1f} ms "
+          f"(wall {sequential['wall_s']:.1f} s)" + (f"; {workers} processes: wall {processes['wall_s']:.1f} s" if processes else ""))
     print(f"  CPU seconds during the best flow run: this process {best['cpu_s_this_process']:.1f}, Prefect server "
           f"{best['cpu_s_server']:.1f} (+{best['cpu_s_server_after_run']:.1f} in the {best['server_busy_after_run_s']:.1f} s "
           f"it stayed busy after the run); threaded run without Prefect: {best_threads['cpu_s_this_process']:.1f} "
           f"(of {workers * best['wall_s']:.0f} core-seconds available in the flow run)")
-    flow_parts = "; ".join(f"{k} {v:.2f} s" for k, v in best["flow_parts_s"].items())
-    print(f"  flow-level steps (flow thread): {flow_parts}")
-    inflation = best["inside_score_group_s"] - best_threads["inside_score_group_s"]
-    print(f"  time inside score_group, summed over threads: flow {best['inside_score_group_s']:.1f} s vs threaded "
-          f"{best_threads['inside_score_group_s']:.1f} s ({inflation:+.1f} s; more under Prefect when its own threads and server "
-          "compete for the GIL and the cores)")
     print(f"  memory: RSS of this process +{best['rss_increase_mib']:.0f} MiB during the run (peak {best['rss_peak_mib']:.0f} MiB); "
           f"Prefect server subprocess peak {best['server_rss_peak_mib']:.0f} MiB; peak RSS of the benchmark {peak:.0f} MiB")
     server_start = (f"real Prefect server start {server.start_s:.1f} s" if server is not None
@@ -1388,35 +1323,35 @@ def run(args: argparse.Namespace, work: Path, command: str, server: Server | Non
           f"a fresh interpreter's `import flows.score` {import_s:.1f} s (paid by each worker-launched scheduled run)")
     if dask is not None:
         print_dask(dask, min(flow_walls), n)
-    print()
-    print_components("parts, best flow run", best["components"], workers)
-    print_components("parts, one group at a time (no thread contention)", sequential["components"], 1)
     verdict = "all groups scored, exactly the 60 new points each" if not problems else f"{len(problems)} PROBLEM(S): " + "; ".join(problems[:10])
     print(f"\n  check: {verdict}")
 
     if profile:
         print(f"\n== cProfile of {profile['groups']} direct score_group calls, one at a time, 1 torch thread "
-              f"({profile['wall_s_under_profiler']:.1f} s under the profiler); top {args.profile_top} by cumulative time")
+              f"({profile['wall_s_under_profiler']:.1f} s under the profiler)")
+        print_split(profile)
+        print(f"\n   top {args.profile_top} by cumulative time")
         print(profile["cumulative"])
         print(f"\n   top {args.profile_top} by own time")
         print(profile["tottime"])
         print(f"\n   own time by package ({profile['own_time_total_s']:.2f} s in all, {profile['groups']} groups)")
-        for package, seconds in list(profile["own_time_by_package_s"].items())[:15]:
-            print(f"     {package:<50} {seconds:6.2f} s {100 * seconds / profile['own_time_total_s']:5.1f}%")
+        for package, secs in list(profile["own_time_by_package_s"].items())[:15]:
+            print(f"     {package:<50} {secs:6.2f} s {100 * secs / profile['own_time_total_s']:5.1f}%")
 
-    comp = best["components"]["parts"]
-    load_share = comp["model: alias check (aliases.json)"]["share"] + comp["model: registry.load"]["share"]
-    score_share = comp["scoring: detector.score"]["share"] + comp["events: detector.events"]["share"]
-    read_share = comp["store: read_wide"]["share"]
-    write_share = sum(v["share"] for k, v in comp.items() if k.startswith(("write", "state")))
+    shares = "-"
+    if profile:
+        part = {label: 100 * p["share"] for label, p in profile["parts"].items()}
+        shares = " / ".join(f"{part[k]:.0f}" for k in list(score_group_parts())[:4])
     rows = [
         ("Metrics (one model each)", f"{n}", "-"),
         ("Score run wall time, score_flow, best (all runs)", f"{min(flow_walls):.1f} ({runs_text(flow_walls)})", "s"),
-        ("Same score_group calls without Prefect, 2 threads, best", f"{min(thread_walls):.1f} ({runs_text(thread_walls)})", "s"),
+        (f"Same work without Prefect (score_groups on {workers} threads + write_report), best",
+         f"{min(thread_walls):.1f} ({runs_text(thread_walls)})", "s"),
         ("Prefect overhead (flow - threaded, best runs)", f"{overhead:+.1f} ({1000 * overhead / n:+.1f} per group)", "s (ms)"),
-        ("Tasks in the flow run", f"{best['tasks']}", "-"),
-        ("Flow: before first group / groups / after last group", f"{best['before_first_task_s']:.1f} / {best['task_phase_s']:.1f} / {best['after_last_task_s']:.1f}", "s"),
-        ("Inside score_group: model loading / store read / scoring / writes", f"{100 * load_share:.0f} / {100 * read_share:.0f} / {100 * score_share:.0f} / {100 * write_share:.0f}", "% of task time"),
+        ("Tasks in the flow run; its report subflow", f"{best['tasks']}; {seconds(best['report_flow_s'])}", "-"),
+        ("Flow: before first task / tasks / after last task (Prefect API)",
+         " / ".join(seconds(best.get(k), "") for k in ("before_first_task_s", "task_phase_s", "after_last_task_s")), "s"),
+        ("Inside score_group: model loading / store read / scoring / writes (cProfile)", shares, "% of its time"),
         ("score_group, one at a time (1 torch thread)", f"{sequential['ms_per_group']:.1f} ms/group, {sequential['wall_s']:.1f} s", "-"),
     ]
     if processes:
@@ -1465,7 +1400,6 @@ def run(args: argparse.Namespace, work: Path, command: str, server: Server | Non
         "direct_processes": processes,
         "dask": dask,
         "prefect_overhead_s": overhead,
-        "score_group_inflation_under_prefect_s": best["inside_score_group_s"] - best_threads["inside_score_group_s"],
         "prefect_overhead_ms_per_group": 1000 * overhead / n,
         "peak_rss_mib": peak,
         "checks": {"problems": problems, "ok": not problems},

@@ -5,7 +5,7 @@ this suite; this script prints how another fares, so a change of defaults
 can be judged on the product's own incidents as well as on a labelled
 corpus. A model is fitted on a clean week of 5-minute ``requests``; each
 incident kind is injected alone at its place on the next day
-(:data:`anomaly.evaluation.synthetic.INCIDENT_SPANS`) and scored with the week as
+(:data:`anomaly.INCIDENT_SPANS`) and scored with the week as
 context; two clean days are scored too. Prints figures, never a verdict.
 
     .venv/bin/python benchmarks/incidents.py                      # the defaults
@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomaly.cli import load_config
-from anomaly.core.detector import LSTMAutoencoderDetector
-from anomaly.evaluation.synthetic import INCIDENT_KINDS, INCIDENT_SPANS, clean_metrics, inject
+from anomaly import INCIDENT_KINDS, INCIDENT_SPANS, LSTMAutoencoderDetector, clean_metrics, inject, load_config
 
 DAY = 288  # 5-minute points
 

@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from anomaly import AnomalyError, load_config, record, replay, summary_markdown
-from anomaly.evaluation.benchmark import PROTOCOLS
+from anomaly import PROTOCOLS, AnomalyError, load_config, record, replay, summary_markdown
 
 
 def main(argv: Sequence[str] | None = None) -> int:

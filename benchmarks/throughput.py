@@ -9,22 +9,31 @@ deliberately naive training loop measured in the same run.
     .venv/bin/python benchmarks/throughput.py --quick    # 10k and 100k points, smoke run
     .venv/bin/python benchmarks/throughput.py --threads 1 --out bench-output/throughput.json
 
-Series come from :func:`anomaly.evaluation.synthetic.clean_metrics` (``requests`` only,
-1-minute points); the long one is generated once and the short one is its
-prefix. Other processes on the machine skew every figure: the load average is
-printed at the start and at the end, every figure is the best of ``--repeats``
-runs (all runs are printed), and on a shared 2-core VM identical runs still
-differ by up to about 30%, so read differences smaller than that as noise.
+Everything runs through the public API (``from anomaly import ...``):
+training is one epoch of ``LSTMAutoencoderDetector.fit``, timed by its epoch
+callback; scoring is ``detector.score``, split into ``normalise``,
+``detector.reconstruct`` and the rest by timing those public calls alone, and
+``reconstruct`` into the model's forward pass and the aggregation of
+overlapping windows by one cProfile run. Series come from
+:func:`anomaly.clean_metrics` (``requests`` only, 1-minute points); the long
+one is generated once and the short one is its prefix. Other processes on the
+machine skew every figure: the load average is printed at the start and at
+the end, every figure is the best of ``--repeats`` runs (all runs are
+printed), and on a shared 2-core VM identical runs still differ by up to
+about 30%, so read differences smaller than that as noise.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import cProfile
 import ctypes
 import gc
 import json
 import os
+import pstats
 import re
 import resource
 import sys
@@ -39,26 +48,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-import anomaly.core.detector as detector_module
-import anomaly.core.scoring as scoring_module
-from anomaly.core.config import DetectorConfig, ModelConfig, TrainingConfig, WindowConfig
-from anomaly.core.detector import LSTMAutoencoderDetector
-from anomaly.core.model import LSTMAutoencoder
-from anomaly.core.data import grid_phase
-from anomaly.core.scaling import Scaler
-from anomaly.core.scoring import reconstruct
-from anomaly.evaluation.synthetic import clean_metrics
-from anomaly.core.training import split_train_validation, torch_threads, train_model
-from anomaly.core.windows import sliding_windows, training_starts, window_starts
+from anomaly import DetectorConfig, EpochResult, LSTMAutoencoderDetector, MetricFrame, clean_metrics, normalise
 
 #: The design notes' reference model ("hidden size 64 on windows of 100 ... roughly 1,000 windows/s").
-REFERENCE_MODEL = ModelConfig(hidden_size=64, latent_size=16, num_layers=1)
+REFERENCE_MODEL = {"hidden_size": 64, "latent_size": 16, "num_layers": 1}
 NAIVE_BATCH = 32
 MATMUL_SIZE = 2048
 #: Points the scoring detector is fitted on: one week of 1-minute points.
 FIT_POINTS = 10_080
-#: Batches of the throw-away training run that warms up kernels and allocators.
-WARMUP_BATCHES = 8
+#: Points of the throw-away fit that warms up kernels and allocators (about 7 training batches).
+WARMUP_POINTS = 600
 
 
 # --------------------------------------------------------------------------- #
@@ -133,51 +132,37 @@ class RssMeter:
         return self.process_peak_kib / 1024
 
 
-@contextlib.contextmanager
-def timed_calls(module: Any, names: list[str], totals: dict[str, float]) -> Iterator[None]:
-    """Temporarily wrap ``module.<name>`` functions to add their wall time into ``totals``.
-
-    This splits an end-to-end call (``score``, ``reconstruct``) into its parts
-    without touching the library: one ``perf_counter`` pair per call, so the
-    overhead is negligible next to what is timed.
-    """
-    originals = {name: getattr(module, name) for name in names}
-
-    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
-
-        return timed
-
-    for name, fn in originals.items():
-        setattr(module, name, wrap(name, fn))
-    try:
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(module, name, fn)
+def profiled(call: Callable[[], Any]) -> tuple[float, pstats.Stats]:
+    """Wall seconds of one ``call()`` under cProfile, and its statistics."""
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.runcall(call)
+    return time.perf_counter() - t0, pstats.Stats(profiler)
 
 
-def matmul_gflops(size: int, threads: int, min_seconds: float) -> dict[str, float]:
+def cumulative_seconds(stats: pstats.Stats, where: str, name: str) -> float:
+    """Cumulative seconds of the profiled functions called ``name`` in files ending with ``where`` (0 if none ran)."""
+    return sum(
+        row[3] for (filename, _, function), row in stats.stats.items()  # type: ignore[attr-defined]
+        if function == name and filename.replace(os.sep, "/").endswith(where)
+    )
+
+
+def matmul_gflops(size: int, min_seconds: float) -> dict[str, float]:
     """Dense float32 matmul GFLOP/s: the ceiling the LSTM's own matmuls are compared with.
 
     Best and median of repeated timings after a warm-up; the median is the one
     to compare with training figures taken under the same (possibly shared) load.
     """
-    with torch_threads(threads):
-        a, b = torch.randn(size, size), torch.randn(size, size)
-        for _ in range(3):
-            torch.mm(a, b)
-        times: list[float] = []
-        started = time.perf_counter()
-        while time.perf_counter() - started < min_seconds or len(times) < 5:
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            times.append(time.perf_counter() - t0)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        torch.mm(a, b)
+    times: list[float] = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < min_seconds or len(times) < 5:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
     flops = 2.0 * size**3
     return {
         "size": size,
@@ -202,8 +187,9 @@ FLOP_FORMULA = (
 )
 
 
-def forward_flops_per_window(model: ModelConfig, n_features: int, size: int) -> float:
+def forward_flops_per_window(config: DetectorConfig, n_features: int) -> float:
     """Analytic matmul FLOPs of one window through the autoencoder, forward only."""
+    model, size = config.model, config.window.size
     h, directions = model.hidden_size, 2 if model.bidirectional else 1
     encoder = decoder = 0.0
     for layer in range(model.num_layers):
@@ -227,16 +213,21 @@ def make_frame(n_points: int) -> tuple[pd.DataFrame, float]:
     return frame, time.perf_counter() - t0
 
 
-def scaled_values(frame: pd.DataFrame) -> np.ndarray:
-    """Min-max scaled float32 ``(n, 1)`` values, as the detector feeds the model."""
-    values = frame.to_numpy(dtype=np.float64)
-    return Scaler("minmax").fit(values).transform(values)
+def training_configs(threads: int) -> dict[str, DetectorConfig]:
+    """The reference and the default model, each trained for one epoch on the CPU with ``threads`` threads."""
+    default = DetectorConfig().replace(training={"epochs": 1, "device": "cpu", "num_threads": threads})
+    return {"reference": default.replace(model=REFERENCE_MODEL), "default": default}
 
 
-def product_training_starts(n_points: int, window: WindowConfig) -> tuple[np.ndarray, int]:
-    """Window starts the detector trains on (gap-free series), and the stride it ended up with."""
-    starts = training_starts(n_points, window)
-    return starts, int(starts[1] - starts[0]) if len(starts) > 1 else window.train_stride
+def validation_windows(train_windows: int, config: DetectorConfig) -> int:
+    """About how many windows a fit validates on: ``validation_fraction`` of all, the rest trained on.
+
+    ``History`` counts the training windows only; the few training windows
+    dropped for overlapping the first validation window make this a slight
+    overestimate (under 1% at the default 2,000 windows).
+    """
+    fraction = config.training.validation_fraction
+    return round(train_windows * fraction / (1 - fraction))
 
 
 # --------------------------------------------------------------------------- #
@@ -276,33 +267,33 @@ class TrainFigure:
         }
 
 
-def product_training(scaled: np.ndarray, config: DetectorConfig, label: str, threads: int) -> TrainFigure:
-    """One epoch of ``train_model`` on the window view, exactly as ``fit`` calls it.
+def product_training(frame: pd.DataFrame, config: DetectorConfig, label: str) -> tuple[TrainFigure, LSTMAutoencoderDetector]:
+    """One epoch of the public ``fit`` on the whole series, timed by its epoch callback.
 
-    Windows/s is ``History.windows_seen / History.seconds``: training windows
-    over the epoch's wall time, which includes the validation pass (20% of
-    windows, forward only) just as a real fit does.
+    Windows/s is the training windows (``history_.windows_seen``) over the
+    epoch's seconds (``EpochResult.seconds``), which include the validation
+    pass (20% of windows, forward only) as in every fit. The fit's wall time,
+    which also covers normalising, scaling and scoring the training data for
+    the thresholds, is kept as ``fit_seconds``.
     """
-    training = TrainingConfig(**{**config.training.__dict__, "epochs": 1, "device": "cpu", "num_threads": threads})
-    views = sliding_windows(scaled, config.window.size)
-    starts, stride = product_training_starts(len(scaled), config.window)
-    train, val = split_train_validation(starts, config.window.size, training.validation_fraction)
-    warm = train[: WARMUP_BATCHES * training.batch_size]
-    train_model(LSTMAutoencoder(scaled.shape[1], config.model), views, warm, val[: training.batch_size], training, progress=False)
-    torch.manual_seed(training.seed)
-    model = LSTMAutoencoder(scaled.shape[1], config.model)
-    history = train_model(model, views, train, val, training, progress=False)
-    return TrainFigure(
+    LSTMAutoencoderDetector(config).fit(frame.iloc[:WARMUP_POINTS], progress=False)  # warm-up, not timed
+    epochs: list[EpochResult] = []
+    t0 = time.perf_counter()
+    detector = LSTMAutoencoderDetector(config).fit(frame, callbacks=[epochs.append], progress=False)
+    fit_seconds = time.perf_counter() - t0
+    train = detector.history_.windows_seen
+    figure = TrainFigure(
         label=label,
         hidden_size=config.model.hidden_size,
-        batch_size=training.batch_size,
-        train_windows=history.windows_seen,
-        val_windows=len(val),
-        seconds=history.seconds,
-        forward_mflop_per_window=forward_flops_per_window(config.model, scaled.shape[1], config.window.size) / 1e6,
-        threads=threads,
-        extra={"train_stride": stride, "library_windows_per_second": history.windows_per_second},
+        batch_size=config.training.batch_size,
+        train_windows=train,
+        val_windows=validation_windows(train, config),
+        seconds=epochs[0].seconds,
+        forward_mflop_per_window=forward_flops_per_window(config, len(detector.metrics_)) / 1e6,
+        threads=torch.get_num_threads(),
+        extra={"fit_seconds": fit_seconds, "library_windows_per_second": detector.history_.windows_per_second},
     )
+    return figure, detector
 
 
 def _naive_epoch(series: np.ndarray, train: np.ndarray, val: np.ndarray, model: nn.Module, size: int, lr: float) -> None:
@@ -310,9 +301,9 @@ def _naive_epoch(series: np.ndarray, train: np.ndarray, val: np.ndarray, model: 
 
     ``train`` is already shuffled. Batches of 32 are built with a list
     comprehension over the float64 series, then converted to a float32 tensor;
-    default torch threads; validation under ``no_grad`` (not
-    ``inference_mode``) in batches of 32. Same model, Adam, MSE and clipping as
-    ``train_model``, so only the loop differs.
+    validation under ``no_grad`` (not ``inference_mode``) in batches of 32.
+    Same model, Adam, MSE and clipping as the library's trainer, so only the
+    loop differs.
     """
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.MSELoss()
@@ -333,29 +324,36 @@ def _naive_epoch(series: np.ndarray, train: np.ndarray, val: np.ndarray, model: 
             loss_fn(model(x), x).item()
 
 
-def naive_training(scaled: np.ndarray, config: DetectorConfig, label: str) -> TrainFigure:
-    """The naive loop on the same windows as :func:`product_training`, timed the same way."""
-    series = scaled[:, 0].astype(np.float64)  # a naive loop keeps the float64 series
-    size, lr, seed = config.window.size, config.training.learning_rate, config.training.seed
-    starts, stride = product_training_starts(len(series), config.window)
-    train, val = split_train_validation(starts, size, config.training.validation_fraction)
+def naive_training(detector: LSTMAutoencoderDetector, frame: pd.DataFrame, product: TrainFigure, label: str) -> TrainFigure:
+    """The naive loop on as many windows as ``product`` (the fit of ``detector``), timed the same way.
+
+    It trains copies of the fitted model (its shape is what costs time, not
+    its weights) on the series the detector's scaler scales, taking its
+    windows evenly spaced: the training ones before the last
+    ``validation_fraction`` of the series, the validation ones in it.
+    """
+    cfg = detector.get_config()
+    size, lr, seed = cfg.window.size, cfg.training.learning_rate, cfg.training.seed
+    series = detector.scaler_.transform(frame.to_numpy(dtype=np.float64))[:, 0].astype(np.float64)  # a naive loop keeps float64
+    last = len(series) - size
+    cut = int(last * (1 - cfg.training.validation_fraction))
+    train = np.linspace(0, max(cut - size, 0), product.train_windows).astype(np.int64)
+    val = np.linspace(cut, last, product.val_windows).astype(np.int64)
     order = np.random.default_rng(seed).permutation(train)
-    _naive_epoch(series, order[: WARMUP_BATCHES * NAIVE_BATCH], val[:NAIVE_BATCH], LSTMAutoencoder(1, config.model), size, lr)
-    torch.manual_seed(seed)
-    model = LSTMAutoencoder(1, config.model)
+    _naive_epoch(series, order[: 8 * NAIVE_BATCH], val[:NAIVE_BATCH], copy.deepcopy(detector.model_), size, lr)  # warm-up
+    model = copy.deepcopy(detector.model_)
     t0 = time.perf_counter()
     _naive_epoch(series, order, val, model, size, lr)
     seconds = time.perf_counter() - t0
     return TrainFigure(
         label=label,
-        hidden_size=config.model.hidden_size,
+        hidden_size=cfg.model.hidden_size,
         batch_size=NAIVE_BATCH,
         train_windows=len(order),
         val_windows=len(val),
         seconds=seconds,
-        forward_mflop_per_window=forward_flops_per_window(config.model, 1, size) / 1e6,
+        forward_mflop_per_window=product.forward_mflop_per_window,
         threads=torch.get_num_threads(),
-        extra={"train_stride": stride},
     )
 
 
@@ -372,62 +370,58 @@ def fitted_detector(frame: pd.DataFrame, threads: int) -> tuple[LSTMAutoencoderD
     """
     config = DetectorConfig().replace(training={"epochs": 1, "device": "cpu", "num_threads": threads})
     t0 = time.perf_counter()
-    with torch_threads(threads):  # fit also scores its training data, outside train_model's threads
-        detector = LSTMAutoencoderDetector(config).fit(frame.iloc[:FIT_POINTS], progress=False)
+    detector = LSTMAutoencoderDetector(config).fit(frame.iloc[:FIT_POINTS], progress=False)
     return detector, time.perf_counter() - t0
 
 
-def bench_reconstruct(
-    detector: LSTMAutoencoderDetector, frame: pd.DataFrame, threads: int, meter: RssMeter
-) -> dict[str, float]:
-    """Bare ``reconstruct`` over the whole series: time split into model / aggregation / other, and RSS.
+def score_windows(detector: LSTMAutoencoderDetector, n_points: int) -> int:
+    """About how many windows scoring ``n_points`` reconstructs: one every ``score_stride`` points, plus the last."""
+    window = detector.get_config().window
+    return (n_points - window.size) // window.score_stride + 2
 
-    ``_reconstruct_windows`` (batch copies + forward passes) and
-    ``aggregate_points`` (median of overlapping reconstructions) are timed by
-    wrapping them; "other" is what is left (chunk bookkeeping).
-    """
-    cfg = detector.config or DetectorConfig()
-    scaled = detector.scaler_.transform(frame.to_numpy(dtype=np.float64))
-    phase = grid_phase(frame.index, frame.index[1] - frame.index[0])
-    parts: dict[str, float] = {}
-    with torch_threads(threads), meter.measure() as rss, timed_calls(
-        scoring_module, ["_reconstruct_windows", "aggregate_points"], parts
-    ):
+
+def prepared(detector: LSTMAutoencoderDetector, frame: pd.DataFrame) -> tuple[MetricFrame, float]:
+    """``frame`` on the detector's grid (what ``score`` does first), and the seconds ``normalise`` took."""
+    t0 = time.perf_counter()
+    grid = normalise(frame, detector.get_config().preprocess, freq=detector.freq_)
+    return grid, time.perf_counter() - t0
+
+
+def bench_reconstruct(detector: LSTMAutoencoderDetector, grid: MetricFrame, meter: RssMeter) -> dict[str, float]:
+    """``detector.reconstruct`` of a prepared series: seconds, points/s and RSS increase."""
+    with meter.measure() as rss:
         t0 = time.perf_counter()
-        reconstruct(detector.model_, scaled, cfg.window, cfg.scoring, "cpu", phase=phase)
+        detector.reconstruct(grid)
         seconds = time.perf_counter() - t0
-    n_windows = len(window_starts(len(scaled), cfg.window.size, cfg.window.score_stride, phase))
-    fwd = forward_flops_per_window(cfg.model, scaled.shape[1], cfg.window.size)
-    model_s = parts.get("_reconstruct_windows", 0.0)
-    return {
-        "seconds": seconds,
-        "points_per_second": len(scaled) / seconds,
-        "windows": n_windows,
-        "model_seconds": model_s,
-        "aggregate_seconds": parts.get("aggregate_points", 0.0),
-        "other_seconds": seconds - model_s - parts.get("aggregate_points", 0.0),
-        "model_windows_per_second": n_windows / model_s if model_s else float("nan"),
-        "model_gflops": n_windows * fwd / model_s / 1e9 if model_s else float("nan"),
-        "rss_increase_mib": rss["increase_mib"],
-    }
+    return {"seconds": seconds, "points_per_second": len(grid.index) / seconds, "rss_increase_mib": rss["increase_mib"]}
 
 
-def numpy_peak_during_reconstruct(detector: LSTMAutoencoderDetector, frame: pd.DataFrame, threads: int) -> float:
-    """Peak traced (numpy/Python) memory during ``reconstruct``, in MiB.
+def reconstruct_split(detector: LSTMAutoencoderDetector, grid: MetricFrame) -> dict[str, float]:
+    """Shares of one profiled ``detector.reconstruct``: the model's forward passes, the aggregation, the rest.
+
+    cProfile sees the few large calls of this path (a forward pass per batch
+    of windows, an aggregation per chunk of points) at little cost; the rest
+    is copying batches out of the window view and chunk bookkeeping.
+    """
+    total, stats = profiled(lambda: detector.reconstruct(grid))
+    model = cumulative_seconds(stats, "anomaly/core/model.py", "forward")
+    aggregate = cumulative_seconds(stats, "anomaly/core/windows.py", "aggregate_points")
+    return {"model": model / total, "aggregate": aggregate / total, "other": max(0.0, 1 - (model + aggregate) / total)}
+
+
+def numpy_peak_during_reconstruct(detector: LSTMAutoencoderDetector, grid: MetricFrame) -> float:
+    """Peak traced (numpy/Python) memory during ``detector.reconstruct``, in MiB.
 
     tracemalloc sees numpy's array buffers but not torch's tensors (torch
     allocates outside Python's tracing hooks), so this is the numpy side only.
     Run separately from the timed call because tracing slows allocations.
     """
-    cfg = detector.config or DetectorConfig()
-    scaled = detector.scaler_.transform(frame.to_numpy(dtype=np.float64))
     release_free_memory()
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        with torch_threads(threads):
-            out = reconstruct(detector.model_, scaled, cfg.window, cfg.scoring, "cpu", phase=grid_phase(frame.index, frame.index[1] - frame.index[0]))
+        out = detector.reconstruct(grid)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -435,30 +429,14 @@ def numpy_peak_during_reconstruct(detector: LSTMAutoencoderDetector, frame: pd.D
     return (peak - base) / 2**20
 
 
-def bench_score(
-    detector: LSTMAutoencoderDetector, frame: pd.DataFrame, threads: int, meter: RssMeter
-) -> dict[str, float]:
-    """End-to-end ``detector.score`` on the whole series, split into prepare / reconstruct / rest.
-
-    "prepare" is ``normalise`` (grid, gap filling); "rest" is scaling, errors,
-    smoothing, thresholds and building the output frames.
-    """
-    parts: dict[str, float] = {}
-    with torch_threads(threads), meter.measure() as rss, timed_calls(
-        detector_module, ["normalise", "reconstruct"], parts
-    ):
+def bench_score(detector: LSTMAutoencoderDetector, frame: pd.DataFrame, meter: RssMeter) -> dict[str, float]:
+    """End-to-end ``detector.score`` on the whole series: seconds, points/s and RSS increase."""
+    with meter.measure() as rss:
         t0 = time.perf_counter()
         scores = detector.score(frame)
         seconds = time.perf_counter() - t0
     del scores
-    return {
-        "seconds": seconds,
-        "points_per_second": len(frame) / seconds,
-        "prepare_seconds": parts.get("normalise", 0.0),
-        "reconstruct_seconds": parts.get("reconstruct", 0.0),
-        "rest_seconds": seconds - parts.get("normalise", 0.0) - parts.get("reconstruct", 0.0),
-        "rss_increase_mib": rss["increase_mib"],
-    }
+    return {"seconds": seconds, "points_per_second": len(frame) / seconds, "rss_increase_mib": rss["increase_mib"]}
 
 
 # --------------------------------------------------------------------------- #
@@ -488,42 +466,65 @@ def run_training(frames: dict[int, pd.DataFrame], threads: int, repeats: int, ce
     Runs are interleaved (reference, default, naive, reference, ...) so a burst
     of load from another process hits all three alike rather than one.
     """
-    reference, default = DetectorConfig(model=REFERENCE_MODEL), DetectorConfig()
+    configs = training_configs(threads)
     out: dict[int, dict[str, TrainFigure]] = {}
     for n, frame in frames.items():
-        scaled = scaled_values(frame)
-        _, stride = product_training_starts(n, default.window)
-        print(f" {label_points(n)} points (train stride {stride}, at most {default.window.max_train_windows} windows):")
+        print(f" {label_points(n)} points (at most {configs['default'].window.max_train_windows} windows per fit):")
         runs: dict[str, list[TrainFigure]] = {"reference": [], "default": [], "naive": []}
         for _ in range(repeats):
-            runs["reference"].append(product_training(scaled, reference, "train_model, reference", threads))
-            runs["default"].append(product_training(scaled, default, "train_model, DetectorConfig()", threads))
-            runs["naive"].append(naive_training(scaled, reference, "naive loop, reference"))
+            reference, detector = product_training(frame, configs["reference"], "fit, reference")
+            runs["reference"].append(reference)
+            runs["default"].append(product_training(frame, configs["default"], "fit, DetectorConfig()")[0])
+            runs["naive"].append(naive_training(detector, frame, reference, "naive loop, reference"))
         out[n] = {k: max(v, key=lambda f: f.windows_per_second) for k, v in runs.items()}
         for key, fig in out[n].items():
             print_train(fig, ceiling, runs[key])
+        fits = ", ".join(f"{k} {min(f.extra['fit_seconds'] for f in runs[k]):.2f} s" for k in ("reference", "default"))
+        print(f"  whole fit (also normalising, scaling and scoring the training data), best: {fits}")
         ratio = out[n]["reference"].windows_per_second / out[n]["naive"].windows_per_second
-        print(f"  speed-up train_model / naive loop (reference model, best runs): {ratio:.2f}x")
+        print(f"  speed-up fit / naive loop (reference model, best runs): {ratio:.2f}x")
     return out
 
 
 def run_scoring(
     frames: dict[int, pd.DataFrame], threads: int, repeats: int, ceiling: float, meter: RssMeter
 ) -> tuple[dict[int, dict[str, Any]], float]:
-    """Score every series with one detector: best-of-``repeats`` times, largest RSS increase."""
+    """Score every series with one detector: best-of-``repeats`` times, largest RSS increase.
+
+    ``score``'s split is the best ``normalise`` and ``detector.reconstruct``
+    times, each timed alone, and the rest of the best ``score`` (timed apart,
+    so on a busy machine the rest can come out a little below zero: read it
+    as about none); ``reconstruct``'s split applies one profiled run's shares
+    to its best time.
+    """
     detector, fit_seconds = fitted_detector(frames[max(frames)], threads)
     print(f"  detector fitted for 1 epoch on the first {FIT_POINTS} points in {fit_seconds:.1f} s")
-    bench_score(detector, frames[min(frames)].iloc[:20_000], threads, meter)  # warm-up
+    bench_score(detector, frames[min(frames)].iloc[:20_000], meter)  # warm-up
+    fwd = forward_flops_per_window(detector.get_config(), len(detector.metrics_))
     out: dict[int, dict[str, Any]] = {}
     for n, frame in frames.items():
-        recons = [bench_reconstruct(detector, frame, threads, meter) for _ in range(repeats)]
-        scores = [bench_score(detector, frame, threads, meter) for _ in range(repeats)]
+        prepare_s = min(prepared(detector, frame)[1] for _ in range(repeats))
+        grid, _ = prepared(detector, frame)
+        recons, scores = [], []
+        for _ in range(repeats):  # interleaved, so a burst of load hits both alike
+            recons.append(bench_reconstruct(detector, grid, meter))
+            scores.append(bench_score(detector, frame, meter))
         recon, score = min(recons, key=lambda r: r["seconds"]), min(scores, key=lambda r: r["seconds"])
         recon["rss_increase_mib"] = max(r["rss_increase_mib"] for r in recons)
         score["rss_increase_mib"] = max(r["rss_increase_mib"] for r in scores)
-        numpy_peak = numpy_peak_during_reconstruct(detector, frame, threads)
-        out[n] = {"reconstruct": recon, "score": score, "numpy_peak_mib": numpy_peak,
+        score.update(prepare_seconds=prepare_s, reconstruct_seconds=recon["seconds"],
+                     rest_seconds=score["seconds"] - prepare_s - recon["seconds"])
+        share, windows = reconstruct_split(detector, grid), score_windows(detector, len(grid.index))
+        model_s = share["model"] * recon["seconds"]
+        recon.update(
+            windows=windows, model_seconds=model_s, aggregate_seconds=share["aggregate"] * recon["seconds"],
+            other_seconds=share["other"] * recon["seconds"],
+            model_windows_per_second=windows / model_s if model_s else float("nan"),
+            model_gflops=windows * fwd / model_s / 1e9 if model_s else float("nan"),
+        )  # fmt: skip
+        out[n] = {"reconstruct": recon, "score": score, "numpy_peak_mib": numpy_peak_during_reconstruct(detector, grid),
                   "score_runs_s": [r["seconds"] for r in scores], "reconstruct_runs_s": [r["seconds"] for r in recons]}
+        del grid
         print_scoring(n, out[n], ceiling)
     return out, fit_seconds
 
@@ -563,10 +564,10 @@ def training_rows(training: dict[int, dict[str, TrainFigure]], ceiling: float) -
     for n, figs in training.items():
         s, ref, dft, naive = label_points(n), figs["reference"], figs["default"], figs["naive"]
         rows += [
-            ("Training, reference H=64 (train_model, batch 64)", s, f"{ref.windows_per_second:.0f}", "windows/s"),
-            ("Training, default H=32 (train_model, batch 64)", s, f"{dft.windows_per_second:.0f}", "windows/s"),
+            ("Training, reference H=64 (fit, batch 64)", s, f"{ref.windows_per_second:.0f}", "windows/s"),
+            (f"Training, default H={dft.hidden_size} (fit, batch {dft.batch_size})", s, f"{dft.windows_per_second:.0f}", "windows/s"),
             ("Training, reference H=64, naive loop (batch 32)", s, f"{naive.windows_per_second:.0f}", "windows/s"),
-            ("Speed-up train_model / naive (reference)", s, f"{ref.windows_per_second / naive.windows_per_second:.2f}", "×"),
+            ("Speed-up fit / naive (reference)", s, f"{ref.windows_per_second / naive.windows_per_second:.2f}", "×"),
             ("LSTM FLOP/s in training, reference", s, f"{ref.achieved_gflops:.1f} ({100 * ref.achieved_gflops / ceiling:.1f}%)", "GFLOP/s (% of matmul)"),
             ("LSTM FLOP/s in training, default", s, f"{dft.achieved_gflops:.1f} ({100 * dft.achieved_gflops / ceiling:.1f}%)", "GFLOP/s (% of matmul)"),
         ]
@@ -581,8 +582,8 @@ def scoring_rows(scoring: dict[int, dict[str, Any]], ceiling: float) -> list[tup
             ("Scoring, detector.score (default config)", s, f"{score['points_per_second']:.0f}", "points/s"),
             ("  of which prepare / reconstruct / rest", s,
              f"{score['prepare_seconds']:.2f} / {score['reconstruct_seconds']:.2f} / {score['rest_seconds']:.2f}", "s"),
-            ("Bare reconstruct", s, f"{recon['points_per_second']:.0f}", "points/s"),
-            ("  of which model / aggregation / other", s,
+            ("Bare reconstruct (detector.reconstruct)", s, f"{recon['points_per_second']:.0f}", "points/s"),
+            ("  of which model / aggregation / other (cProfile shares)", s,
              f"{recon['model_seconds']:.2f} / {recon['aggregate_seconds']:.2f} / {recon['other_seconds']:.2f}", "s"),
             ("LSTM FLOP/s in scoring (model part)", s,
              f"{recon['model_gflops']:.1f} ({100 * recon['model_gflops'] / ceiling:.1f}%)", "GFLOP/s (% of matmul)"),
@@ -626,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     command = "python " + " ".join(["benchmarks/throughput.py", *(sys.argv[1:] if argv is None else argv)])
     default_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)  # the naive loop and the matmul; fits and scores set the same from their config
     sizes = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
     meter = RssMeter()
     load_start = os.getloadavg()
@@ -635,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
           f"threads used {args.threads} (torch default {default_threads}), best of {args.repeats} run(s) per figure")
 
     print(f"\n== dense float32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}, {args.threads} threads")
-    matmul = matmul_gflops(MATMUL_SIZE, args.threads, min_seconds=1.0 if args.quick else 3.0)
+    matmul = matmul_gflops(MATMUL_SIZE, min_seconds=1.0 if args.quick else 3.0)
     print(f"  best {matmul['best_gflops']:.1f} GFLOP/s, median {matmul['median_gflops']:.1f} GFLOP/s "
           f"over {matmul['repeats']} runs (the median is the reference below)")
     ceiling = matmul["median_gflops"]
@@ -645,13 +647,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nseries: clean_metrics({sizes[-1]}, freq='1min', metrics=('requests',)) built in {gen_seconds:.2f} s; "
           f"the {label_points(sizes[0])} series is its prefix")
 
-    print("\n== training, 1 epoch (windows/s = History.windows_seen / History.seconds, which includes the validation pass)")
+    print("\n== training, 1 epoch of fit (windows/s = history_.windows_seen / the epoch callback's seconds, "
+          "which include the validation pass; val windows estimated from validation_fraction)")
     print("FLOP model:\n  " + FLOP_FORMULA.replace("\n", "\n  "))
     training = run_training(frames, args.threads, args.repeats, ceiling)
 
     default = DetectorConfig()
-    print(f"\n== scoring, DetectorConfig() (score_stride {default.window.score_stride}, "
-          f"chunks of {scoring_module.CHUNK_POINTS} points, {args.threads} threads)")
+    print(f"\n== scoring, DetectorConfig() (score_stride {default.window.score_stride}, {args.threads} threads; "
+          "prepare = normalise, reconstruct = detector.reconstruct, each timed alone; rest = score minus both)")
     scoring, fit_seconds = run_scoring(frames, args.threads, args.repeats, ceiling, meter)
 
     peak = meter.peak_mib()
