@@ -1,7 +1,8 @@
 # Two commands matter: `make demo` (the main job on built-in defaults) and
 # `make test` (the whole suite). Both create the virtual environment first
 # when it is missing or older than pyproject.toml or constraints.txt (the library
-# versions the suite and the README's figures were measured with).
+# versions the suite and the README's figures were measured with), with every
+# extra: the flows (Prefect), the SQL source (postgres) and the tests.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,7 +16,7 @@ export DO_NOT_TRACK ?= 1
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[flows,postgres,test]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -3,29 +3,39 @@
 Every subcommand parses arguments, calls library functions and prints where
 its results went. User errors (bad data, bad config, a missing model) exit
 with status 2 and one line on stderr; ``--debug`` shows the traceback.
+
+Only argparse, the configuration (and with it yaml) and :mod:`anomaly.errors`
+load at start-up: each command imports what else it needs, so ``anomaly --help``
+does not wait for torch or pandas.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from anomaly.evaluation.benchmark import PROTOCOLS
-from anomaly.core.config import DetectorConfig, load_config
+from anomaly import __version__
+from anomaly.core.config import POLICY_SECTIONS, Policy, load_config, setting_overrides
 from anomaly.errors import AnomalyError, ConfigError, DataError, excerpt
-from anomaly.ops.results import check_out_folder, write_results, write_table
-from anomaly.core.training import EpochResult
+
+if TYPE_CHECKING:
+    from anomaly.core.training import EpochResult
 
 log = logging.getLogger("anomaly")
 
 EXIT_USER_ERROR = 2
 #: Commands whose ``--out`` is a folder to write into (``generate --out`` is a file).
 FOLDER_OUTS = frozenset({"train", "detect", "demo", "benchmark"})
+#: ``anomaly.evaluation.benchmark.PROTOCOLS``, spelled out so that building the parser imports no torch
+#: (tests/test_cli_startup.py keeps the two equal).
+BENCHMARK_PROTOCOLS: tuple[str, ...] = ("batch", "stream")
 DESCRIPTION = """\
 Find anomalies in metric streams with an LSTM autoencoder.
 
@@ -42,10 +52,19 @@ Typical use:
                                                    score new data with the production version
   anomaly models show checkout-api                versions, data ranges, thresholds, aliases
   anomaly models rollback checkout-api            production back to the previous version
+  anomaly models policy set checkout-api --set threshold.k=5 --note "fewer pages"
+                                                   change when it alerts, without retraining
   anomaly detect data.csv --out results/          fit and detect in one go, no registry
   anomaly demo                                    all of it on sample data
   anomaly benchmark nab/ --protocol stream --out bench/
                                                    quality on a labelled corpus (NAB layout)
+"""
+POLICY_DESCRIPTION = """\
+A model's policy is how its scores become alerts: the scoring, threshold and
+events sections. It changes without retraining: each 'set' records a new
+policy (the current one with the --set changes), used by every version of the
+model from the next score run on; 'rollback' goes back one record. With no
+record, each version scores as it was trained.
 """
 
 
@@ -53,11 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="anomaly", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and result paths")
+    parser.add_argument("--version", action="version", version=f"anomaly {__version__}")
+    _add_global_options(parser, default=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, default=argparse.SUPPRESS)  # given after the subcommand: set; absent: the top's value
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="fit a detector on a data file and save it", description=_doc(cmd_train))
+    train = _command(sub, common, "train", cmd_train, "fit a detector on a data file and save it")
     train.add_argument("data", type=Path, help="CSV or Parquet file of normal history")
     where = train.add_mutually_exclusive_group(required=True)
     where.add_argument("--name", help="publish as the next version of this model in the registry")
@@ -65,9 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--promote", metavar="ALIAS", help="also point ALIAS (e.g. production) at the new version")
     _add_registry_option(train)
     _add_config_options(train)
-    train.set_defaults(func=cmd_train)
 
-    detect = sub.add_parser("detect", help="score a data file and write scores and events", description=_doc(cmd_detect))
+    detect = _command(sub, common, "detect", cmd_detect, "score a data file and write scores and events")
     detect.add_argument("data", type=Path, help="CSV or Parquet file to score")
     detect.add_argument("--out", type=Path, required=True, help="folder for scores.csv, events.csv, events.json")
     source = detect.add_mutually_exclusive_group()
@@ -82,36 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
                              "most points would be interpolated or missing, and those are never flagged)")
     _add_registry_option(detect)
     _add_config_options(detect)
-    detect.set_defaults(func=cmd_detect)
+    _add_json_option(detect, '{"events": n, "points": n, "out": folder, "files": [...]}')
 
-    gen = sub.add_parser("generate", help="write a realistic sample data set with labelled incidents", description=_doc(cmd_generate))
+    gen = _command(sub, common, "generate", cmd_generate, "write a realistic sample data set with labelled incidents")
     gen.add_argument("--out", type=Path, required=True, help="CSV or Parquet file to write")
     gen.add_argument("--points", type=int, default=4032, help="points per metric (default 4032: two weeks at 5 min)")
     gen.add_argument("--freq", default="5min", help="sampling interval (default 5min)")
     gen.add_argument("--metrics", default="requests,cpu,latency_ms", help="comma-separated metric names")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--long", action="store_true", help="write long form (timestamp, metric, value)")
-    gen.set_defaults(func=cmd_generate)
 
-    _add_models_parser(sub)
-    _add_store_parser(sub)
+    _add_models_parser(sub, common)
+    _add_store_parser(sub, common)
 
-    demo = sub.add_parser("demo", help="generate sample data, train, detect and report", description=_doc(cmd_demo))
+    demo = _command(sub, common, "demo", cmd_demo, "generate sample data, train, detect and report")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default ./demo-output)")
     demo.add_argument("--seed", type=int, default=0)
     _add_registry_option(demo)
     _add_config_options(demo)
-    demo.set_defaults(func=cmd_demo)
 
-    report = sub.add_parser("report", help="write the alert report of what is new in a workspace", description=_doc(cmd_report))
+    report = _command(sub, common, "report", cmd_report, "write the alert report of what is new in a workspace")
     report.add_argument("workspace", type=Path, help="the flows' workspace folder (data/ in a deployment)")
     report.add_argument("--report-url", default=None, help="base URL the reports folder is served at, for alert links")
     report.add_argument("--webhook", default=None, help="POST each new alert as JSON to this URL (undelivered ones wait for the next run)")
-    report.set_defaults(func=cmd_report)
 
-    bench = sub.add_parser("benchmark", help="measure detection quality on a labelled corpus in the NAB layout", description=_doc(cmd_benchmark))
+    bench = _command(sub, common, "benchmark", cmd_benchmark, "measure detection quality on a labelled corpus in the NAB layout")
     bench.add_argument("corpus", type=Path, help="folder with data/<category>/<file>.csv and labels/combined_windows.json")
-    bench.add_argument("--protocol", choices=PROTOCOLS, default="batch",
+    bench.add_argument("--protocol", choices=BENCHMARK_PROTOCOLS, default="batch",
                        help="batch: fit and detect on each whole file; stream: causal, train on the first 15%% then score forward")
     bench.add_argument("--out", type=Path, required=True, help="folder for per-file results and summary.json/summary.md")
     bench.add_argument("--jobs", type=int, default=0, help="files run in parallel (default: one per CPU core)")
@@ -119,51 +136,78 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only files whose 'category/file.csv' matches, e.g. 'realAWS*/*' (repeatable)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_config_options(bench)
-    bench.set_defaults(func=cmd_benchmark)
+    _add_json_option(bench, "the summary that summary.json holds")
     return parser
 
 
-def _add_models_parser(sub: Any) -> None:
-    models = sub.add_parser("models", help="list, inspect, promote, roll back and prune registry models",
-                            description="Manage the model registry folder (--registry, $ANOMALY_REGISTRY, or models/).")
-    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    lst = msub.add_parser("list", help="every model with its versions and aliases")
-    lst.set_defaults(func=cmd_models_list)
-    show = msub.add_parser("show", help="the versions of one model: created, data range, threshold, loss, aliases")
+def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``--debug`` and ``-q``: on the top parser (default False) and on every subcommand (default suppressed)."""
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="only print errors and result paths")
+
+
+def _command(sub: Any, common: argparse.ArgumentParser, name: str, func: Any, summary: str) -> argparse.ArgumentParser:
+    """A subcommand that runs ``func``, accepts the global options, and describes itself with ``func``'s docstring."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=_doc(func) or None, parents=[common])
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _group(sub: Any, common: argparse.ArgumentParser, name: str, summary: str, description: str, dest: str) -> Any:
+    """A subcommand that only holds actions (``models``, ``store``): its own subparsers."""
+    parser = sub.add_parser(name, help=summary, description=description, parents=[common])
+    return parser.add_subparsers(dest=dest, required=True, metavar="ACTION")
+
+
+def _add_models_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    msub = _group(sub, common, "models", "list, inspect, promote, roll back and prune registry models; set their policy",
+                  "Manage the model registry folder (--registry, $ANOMALY_REGISTRY, or models/).", "models_command")
+    lst = _command(msub, common, "list", cmd_models_list, "every model with its versions and aliases")
+    _add_json_option(lst, "one object per model")
+    show = _command(msub, common, "show", cmd_models_show, "the versions of one model: created, data range, threshold, loss, aliases")
     show.add_argument("name")
-    show.set_defaults(func=cmd_models_show)
-    promote = msub.add_parser("promote", help="point an alias (default production) at a version")
+    _add_json_option(show, "one object per version")
+    promote = _command(msub, common, "promote", cmd_models_promote, "point an alias (default production) at a version")
     promote.add_argument("name")
     promote.add_argument("version", type=_version_arg, help="e.g. 000003 or 3")
     promote.add_argument("--alias", default="production")
-    promote.set_defaults(func=cmd_models_promote)
-    rollback = msub.add_parser("rollback", help="point an alias back at the version it had before")
+    rollback = _command(msub, common, "rollback", cmd_models_rollback, "point an alias back at the version it had before")
     rollback.add_argument("name")
     rollback.add_argument("--alias", default="production")
-    rollback.set_defaults(func=cmd_models_rollback)
-    prune = msub.add_parser("prune", help="delete old versions, never one an alias points to")
+    prune = _command(msub, common, "prune", cmd_models_prune, "delete old versions, never one an alias points to")
     prune.add_argument("name")
     prune.add_argument("--keep", type=int, required=True, help="how many of the newest versions to keep")
-    prune.set_defaults(func=cmd_models_prune)
     for action in (lst, show, promote, rollback, prune):
+        _add_registry_option(action)
+    _add_policy_parser(msub, common)
+
+
+def _add_policy_parser(msub: Any, common: argparse.ArgumentParser) -> None:
+    psub = _group(msub, common, "policy", "show, set, list or roll back a model's policy (scoring, threshold, events)",
+                  POLICY_DESCRIPTION, "policy_command")
+    show = _command(psub, common, "show", cmd_policy_show, "the policy in effect: its record and settings, or 'as trained'")
+    change = _command(psub, common, "set", cmd_policy_set, "record a new policy: the current one with --set changes")
+    change.add_argument("--set", dest="overrides", action="append", required=True, metavar="SECTION.KEY=VALUE",
+                        help="change one policy setting, e.g. --set threshold.k=5 (repeatable; "
+                             "sections: scoring, threshold, events)")
+    change.add_argument("--note", default="", help="why, kept with the record (shown by 'history')")
+    history = _command(psub, common, "history", cmd_policy_history, "every policy record, oldest first; the current one marked")
+    rollback = _command(psub, common, "rollback", cmd_policy_rollback, "make the record before the current one current again")
+    for action in (show, change, history, rollback):
+        action.add_argument("name")
         _add_registry_option(action)
 
 
-def _add_store_parser(sub: Any) -> None:
-    store = sub.add_parser("store", help="inspect and repair a raw store (the ingest flows' store/ folder)",
-                           description="Inspect the raw store of a workspace (data/store in a deployment) and repair one "
-                                       "poisoned by points far from the clock.")
-    ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
-    lst = ssub.add_parser("list", help="every metric: first and last stored point, watermark, whether it needs a repair")
-    lst.set_defaults(func=cmd_store_list)
-    held = ssub.add_parser("quarantine", help="the points refused as implausible, with the reason and origin")
-    held.set_defaults(func=cmd_store_quarantine)
-    repair = ssub.add_parser("repair", help="move points past the clock (or outside given bounds) to quarantine",
-                             description=_doc(cmd_store_repair))
+def _add_store_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    ssub = _group(sub, common, "store", "inspect and repair a raw store (the ingest flows' store/ folder)",
+                  "Inspect the raw store of a workspace (data/store in a deployment) and repair one "
+                  "poisoned by points far from the clock.", "store_command")
+    lst = _command(ssub, common, "list", cmd_store_list, "every metric: first and last stored point, watermark, whether it needs a repair")
+    held = _command(ssub, common, "quarantine", cmd_store_quarantine, "the points refused as implausible, with the reason and origin")
+    repair = _command(ssub, common, "repair", cmd_store_repair, "move points past the clock (or outside given bounds) to quarantine")
     repair.add_argument("--metric", action="append", default=[], help="only this metric (repeatable; default: all)")
     repair.add_argument("--drop-after", metavar="TIME", help="remove points after TIME (default: now + ANOMALY_STORE_MAX_AHEAD, 1 day)")
     repair.add_argument("--drop-before", metavar="TIME", help="remove points before TIME (default: ANOMALY_STORE_EARLIEST, 1970-01-01)")
-    repair.set_defaults(func=cmd_store_repair)
     for action in (lst, held, repair):
         action.add_argument("store", type=Path, help="the store folder, e.g. data/store")
 
@@ -177,6 +221,10 @@ def _add_registry_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry", type=Path, help="registry folder (default: $ANOMALY_REGISTRY, else ./models)"
     )
+
+
+def _add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print one JSON document on stdout instead of text: {what}")
 
 
 def _doc(func: Any) -> str:
@@ -234,6 +282,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     """
     from anomaly.core.detector import LSTMAutoencoderDetector
     from anomaly.ops.registry import ModelRegistry
+    from anomaly.ops.results import write_results
 
     if (args.version or args.alias) and not args.name:
         raise ConfigError("--version and --alias choose a registry version: give --name too")
@@ -250,6 +299,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     scores = detector.score(args.data, context=args.context, allow_resample=args.allow_resample or fitted_here)
     events = detector.events(scores, model=model, version=version)
     paths = write_results(scores.to_frame(), events, args.out)
+    if args.json:
+        _print_json({"events": len(events), "points": len(scores.score), "out": args.out, "files": paths})
+        return 0
     print(f"{len(events)} event(s) in {len(scores.score)} points; results in {args.out}/")
     for p in paths:
         print(f"  {p}")
@@ -259,6 +311,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Write a sample data set (and its incident labels next to it)."""
     from anomaly.evaluation.synthetic import generate
+    from anomaly.ops.results import write_table
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     sample = generate(args.points, freq=args.freq, metrics=metrics, seed=args.seed)
@@ -320,6 +373,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     bench = Benchmark(args.corpus, args.out, args.protocol, config, args.jobs, args.files)
     summary = bench.run(progress=False if args.no_progress else None)
+    if args.json:
+        _print_json(summary)
+        return 0
     print(summary_markdown(summary).split("\n\n")[1])
     print(f"summary: {args.out / 'summary.json'}  ({summary['files']} files)")
     return 0
@@ -331,6 +387,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
     registry = ModelRegistry(args.registry)
     table = models_table(registry)
+    if args.json:
+        _print_json(table.to_dict(orient="records"))
+        return 0
     print(f"registry: {registry.root}")
     print(table.to_string(index=False) if len(table) else "(no models)")
     return 0
@@ -340,7 +399,11 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     """The versions of one model, newest first."""
     from anomaly.ops.registry import ModelRegistry, versions_table
 
-    print(versions_table(ModelRegistry(args.registry), args.name).to_string(index=False))
+    table = versions_table(ModelRegistry(args.registry), args.name)
+    if args.json:
+        _print_json(table.to_dict(orient="records"))
+        return 0
+    print(table.to_string(index=False))
     return 0
 
 
@@ -366,6 +429,97 @@ def cmd_models_prune(args: argparse.Namespace) -> int:
     removed = ModelRegistry(args.registry).prune(args.name, args.keep)
     print(f"{args.name}: removed {', '.join(removed) if removed else 'nothing'}")
     return 0
+
+
+def cmd_policy_show(args: argparse.Namespace) -> int:
+    """The model's current policy record and every setting it holds, or 'as trained' when it has none."""
+    from anomaly.ops.registry import ModelRegistry
+
+    registry = ModelRegistry(args.registry)
+    registry.require_versions(args.name)
+    record = registry.policy(args.name)
+    if record is None:
+        print(f"{args.name}: as trained (no policy record: each version scores with the policy it was trained with)")
+        return 0
+    note = f"  note: {record.note}" if record.note else ""
+    print(f"{args.name}: policy p{record.id}, set {_when(record.created_at)}{note}")
+    for key, value in _settings(record.policy).items():
+        print(f"  {key} = {_setting_text(value)}")
+    return 0
+
+
+def cmd_policy_set(args: argparse.Namespace) -> int:
+    """Record a new policy for NAME: the one in effect (the current record, else the
+    production version's own, else the latest's) with the --set changes. Every
+    version of the model uses it from the next score run; nothing is retrained.
+    Model sections (preprocess, window, model, training) change only by training."""
+    from anomaly.ops.registry import ModelRegistry
+
+    overrides = setting_overrides(args.overrides)
+    for section, values in overrides.items():
+        if section not in POLICY_SECTIONS:
+            raise ConfigError(
+                f"--set {excerpt(f'{section}.{next(iter(values))}')}: {section!r} is not a policy section "
+                f"({', '.join(POLICY_SECTIONS)}); train a new version to change it"
+            )
+    registry = ModelRegistry(args.registry)
+    loaded = registry.load(args.name)
+    current = loaded.detector.policy
+    policy = current.replace(**overrides)
+    loaded.detector.with_policy(policy)  # a policy this version cannot take is refused now, not at the next score run
+    record = registry.set_policy(args.name, policy, args.note)
+    print(f"{args.name}: policy p{record.id} ({_changes(current, policy)}); used from the next score run")
+    return 0
+
+
+def cmd_policy_history(args: argparse.Namespace) -> int:
+    """Every policy record of the model, oldest first, the current one marked."""
+    from anomaly.ops.registry import ModelRegistry
+
+    registry = ModelRegistry(args.registry)
+    registry.require_versions(args.name)
+    records = registry.policy_history(args.name)
+    current = registry.policy(args.name)
+    if not records:
+        print(f"{args.name}: no policy records (each version scores as trained)")
+        return 0
+    for record in records:
+        mark = "current" if current is not None and record.id == current.id else "-"
+        print(f"p{record.id}  {_when(record.created_at)}  {mark:<7}  {record.note or '-'}")
+    if current is None:
+        print("(none current: each version scores as trained)")
+    return 0
+
+
+def cmd_policy_rollback(args: argparse.Namespace) -> int:
+    """Make the policy record before the current one current again (none before it: as trained)."""
+    from anomaly.ops.registry import ModelRegistry
+
+    previous = ModelRegistry(args.registry).rollback_policy(args.name)
+    print(f"{args.name}: policy rolled back to {f'p{previous.id}' if previous is not None else 'as trained'}")
+    return 0
+
+
+def _settings(policy: Policy) -> dict[str, Any]:
+    """``{"section.key": value}`` of every setting of a policy, in its sections' order."""
+    return {f"{section}.{key}": value for section, values in policy.to_dict().items() for key, value in values.items()}
+
+
+def _setting_text(value: Any) -> str:
+    """A setting as ``--set`` takes it back: strings bare, everything else as JSON (null, true, 4.5)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _changes(before: Policy, after: Policy) -> str:
+    """``threshold.k 4.5 -> 3.0, ...``: the settings that differ, or ``no change``."""
+    old, new = _settings(before), _settings(after)
+    changed = [f"{k} {_setting_text(old[k])} -> {_setting_text(v)}" for k, v in new.items() if old[k] != v]
+    return ", ".join(changed) or "no change"
+
+
+def _when(created_at: str) -> str:
+    """A record's ISO time as ``2026-01-05 10:00:03`` (UTC)."""
+    return created_at[:19].replace("T", " ")
 
 
 def cmd_store_list(args: argparse.Namespace) -> int:
@@ -403,6 +557,26 @@ def cmd_store_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_json(document: Any) -> None:
+    """One JSON document on stdout: NaN and infinities as null, paths and numpy numbers as plain values."""
+    print(json.dumps(_plain(document), indent=2, allow_nan=False, default=str))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with only JSON types: a non-finite float becomes None, a Path its text, a numpy scalar its Python value."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _log_epoch(result: EpochResult) -> None:
     val = f"{result.val_loss:.5f}" if result.val_loss is not None else "-"
     log.info("epoch %d/%d  loss %.5f  val %s%s", result.epoch, result.epochs, result.train_loss, val,
@@ -420,6 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command in FOLDER_OUTS and args.out is not None:  # a file in the way fails now, not after training
+            from anomaly.ops.results import check_out_folder
+
             check_out_folder(args.out, "--out")
         return int(args.func(args))
     except AnomalyError as exc:

@@ -1,9 +1,10 @@
-"""The registry from the command line: train --name, detect --name, models list/show/promote/rollback/prune."""
+"""The registry from the command line: train --name, detect --name, models list/show/promote/rollback/prune/policy."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,3 +235,125 @@ def test_the_environment_variable_names_the_registry(
     assert main(["models", "list", "--registry", str(other)]) == 0, "--registry wins over the variable"
     assert "(no models)" in capsys.readouterr().out
     assert list(workdir.iterdir()) == [], "nothing written to ./models"
+
+
+def test_models_list_and_show_json_are_the_rows_of_the_tables(trained: Trained, capsys: pytest.CaptureFixture[str]) -> None:
+    registry = ["--registry", str(trained.root)]
+    assert main(["models", "list", "--json", *registry]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{"model": "m", "versions": 2, "latest": "000002", "created": listed[0]["created"],
+                       "aliases": "production=000002", "status": "ok"}]  # fmt: skip
+    assert main(["models", "show", "m", "--json", *registry]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [row["version"] for row in shown] == ["000002", "000001"], "newest first, as the text"
+    assert [row["aliases"] for row in shown] == ["production", "-"]
+    assert all(row["data"] == "2026-01-05 00:00 .. 2026-01-07 10:15 (700 rows)" and row["status"] == "ok" for row in shown)
+    assert main(["models", "list", "--json", "--registry", str(trained.root.parent / "empty")]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_detect_json_gives_the_counts_and_files(trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    argv = ["detect", str(trained.new), "--name", "m", "--context", str(trained.history), "--out", str(out), "--json"]
+    assert main([*argv, "--registry", str(trained.root)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document == {
+        "events": len(_events(out)),
+        "points": len(pd.read_csv(out / "scores.csv")),
+        "out": str(out),
+        "files": [str(out / name) for name in ("scores.csv", "events.csv", "events.json")],
+    }
+    assert document["events"] >= 1 and document["points"] == 200
+
+
+def _flags(out: Path) -> int:
+    return int(pd.read_csv(out / "scores.csv")["flag"].sum())
+
+
+def test_policy_set_show_history_rollback_round_trip(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry = ModelRegistry(root)
+    trained_policy = registry.load("m").detector.policy
+    policy = ["models", "policy"]
+    where = ["--registry", str(root)]
+    assert main([*policy, "show", "m", *where]) == 0
+    assert capsys.readouterr().out.startswith("m: as trained (no policy record")
+    assert main([*policy, "history", "m", *where]) == 0
+    assert "m: no policy records" in capsys.readouterr().out
+
+    first = ["--set", "threshold.method=quantile", "--set", "threshold.quantile=0.5", "--note", "more alerts"]
+    assert main([*policy, "set", "m", *first, *where]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("m: policy p1 (threshold.method spot -> quantile, threshold.quantile 0.99 -> 0.5)"), printed
+    assert registry.policy("m").policy == trained_policy.replace(threshold={"method": "quantile", "quantile": 0.5})
+
+    assert main([*policy, "show", "m", *where]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("m: policy p1, set ") and shown[0].endswith("note: more alerts")
+    assert {"  threshold.method = quantile", "  threshold.quantile = 0.5", "  scoring.smoothing_time = null",
+            "  events.merge_gap = 12"} <= set(shown)  # fmt: skip
+    assert len(shown) == 1 + sum(len(section) for section in trained_policy.to_dict().values())
+
+    assert main([*policy, "set", "m", "--set", "events.merge_gap=3", *where]) == 0
+    assert "m: policy p2 (events.merge_gap 12 -> 3)" in capsys.readouterr().out
+    assert registry.policy("m").policy.threshold.method == "quantile", "built on the current record"
+
+    assert main([*policy, "history", "m", *where]) == 0
+    history = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in history] == ["p1", "p2"]
+    assert history[0].split()[3:] == ["-", "more", "alerts"] and history[1].split()[3:] == ["current", "-"]
+
+    assert main([*policy, "rollback", "m", *where]) == 0
+    assert "m: policy rolled back to p1" in capsys.readouterr().out
+    assert registry.policy("m").id == 1
+    assert main([*policy, "rollback", "m", *where]) == 0
+    assert "m: policy rolled back to as trained" in capsys.readouterr().out
+    assert registry.policy("m") is None
+    assert main([*policy, "rollback", "m", *where]) == 2
+    assert "model 'm' has no policy to roll back" in _one_error_line(capsys)
+    assert registry.versions("m") == ["000001", "000002"], "no policy command publishes a version"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--set", "training.epochs=5"], "--set 'training.epochs': 'training' is not a policy section (scoring, threshold, events)"),
+        (["--set", "window.size=8", "--set", "threshold.k=3"], "'window' is not a policy section"),
+        (["--set", "threshold.k=-1"], "threshold.k must be"),
+        (["--set", "threshold.nope=1"], "nope"),
+        (["--set", "threshold.k"], "--set expects SECTION.KEY=VALUE, got 'threshold.k'"),
+    ],
+)
+def test_policy_set_refuses_model_sections_and_bad_values(
+    root: Path, capsys: pytest.CaptureFixture[str], change: list[str], message: str
+) -> None:
+    assert main(["models", "policy", "set", "m", *change, "--registry", str(root)]) == 2
+    assert message in _one_error_line(capsys)
+    assert ModelRegistry(root).policy_history("m") == []
+
+
+def test_policy_commands_name_an_unknown_model(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for action in (["show", "nope"], ["history", "nope"], ["set", "nope", "--set", "threshold.k=3"]):
+        assert main(["models", "policy", *action, "--registry", str(root)]) == 2
+        assert "no model named 'nope'" in _one_error_line(capsys), action
+
+
+def test_a_policy_set_from_the_cli_changes_what_detect_flags_without_a_new_version(
+    trained: Trained, root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def detect(label: str) -> Path:
+        out = tmp_path / label
+        argv = ["detect", str(trained.new), "--name", "m", "--context", str(trained.history), "--out", str(out)]
+        assert main([*argv, "--registry", str(root), "-q"]) == 0, capsys.readouterr().err
+        return out
+
+    registry = ModelRegistry(root)
+    before = detect("before")
+    change = ["--set", "threshold.method=quantile", "--set", "threshold.quantile=0.5"]
+    assert main(["models", "policy", "set", "m", *change, "--registry", str(root)]) == 0
+    looser = detect("looser")
+    assert _flags(looser) > _flags(before) + 50, (_flags(before), _flags(looser))
+    assert registry.versions("m") == ["000001", "000002"] and registry.aliases("m") == {"production": "000002"}
+    assert set(_events(looser).version) == {"000002"}
+
+    assert main(["models", "policy", "rollback", "m", "--registry", str(root)]) == 0
+    assert _flags(detect("after")) == _flags(before), "back as trained: the same flags as before"
