@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from anomaly.core.config import ScoringConfig
-from anomaly.core.reconstruction import Reconstruction
 from anomaly.errors import DataError
+
+if TYPE_CHECKING:  # scoring needs the reconstruction's arrays, not the model (nor torch)
+    from anomaly.core.reconstruction import Reconstruction
 
 # The combined score's column, beside the metrics' own, in a carry (see :class:`Scores`).
 COMBINED = "anomaly_score"

@@ -112,6 +112,8 @@ def train_group(
             f"(history {history} less the newest {validation} held out); the newest point is {end}"
         )
     recent = store.read_wide(list(group.metrics), start=holdout_start)
+    if not recent.empty:  # held-out data that cannot be put on a grid fails now, not after minutes of training
+        normalise(recent, (config or DetectorConfig()).preprocess)
     detector = LSTMAutoencoderDetector(config).fit(train, progress=False)
     new_error = holdout_error(detector, recent, train)
     current = _production(registry, group.name)

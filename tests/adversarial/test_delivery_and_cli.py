@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 
 from anomaly.ops.alerts import LEDGER_VERSION, Ledger
-from anomaly.cli import load_config, main
-from anomaly.core.config import parse_value
+from anomaly.cli import main
+from anomaly.core.config import load_config, parse_value
 from anomaly.errors import ConfigError, DataError
 from anomaly.ops.workspace import REPORTS, STATE
 from anomaly.ops.reports import SCHEMA_PATH, write_report
