@@ -78,7 +78,7 @@ def emit_alert(name: str, alert: dict[str, Any], link: str) -> None:
         resource={
             "prefect.resource.id": f"anomaly.alert.{alert['id']}",
             "prefect.resource.name": ", ".join(alert["metrics"]) or alert["model"],
-            "anomaly.core.model": alert["model"],
+            "anomaly.model": alert["model"],
             "anomaly.severity": alert["severity"],
         },
         payload={

@@ -408,7 +408,7 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
             event = by_alert[alert["id"]]
             assert event["event"] == "anomaly.alert.new", event
             assert event["resource"]["anomaly.severity"] == alert["severity"], event
-            assert event["resource"]["anomaly.core.model"] == alert["model"], event
+            assert event["resource"]["anomaly.model"] == alert["model"], event
             assert event["payload"]["score"] == alert["peak_score"] and event["payload"]["report"] == link, event
 
         # 2. A report with nothing new emits nothing and announces nothing: an alert is announced once.
