@@ -77,6 +77,11 @@ _EXPORTS: dict[str, str] = {
     "INCIDENT_KINDS": "anomaly.evaluation.synthetic",
     "INCIDENT_SPANS": "anomaly.evaluation.synthetic",
     "inject": "anomaly.evaluation.synthetic",
+    "build_suite": "anomaly.evaluation.suite",
+    "false_alerts_per_week": "anomaly.evaluation.suite",
+    "incident_report": "anomaly.evaluation.suite",
+    "suite_counts": "anomaly.evaluation.suite",
+    "write_nab_layout": "anomaly.evaluation.suite",
 }
 
 __all__ = sorted(_EXPORTS)

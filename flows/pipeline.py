@@ -20,7 +20,7 @@ import pandas as pd
 from prefect import flow
 
 from anomaly.demo import write_pipeline_demo_data
-from anomaly.evaluation.metrics import intervals, score_events
+from anomaly.evaluation.metrics import score_events_per_metric
 from anomaly.ops.workspace import Workspace
 from flows.ingest import SourceSpec, ingest_flow
 from flows.report import report_flow
@@ -124,10 +124,13 @@ def summary_lines(first: dict[str, Any], second: dict[str, Any], incidents: Path
 
 def quality_line(workspace: Path, incidents: Path) -> str:
     """How the events of the demo's second run compare with the injected incidents."""
-    expected = intervals(pd.read_csv(incidents, parse_dates=["start", "end"]))
+    expected = pd.read_csv(incidents, parse_dates=["start", "end"])
     events = Workspace(workspace).alerts()
-    q = score_events(expected, intervals(events[events["start"] >= min(s for s, _ in expected)]))
-    return f"event quality vs the answer key: precision {q.precision:.2f}, recall {q.recall:.2f}, F1 {q.f1:.2f} (tp {q.tp}, fp {q.fp}, fn {q.fn})"
+    q = score_events_per_metric(expected, events[events["start"] >= expected["start"].min()])
+    return (
+        f"event quality vs the answer key, matched per metric: precision {q.precision:.2f}, recall {q.recall:.2f}, "
+        f"F1 {q.f1:.2f} (tp {q.tp}, fp {q.fp}, fn {q.fn})"
+    )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def policy_day(day: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
     record = models.set_policy("cpu", models.load("cpu").detector.policy.replace(threshold={"method": "quantile", "quantile": 0.5}))
     later = wide_csv(clean_metrics(1200, metrics=("requests", "cpu"), seed=5).iloc[1152:], root / "incoming" / "later.csv")
     ingest_flow(str(later), str(workspace), return_state=True)
-    state = score_flow(str(workspace), str(registry), report=False, policy={"events": {"merge_gap": 2}}, return_state=True)
+    state = score_flow(str(workspace), str(registry), report=False, policy={"events": {"merge_gap": "15min"}}, return_state=True)
     return {"workspace": workspace, "registry": registry, "record": record, "state": state}
 
 
@@ -205,7 +205,7 @@ def test_the_main_command_runs_the_pipeline_on_generated_data_and_says_where_thi
         assert f"scores:           {out / 'scores' / metric}/part-" in printed
     reports = sorted((out / "reports").glob("report-*.html"))
     assert len(reports) == 2 and all(f"report:           {r}" in printed for r in reports)
-    assert "event quality vs the answer key: precision" in printed
+    assert "event quality vs the answer key, matched per metric: precision" in printed
     # the next demo run starts from a fresh workspace
     fresh_demo_folder(out)
     assert [p.name for p in out.iterdir()] == [".anomaly-demo"]

@@ -59,6 +59,27 @@ def score_events(expected: Sequence[Interval], detected: Sequence[Interval]) -> 
     return EventScores(tp=tp, fp=fp, fn=len(expected) - tp)
 
 
+def score_events_per_metric(incidents: pd.DataFrame, events: pd.DataFrame) -> EventScores:
+    """tp/fp/fn matched per metric: an event is true only where it overlaps an incident on a metric it names.
+
+    ``incidents`` has ``metric``, ``start``, ``end``; ``events`` the events
+    contract (``metric`` lists the metrics behind it, comma-separated). An
+    incident is caught when an overlapping event names its metric; an event
+    that names none of the metrics of the incidents it overlaps is false.
+    """
+    named = [set(str(m).split(",")) for m in events["metric"]]
+    spans = intervals(events)
+    caught = [
+        any(row.metric in names and overlaps((row.start, row.end), span) for names, span in zip(named, spans))
+        for row in incidents.itertuples()
+    ]
+    true = [
+        any(row.metric in names and overlaps(span, (row.start, row.end)) for row in incidents.itertuples())
+        for names, span in zip(named, spans)
+    ]
+    return EventScores(tp=sum(caught), fp=len(true) - sum(true), fn=len(caught) - sum(caught))
+
+
 def intervals(events: pd.DataFrame, start: str = "start", end: str = "end") -> list[Interval]:
     """``(start, end)`` pairs from an events or incidents frame."""
     return [(pd.Timestamp(s), pd.Timestamp(e)) for s, e in zip(events[start], events[end])]
