@@ -391,10 +391,10 @@ class ThresholdConfig:
 class EventConfig:
     """How flagged points become alerts, how long an alert lasts, and how severe it is (a policy section)."""
 
-    #: How long the metric must be back inside its expected range before an alert is over; a new
-    #: departure within it continues the alert.
+    #: How long the metric must be back inside its expected range, and the score under its threshold,
+    #: before an alert is over; a new departure within it continues the alert.
     merge_gap: str = "24h"
-    #: How long a run must stay flagged before it becomes an alert (the alert fires at its end; 0 fires at once).
+    #: How long a run must stay flagged before it becomes an alert (0: at once); it also needs the metric outside its range.
     min_duration: str = "0min"
     #: The expected range: a normal point's error stays within this quantile of the training errors.
     band: float = 0.995
