@@ -1,8 +1,7 @@
 """Replay the labelled-corpus benchmark on stored reconstructions (see :mod:`anomaly.evaluation.replay`).
 
     .venv/bin/python benchmarks/replay.py record ../shared/nab-dev --protocol batch --out replay-batch --jobs 2
-    .venv/bin/python benchmarks/replay.py score replay-batch --set threshold.k=4.0 --set events.merge_gap=12h
-    .venv/bin/python benchmarks/replay.py score replay-suite --out replayed/   # events files, for suite.py report
+    .venv/bin/python benchmarks/replay.py score replay-batch --set threshold.k=4.0 --set events.merge_gap=100
 
 ``record`` runs the benchmark's fits once and keeps every model's
 reconstruction; ``score`` prints the summary table under any change of the
@@ -35,7 +34,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     play.add_argument("folder", type=Path)
     play.add_argument("--config", type=Path, default=None, help="a whole configuration instead of the recorded one")
     play.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    play.add_argument("--out", type=Path, default=None, help="also write each file's events there, as a benchmark run does")
     args = parser.parse_args(argv)
     try:
         if args.command == "record":
@@ -43,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = record(args.corpus, args.protocol, args.out, config, args.jobs, args.files)
             print(f"recorded {len(done)} files in {args.out}")
         else:
-            print(summary_markdown(replay(args.folder, args.overrides, args.config, args.out)), end="")
+            print(summary_markdown(replay(args.folder, args.overrides, args.config)), end="")
     except AnomalyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

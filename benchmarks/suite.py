@@ -5,11 +5,6 @@
     .venv/bin/python benchmarks/suite.py report bench-suite/ --corpus suite/
     .venv/bin/python benchmarks/suite.py report bench-a/ bench-b/ --corpus suite/   # one row per run
 
-Policies compared on one set of models (fit once, replay each policy in minutes):
-
-    .venv/bin/python benchmarks/replay.py record suite/ --protocol stream --out rec-suite/ --jobs 2
-    .venv/bin/python benchmarks/replay.py score rec-suite/ --set threshold.method=budget --out bench-budget/
-
 ``generate`` writes the NAB layout (:func:`anomaly.evaluation.suite.write_nab_layout`)
 and prints what it holds: series per category and family, points,
 metric-weeks, incidents per kind. ``report`` prints, as Markdown, the false

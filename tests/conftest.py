@@ -45,7 +45,7 @@ TINY = DetectorConfig().replace(
     training={"epochs": 4, "batch_size": 64, "learning_rate": 1e-2, "patience": 2, "schedule": "constant"},
     scoring={"error": "abs", "smoothing_span": 6, "smoothing_time": None, "baseline": 0},
     threshold={"method": "spot", "k": 4.0},
-    events={"padding": "0min", "merge_gap": "65min"},
+    events={"padding": 0, "merge_gap": 12},
 )
 
 # The same tiny model as command-line overrides, for CLI tests.
@@ -65,7 +65,7 @@ TINY_SETTINGS = [
     "--set", "scoring.smoothing_time=null",
     "--set", "scoring.baseline=0",
     "--set", "threshold.method=spot",
-    "--set", "events.merge_gap=65min",
+    "--set", "events.merge_gap=12",
 ]  # fmt: skip
 
 

@@ -18,27 +18,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anomaly.core.config import EventConfig
-from anomaly.core.events import ALERT_COLUMNS, AlertTracker, OpenRun, TrackerState, alert_id
+from anomaly.core.events import ALERT_COLUMNS, AlertTracker, OpenRun, alert_id
 from anomaly.core.scoring import Scores
 from anomaly.errors import DataError
 from anomaly.ops.alerts import LEDGER_VERSION, Ledger, advance, counts
 
 STEP = pd.Timedelta("5min")
 T0 = pd.Timestamp("2026-03-02 10:00", tz="UTC")
-EVENTS = EventConfig(merge_gap="20min", min_duration="10min", sustained="20min")  # 3 quiet points merge; 2 flags fire
+EVENTS = EventConfig(merge_gap=3, min_length=2, sustained=4)
 
 
 def at(i: int) -> pd.Timestamp:
     return T0 + i * STEP
 
 
-def scores(
-    score: list[float], first: int = 0, threshold: float = 1.0, metrics: tuple[str, ...] = ("cpu",), deviation: list[float] | None = None
-) -> Scores:
-    """Hand-made scores of one or more metrics (each metric scoring as the combined score) from point ``first`` on.
-
-    ``deviation`` (in expected ranges) makes them a model's that keeps ranges; without it, flags alone keep alerts open.
-    """
+def scores(score: list[float], first: int = 0, threshold: float = 1.0, metrics: tuple[str, ...] = ("cpu",)) -> Scores:
+    """Hand-made scores of one or more metrics (each metric scoring as the combined score) from point ``first`` on."""
     index = pd.date_range(at(first), periods=len(score), freq=STEP, name="timestamp")
     values = np.asarray(score, dtype=np.float64)
     per_metric = pd.DataFrame({m: values for m in metrics}, index=index)
@@ -52,22 +47,16 @@ def scores(
         metric_flags=per_metric > threshold,
         flags=pd.Series(values > threshold, index, name="flag"),
         filled=pd.DataFrame(False, index=index, columns=list(metrics)),
-        deviation=None if deviation is None else pd.Series(deviation, index, dtype=float),
     )
 
 
 def track(chunks: list[Scores], config: EventConfig = EVENTS) -> tuple[pd.DataFrame, OpenRun | None]:
-    rows, state = _track(chunks, config)
-    return rows, state.run
-
-
-def _track(chunks: list[Scores], config: EventConfig = EVENTS) -> tuple[pd.DataFrame, TrackerState]:
-    tracker, state, rows = AlertTracker(config, STEP, model="cpu", version="000001"), TrackerState(), []
+    tracker, run, rows = AlertTracker(config, STEP, model="cpu", version="000001"), None, []
     for chunk in chunks:
-        found, state = tracker.advance(chunk, state)
+        found, run = tracker.advance(chunk, run)
         rows.append(found)
     found = [r for r in rows if len(r)]
-    return (pd.concat(found, ignore_index=True) if found else rows[0]), state
+    return (pd.concat(found, ignore_index=True) if found else rows[0]), run
 
 
 # -- the tracker ---------------------------------------------------------------------------------
@@ -94,8 +83,7 @@ def test_a_run_longer_apart_than_the_gap_is_another_alert_and_one_flag_alone_nev
 def test_an_alert_open_at_the_end_of_a_chunk_continues_into_the_next() -> None:
     first, run = track([scores([0.0, 2.0, 2.0, 0.0])])
     assert list(first["closed"]) == [False] and run is not None and run.last == at(2)
-    rows, state = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0, 5.0, 0.0, 0.0, 0.0, 0.0], first=4), TrackerState(run))
-    run = state.run
+    rows, run = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0, 5.0, 0.0, 0.0, 0.0, 0.0], first=4), run)
     ((alert,),) = [rows.to_dict("records")]
     assert (alert["start"], alert["end"], alert["onset"]) == (at(1), at(5), at(2))
     assert alert["closed"] and alert["n_above"] == 3 and run is None
@@ -104,8 +92,7 @@ def test_an_alert_open_at_the_end_of_a_chunk_continues_into_the_next() -> None:
 def test_an_alert_is_over_once_merge_gap_plus_one_points_have_passed_without_a_flag() -> None:
     _, run = track([scores([2.0, 2.0, 0.0, 0.0, 0.0])])  # last flag at 1; points 2-4 quiet: a flag at 5 could still join
     assert run is not None
-    rows, state = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0], first=5), TrackerState(run))
-    run = state.run
+    rows, run = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0], first=5), run)
     assert list(rows["closed"]) == [True] and run is None
 
 
@@ -122,106 +109,29 @@ def test_the_alert_rows_follow_the_events_contract() -> None:
     assert rows["metric"].tolist() == ["cpu,mem"] and rows["model"].tolist() == ["cpu"] and rows["version"].tolist() == ["000001"]
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.tuples(st.sampled_from([0.0, 0.0, 0.0, 1.5, 3.0]), st.sampled_from([0.1, 0.1, 1.2, 2.5])), min_size=1, max_size=60),
+    st.lists(st.sampled_from([0.0, 0.0, 0.0, 1.5, 3.0]), min_size=1, max_size=60),
     st.lists(st.integers(1, 20), min_size=1, max_size=8),
     st.integers(0, 4),
     st.integers(1, 3),
-    st.booleans(),
 )
-def test_any_chunking_of_a_series_gives_the_alerts_of_the_whole(
-    points: list[tuple[float, float]], cuts: list[int], gap: int, length: int, ranged: bool
-) -> None:
-    """The tracker is causal: what it says of a point depends only on what came before it (with ranges or without)."""
-    score = [p[0] for p in points]
-    deviation = [p[1] for p in points] if ranged else None
-    config = EventConfig(merge_gap=f"{5 * (gap + 1)}min", min_duration=f"{5 * length}min")
+def test_any_chunking_of_a_series_gives_the_alerts_of_the_whole(score: list[float], cuts: list[int], gap: int, length: int) -> None:
+    """The tracker is causal: what it says of a point depends only on what came before it."""
+    config = EventConfig(merge_gap=gap, min_length=length)
     bounds = sorted({0, len(score), *np.cumsum(cuts).clip(0, len(score)).tolist()})
-    chunks = [
-        scores(score[a:b], first=a, deviation=None if deviation is None else deviation[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a
-    ]
-    whole, whole_state = _track([scores(score, deviation=deviation)], config)
-    parts, parts_state = _track(chunks, config)
+    chunks = [scores(score[a:b], first=a) for a, b in zip(bounds, bounds[1:]) if b > a]
+    whole, whole_run = track([scores(score)], config)
+    parts, parts_run = track(chunks, config)
     final = parts.drop_duplicates("id", keep="last").reset_index(drop=True)
     expected = whole.drop_duplicates("id", keep="last").reset_index(drop=True)
     pd.testing.assert_frame_equal(final, expected, check_dtype=False)
-    assert parts_state == whole_state
+    assert parts_run == whole_run
 
 
-def test_the_tracker_state_survives_a_round_trip_through_json() -> None:
-    _, state = _track([scores([0.0, 2.0, 3.0])])
-    assert state.run is not None and TrackerState.from_json(json.loads(json.dumps(state.to_json()))) == state
-    _, ranged = _track([scores([0.0, 2.0, 3.0], deviation=[0.1, 1.5, 2.5])])
-    assert ranged.run is not None and ranged.run.peak_deviation == 2.5
-    assert TrackerState.from_json(json.loads(json.dumps(ranged.to_json()))) == ranged
-
-
-# -- honest extents: an alert ends when the metric is back inside its expected range --------------
-
-
-def test_an_alert_ends_when_the_metric_is_back_in_range_not_when_the_score_has_decayed() -> None:
-    """A smoothed score stays above its threshold long after a 3-point excursion; the alert's extent does not."""
-    score = [0.0, 5.0, 6.0, 5.5, 5.0, 4.0, 3.0, 2.5, 2.0, 1.5, 1.2, 1.1, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]
-    outside = [0.2, 3.0, 4.0, 2.0, 0.5, 0.4, 0.3, 0.2, 0.3, 0.1, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
-    rows, state = _track([scores(score, deviation=outside)])
-    final = rows.drop_duplicates("id", keep="last").to_dict("records")
-    assert len(final) == 1
-    alert = final[0]
-    assert (alert["start"], alert["end"], alert["onset"]) == (at(1), at(3), at(2))  # end: the last point out of range
-    assert alert["deviation"] == 4.0 and alert["n_points"] == 3
-    # over only once the score has also been under its threshold for the gap: the last flag is at 11
-    assert alert["closed"] and state.run is None and state.last_flag == at(11)
-    open_rows, open_state = _track([scores(score[:15], deviation=outside[:15])])
-    assert open_state.run is not None and not open_rows["closed"].iloc[-1], "at 14 the score has been quiet 15 min < 20 min"
-
-
-def test_a_departure_while_the_score_is_still_up_continues_the_alert() -> None:
-    score = [5.0, 5.0, 4.5, 4.0, 3.5, 3.0, 2.8, 2.6, 2.4, 2.2, 2.0, 5.0, 5.0, 1.8, 0.0, 0.0, 0.0, 0.0, 0.0]
-    outside = [3.0, 3.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 3.0, 3.0, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1]
-    rows, _ = _track([scores(score, deviation=outside)])
-    final = rows.drop_duplicates("id", keep="last")
-    # the metric left its range at 0-1 and again at 11-12 before the score ever settled: one incident
-    assert list(zip(final["start"], final["end"])) == [(at(0), at(12))]
-    assert final["closed"].tolist() == [True]
-
-
-def test_a_departure_after_the_alert_is_over_is_a_new_alert() -> None:
-    score = [5.0, 5.0] + [0.0] * 6 + [5.0, 5.0] + [0.0] * 6
-    outside = [3.0, 3.0] + [0.1] * 6 + [3.0, 3.0] + [0.1] * 6
-    rows, _ = _track([scores(score, deviation=outside)])
-    final = rows.drop_duplicates("id", keep="last")
-    assert list(zip(final["start"], final["end"])) == [(at(0), at(1)), (at(8), at(9))]
-
-
-def test_a_score_over_its_threshold_with_the_metric_in_range_is_no_alert() -> None:
-    """A calm baseline's tiny spread can push a score up while every value is where the model expected it."""
-    rows, state = _track([scores([9.0, 9.0, 9.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], deviation=[0.6, 0.9, 0.8] + [0.1] * 6)])
-    assert rows.empty and state.run is None
-    late, _ = _track([scores([9.0] * 6, deviation=[0.6, 1.4, 0.8, 1.4, 1.3, 0.5])])
-    ((alert,),) = [late.drop_duplicates("id", keep="last").to_dict("records")]
-    # it fires on the first point outside; its extent runs to the excursion's end (3-4 out in a row)
-    assert (alert["start"], alert["onset"], alert["end"]) == (at(0), at(1), at(4))
-
-
-def test_single_points_just_outside_the_range_neither_fire_nor_hold_an_alert() -> None:
-    """At a 99.5 % range a normal point is outside once in 200: that must not keep an incident open for days."""
-    score = [5.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-    outside = [3.0, 3.0, 0.1, 1.2, 0.1, 0.1, 1.3, 0.1, 0.1, 0.1, 0.1]
-    rows, state = _track([scores(score, deviation=outside)])
-    final = rows.drop_duplicates("id", keep="last")
-    assert list(zip(final["start"], final["end"], final["closed"])) == [(at(0), at(1), True)] and state.run is None
-    chunked, chunked_state = _track([scores(score[:4], deviation=outside[:4]), scores(score[4:], first=4, deviation=outside[4:])])
-    assert chunked.drop_duplicates("id", keep="last")["end"].tolist() == [at(1)] and chunked_state == state
-
-
-def test_severity_is_how_far_and_how_long_the_metric_left_its_range() -> None:
-    far, _ = _track([scores([2.0, 2.0, 0.0, 0.0, 0.0, 0.0], deviation=[1.5, 9.0, 0.0, 0.0, 0.0, 0.0])])
-    assert far["severity"].tolist()[-1] == "critical"
-    near, _ = _track([scores([9.0, 9.0, 0.0, 0.0, 0.0, 0.0], deviation=[1.1, 1.2, 0.0, 0.0, 0.0, 0.0])])
-    assert near["severity"].tolist()[-1] == "low", "a high score alone is not a severe excursion"
-    long, _ = _track([scores([2.0] * 5 + [0.0] * 5, deviation=[1.5] * 5 + [0.0] * 5)])
-    assert long["severity"].tolist()[-1] == "medium", "outside the range for 20 minutes: one level up"
+def test_an_open_run_survives_a_round_trip_through_json() -> None:
+    _, run = track([scores([0.0, 2.0, 3.0])])
+    assert run is not None and OpenRun.from_json(json.loads(json.dumps(run.to_json()))) == run
 
 
 # -- the ledger ----------------------------------------------------------------------------------

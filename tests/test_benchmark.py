@@ -51,7 +51,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "training": {"epochs": 2, "batch_size": 64, "learning_rate": 0.01, "patience": 2, "schedule": "constant"},
     "scoring": {"error": "abs", "smoothing_span": 6, "smoothing_time": None, "baseline": 0},
     "threshold": {"method": "quantile", "quantile": 0.98, "k": 4.0},
-    "events": {"padding": "0min", "merge_gap": "65min", "min_duration": "0min", "prune": 0.0},
+    "events": {"padding": 0, "merge_gap": 12, "min_length": 1, "prune": 0.0},
 }
 CONFIG = TINY.replace(**OVERRIDES)
 SETTINGS = [
@@ -358,8 +358,8 @@ def test_stream_scores_and_alerts_never_depend_on_later_points(tmp_path: Path, c
     pd.testing.assert_series_equal(before.anomaly_score[past], after.anomaly_score[past])
     pd.testing.assert_series_equal(before.label[past], after.label[past])
     # A flag marks membership of an event, and a run starting after the change may merge
-    # back over a gap of up to merge_gap; further back nothing may differ.
-    settled = slice(0, change - CONFIG.events.points("merge_gap", pd.Timedelta("5min")))
+    # back over a gap of up to merge_gap points; further back nothing may differ.
+    settled = slice(0, change - CONFIG.events.merge_gap)
     pd.testing.assert_series_equal(before.flag[settled], after.flag[settled])
     assert not before.anomaly_score[change:].equals(after.anomaly_score[change:]), "the change reaches the detector"
     assert after.flag[change:].sum() >= 1, "the wild tail is flagged"
@@ -393,19 +393,15 @@ def test_stream_alerts_fall_on_the_first_point_of_each_event(tmp_path: Path) -> 
     path = write_csv(tmp_path / "data" / "s" / "f.csv", frame)
     detection = detect_stream(read_series(path), CONFIG)
     assert len(detection.events) >= 1
-    edges = np.diff(np.concatenate(([0], detection.flags.astype(np.int8), [0])))
-    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    onsets = np.flatnonzero(detection.onsets)
-    # min_duration 0: each alert fires inside its event, at its first point once the metric is outside its range
-    assert len(onsets) == len(starts) and ((starts <= onsets) & (onsets < stops)).all()
+    starts = np.flatnonzero(np.diff(np.concatenate(([0], detection.flags.astype(np.int8)))) == 1)
+    np.testing.assert_array_equal(np.flatnonzero(detection.onsets), starts)  # min_length 1: the alert is the run's first point
     assert list(detection.events.start) == list(detection.grid[starts])
 
 
 def causal_runs(flags: np.ndarray, gap: int, min_length: int) -> list[tuple[int, int, int]]:
     """``(start, stop, alert)`` positions of the alerts the stream's tracker raises on ``flags``."""
     chunk = scores([2.0 if f else 0.0 for f in flags])
-    config = EventConfig(merge_gap=f"{5 * (gap + 1)}min", min_duration=f"{5 * min_length}min")
-    alerts, _ = AlertTracker(config, STEP).advance(chunk)
+    alerts, _ = AlertTracker(EventConfig(merge_gap=gap, min_length=min_length), STEP).advance(chunk)
     position = chunk.score.index.get_loc
     return [(position(a), position(b) + 1, position(o)) for a, b, o in zip(alerts["start"], alerts["end"], alerts["onset"])]
 

@@ -50,7 +50,7 @@ def custom_config() -> DetectorConfig:
         threshold=ThresholdConfig(
             method="spot", quantile=0.5, k=0.0, z_min=0.0, z_max=0.0, z_step=0.1, risk=1.0, level=0.5, floor=0.0
         ),
-        events=EventConfig(padding="10min", merge_gap="20min", min_duration="15min", band=0.99, sustained="1h", prune=1.0),
+        events=EventConfig(padding=2, merge_gap=4, min_length=3, prune=1.0),
     )
 
 
@@ -70,7 +70,7 @@ def test_defaults_construct_with_documented_values() -> None:
     assert (cfg.scoring.smoothing_span, cfg.scoring.smoothing_time, cfg.scoring.baseline) == (None, "600min", 1000)
     assert (cfg.scoring.error, cfg.scoring.error_power) == ("power", 1.5)
     assert (cfg.threshold.method, cfg.threshold.k) == ("fixed", 4.5)
-    assert (cfg.events.padding, cfg.events.merge_gap, cfg.events.min_duration, cfg.events.band) == ("0min", "24h", "0min", 0.995)
+    assert (cfg.events.padding, cfg.events.merge_gap) == (0, 200)
     assert cfg.events == EventConfig()
     assert DetectorConfig() == DetectorConfig()
 
@@ -328,17 +328,9 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str, Any]] = [
     ("threshold", {}, "level", -INF),
     ("threshold", {}, "level", NAN),
     ("threshold", {}, "floor", -1e-3),
-    ("events", {}, "padding", "-5min"),
-    ("events", {}, "merge_gap", 12),
-    ("events", {}, "merge_gap", "later"),
-    ("events", {}, "min_duration", "-1h"),
-    ("events", {}, "sustained", 30),
-    ("events", {}, "band", 0.4),
-    ("events", {}, "band", 1.0),
-    ("threshold", {}, "alerts_per_week", 0.0),
-    ("threshold", {}, "alerts_per_week", NAN),
-    ("threshold", {}, "k_min", -1.0),
-    ("threshold", {"k_min": 5.0}, "k_max", 4.0),
+    ("events", {}, "padding", -1),
+    ("events", {}, "merge_gap", -1),
+    ("events", {}, "min_length", 0),
     ("events", {}, "prune", 1.5),
     ("events", {}, "prune", -0.1),
     ("events", {}, "prune", NAN),
@@ -486,9 +478,9 @@ def test_the_policy_is_the_scoring_threshold_and_events_sections() -> None:
     config = custom_config()
     policy = config.policy
     assert (policy.scoring, policy.threshold, policy.events) == (config.scoring, config.threshold, config.events)
-    other = policy.replace(threshold={"k": 6.0}, events={"merge_gap": "9h"})
+    other = policy.replace(threshold={"k": 6.0}, events={"merge_gap": 9})
     changed = config.with_policy(other)
-    assert changed.threshold.k == 6.0 and changed.events.merge_gap == "9h"
+    assert changed.threshold.k == 6.0 and changed.events.merge_gap == 9
     assert (changed.preprocess, changed.window, changed.model, changed.training) == (
         config.preprocess, config.window, config.model, config.training,
     )  # fmt: skip

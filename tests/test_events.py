@@ -15,7 +15,10 @@ from anomaly.core.events import (
     EVENT_COLUMNS,
     contributing_metrics,
     find_events,
+    find_runs,
     flag_runs,
+    merge_runs,
+    pad_runs,
     prune_runs,
     severity,
 )
@@ -50,6 +53,41 @@ def test_flag_runs(flags: list, expected: list) -> None:
 def test_flag_runs_returns_python_ints() -> None:
     runs = flag_runs(np.array([False, True]))
     assert all(type(x) is int for run in runs for x in run)
+
+
+# --- pad_runs ----------------------------------------------------------------------------
+
+
+def test_pad_runs_clipped_at_both_ends() -> None:
+    assert pad_runs([(0, 2), (5, 6), (8, 10)], 2, 10) == [(0, 4), (3, 8), (6, 10)]
+    assert pad_runs([(1, 2)], 5, 4) == [(0, 4)]
+
+
+def test_pad_zero_is_identity() -> None:
+    runs = [(0, 1), (3, 7)]
+    assert pad_runs(runs, 0, 7) == runs
+
+
+# --- merge_runs ----------------------------------------------------------------------------
+
+
+def test_merge_gap_exactly_equal_to_limit_merges() -> None:
+    runs = [(0, 2), (4, 5)]  # two points (2, 3) between them
+    assert merge_runs(runs, 2) == [(0, 5)]
+    assert merge_runs(runs, 1) == [(0, 2), (4, 5)]
+    assert merge_runs(runs, 0) == [(0, 2), (4, 5)]
+
+
+def test_merge_overlapping_adjacent_nested_and_unsorted() -> None:
+    assert merge_runs([(3, 8), (0, 4)], 0) == [(0, 8)]  # overlapping, given out of order
+    assert merge_runs([(0, 2), (2, 4)], 0) == [(0, 4)]  # touching
+    assert merge_runs([(0, 10), (2, 3), (11, 12)], 0) == [(0, 10), (11, 12)]  # nested kept whole
+    assert merge_runs([(0, 10), (2, 3), (11, 12)], 1) == [(0, 12)]
+    assert merge_runs([], 3) == []
+
+
+def test_merge_chains() -> None:
+    assert merge_runs([(0, 1), (2, 3), (4, 5), (9, 10)], 1) == [(0, 5), (9, 10)]
 
 
 # --- prune_runs -------------------------------------------------------------------------------
@@ -89,37 +127,46 @@ def test_prune_single_strong_run() -> None:
 
 
 @pytest.mark.parametrize(
-    ("deviation", "expected"),
-    [(0.5, "low"), (1.99, "low"), (2.0, "medium"), (3.99, "medium"), (4.0, "high"), (7.99, "high"), (8.0, "critical"), (1e6, "critical")],
+    ("peak", "threshold", "expected"),
+    [
+        (1.0, 1.0, "low"),
+        (1.49, 1.0, "low"),
+        (1.5, 1.0, "medium"),
+        (1.99, 1.0, "medium"),
+        (2.0, 1.0, "high"),
+        (3.99, 1.0, "high"),
+        (4.0, 1.0, "critical"),
+        (100.0, 1.0, "critical"),
+        (0.5, 1.0, "low"),
+        (3.0, 2.0, "medium"),
+        (1.0, 0.0, "critical"),
+    ],
 )
-def test_severity_is_how_far_the_metric_left_its_expected_range(deviation: float, expected: str) -> None:
-    assert severity(deviation, ratio=100.0, sustained=False) == expected  # the score's ratio is not read
+def test_severity(peak: float, threshold: float, expected: str) -> None:
+    assert severity(peak, threshold) == expected
 
 
 @pytest.mark.parametrize(
-    ("ratio", "expected"),
-    [(1.0, "low"), (1.49, "low"), (1.5, "medium"), (2.0, "high"), (3.99, "high"), (4.0, "critical"), (float("inf"), "critical")],
+    ("peak", "above", "sustained", "expected"),
+    [
+        (1.2, 29, 30, "low"),  # not long enough
+        (1.2, 30, 30, "medium"),  # as long as "sustained": one level up
+        (2.5, 100, 30, "critical"),
+        (5.0, 100, 30, "critical"),  # never above critical
+        (1.2, 1000, 0, "low"),  # 0 turns the rule off
+    ],
 )
-def test_without_expected_ranges_the_score_over_its_threshold_says_it(ratio: float, expected: str) -> None:
-    assert severity(float("nan"), ratio, sustained=False) == expected
-
-
-def test_a_sustained_excursion_is_one_level_more_severe_never_past_critical() -> None:
-    assert severity(1.5, 1.0, sustained=True) == "medium"
-    assert severity(5.0, 1.0, sustained=True) == "critical"
-    assert severity(9.0, 1.0, sustained=True) == "critical"
-    assert severity(float("nan"), 1.2, sustained=True) == "medium"
+def test_a_sustained_excursion_is_one_level_more_severe(peak: float, above: int, sustained: int, expected: str) -> None:
+    assert severity(peak, 1.0, above, sustained) == expected
 
 
 def test_events_count_the_points_above_the_threshold_and_long_ones_are_raised() -> None:
-    # without expected ranges the time above the threshold is what "sustained" measures
-    merged = find_events(scores(), EventConfig(padding="0min", merge_gap="2min", sustained="3min"))
-    assert merged["n_above"].tolist() == [3, 1, 2] and merged["severity"].tolist() == ["critical", "low", "critical"]
-    # padding widens (0,0) (2,3) (7,7) (10,11) by a minute: the first two and the last two then overlap and merge
-    padded = find_events(scores(), EventConfig(padding="1min", merge_gap="1min", sustained="3min"))
-    assert list(zip(padded["start"], padded["end"])) == [(t(0), t(4)), (t(6), t(11))]
+    # padding widens the runs to (0,5) and (6,12), each holding 3 points above the threshold
+    padded = find_events(scores(), EventConfig(padding=1, merge_gap=0, sustained=3))
     assert padded["n_points"].tolist() == [5, 6] and padded["n_above"].tolist() == [3, 3]
-    assert padded["peak_score"].tolist() == [3.0, 5.0] and padded["metric"].tolist() == ["cpu,mem", "mem,cpu"]
+    assert padded["severity"].tolist() == ["critical", "critical"]  # high raised to critical; critical stays
+    merged = find_events(scores(), EventConfig(padding=0, merge_gap=1, sustained=3))
+    assert merged["n_above"].tolist() == [3, 1, 2] and merged["severity"].tolist() == ["critical", "low", "critical"]
 
 
 # --- find_events -----------------------------------------------------------------------------------
@@ -158,7 +205,7 @@ def scores() -> Scores:
 
 
 def test_find_events_exact() -> None:
-    ev = find_events(scores(), EventConfig(padding="0min", merge_gap="1min"), model="lstm", version="v3")
+    ev = find_events(scores(), EventConfig(padding=0, merge_gap=0), model="lstm", version="v3")
     assert list(ev.columns) == list(EVENT_COLUMNS)
     expected = pd.DataFrame(
         {
@@ -173,30 +220,45 @@ def test_find_events_exact() -> None:
             "n_above": [1, 2, 1, 2],
             "model": ["lstm"] * 4,
             "version": ["v3"] * 4,
-            "deviation": [np.nan] * 4,
         }
     )
     pd.testing.assert_frame_equal(ev.reset_index(drop=True), expected, check_dtype=False, check_index_type=False)
 
 
-def test_find_events_merge_gap_in_time() -> None:
-    ev = find_events(scores(), EventConfig(padding="0min", merge_gap="2min"))
-    # (0,1) and (2,4) are 2 minutes apart; (7,8) and (10,12) 3
+def test_find_events_padding_clipped_and_merged() -> None:
+    ev = find_events(scores(), EventConfig(padding=1, merge_gap=0))
+    # runs (0,1)(2,4)(7,8)(10,12) -> padded (0,2)(1,5)(6,9)(9,12) -> merged (0,5)(6,12)
+    assert ev["start"].tolist() == [t(0), t(6)]
+    assert ev["end"].tolist() == [t(4), t(11)]
+    assert ev["n_points"].tolist() == [5, 6]
+    assert ev["peak_score"].tolist() == [3.0, 5.0]
+    assert ev["peak_time"].tolist() == [t(3), t(11)]
+    assert ev["metric"].tolist() == ["mem,cpu", "cpu,mem"]
+
+
+def test_find_events_merge_gap() -> None:
+    ev = find_events(scores(), EventConfig(padding=0, merge_gap=1))
+    # (0,1) and (2,4) are one point apart; (7,8) and (10,12) two
     assert list(zip(ev["start"], ev["end"])) == [(t(0), t(3)), (t(7), t(7)), (t(10), t(11))]
     assert ev["n_points"].tolist() == [4, 1, 2]
 
 
-def test_find_events_min_duration_and_prune() -> None:
-    ev = find_events(scores(), EventConfig(padding="0min", min_duration="2min", merge_gap="1min"))
+def test_find_events_min_length_and_prune() -> None:
+    ev = find_events(scores(), EventConfig(padding=0, min_length=2, merge_gap=0))
     assert list(zip(ev["start"], ev["end"])) == [(t(2), t(3)), (t(10), t(11))]
     # peaks 1.1, 3.0, 1.2, 5.0 over threshold 1: ladder 5, 3, 1.2, 1.1, 1 -> drops .4, .6, .083, .091
-    ev = find_events(scores(), EventConfig(padding="0min", prune=0.3, merge_gap="1min"))
+    ev = find_events(scores(), EventConfig(padding=0, prune=0.3, merge_gap=0))
     assert list(zip(ev["start"], ev["end"])) == [(t(2), t(3)), (t(10), t(11))]
     assert ev["peak_score"].tolist() == [3.0, 5.0]
 
 
+def test_find_runs_in_time_order() -> None:
+    s = np.array(SCORE)
+    assert find_runs(s > 1.0, s, 1.0, EventConfig(padding=0, merge_gap=0)) == [(0, 1), (2, 4), (7, 8), (10, 12)]
+
+
 def test_find_events_none_flagged_is_empty_with_columns() -> None:
-    ev = find_events(build_scores([0.1] * 5, [0.1] * 5, [0.2] * 5), EventConfig(padding="0min", merge_gap="1min"))
+    ev = find_events(build_scores([0.1] * 5, [0.1] * 5, [0.2] * 5), EventConfig(padding=0, merge_gap=0))
     assert ev.empty
     assert list(ev.columns) == list(EVENT_COLUMNS)
 
@@ -237,7 +299,7 @@ def test_find_events_with_a_metric_missing_in_an_event_warns_nothing() -> None:
     s = build_scores(cpu, mem, SCORE)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ev = find_events(s, EventConfig(padding="0min", merge_gap="1min"))
+        ev = find_events(s, EventConfig(padding=0, merge_gap=0))
     assert ev["metric"].tolist()[-1] == "cpu"
 
 
@@ -305,7 +367,7 @@ def test_event_scores_add() -> None:
 
 
 def test_intervals_from_events_frame() -> None:
-    ev = find_events(scores(), EventConfig(padding="0min", min_duration="2min", merge_gap="1min"))
+    ev = find_events(scores(), EventConfig(padding=0, min_length=2, merge_gap=0))
     assert intervals(ev) == [(t(2), t(3)), (t(10), t(11))]
     frame = pd.DataFrame({"from": ["2024-01-01 00:00Z"], "to": ["2024-01-01 00:05Z"]})
     assert intervals(frame, "from", "to") == [(t(0), t(5))]

@@ -92,7 +92,7 @@ def policy_day(day: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
     record = models.set_policy("cpu", models.load("cpu").detector.policy.replace(threshold={"method": "quantile", "quantile": 0.5}))
     later = wide_csv(clean_metrics(1200, metrics=("requests", "cpu"), seed=5).iloc[1152:], root / "incoming" / "later.csv")
     ingest_flow(str(later), str(workspace), return_state=True)
-    state = score_flow(str(workspace), str(registry), report=False, policy={"events": {"merge_gap": "15min"}}, return_state=True)
+    state = score_flow(str(workspace), str(registry), report=False, policy={"events": {"merge_gap": 2}}, return_state=True)
     return {"workspace": workspace, "registry": registry, "record": record, "state": state}
 
 

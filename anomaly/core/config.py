@@ -31,7 +31,7 @@ FillMethod = Literal["linear", "ffill"]
 ReconAggregate = Literal["median", "mean", "last"]
 ErrorKind = Literal["power", "abs", "squared"]
 CombineKind = Literal["mean", "max"]
-ThresholdMethod = Literal["quantile", "sigma", "mad", "dynamic", "spot", "fixed", "budget"]
+ThresholdMethod = Literal["quantile", "sigma", "mad", "dynamic", "spot", "fixed"]
 DeviceKind = Literal["auto", "cpu", "cuda"]
 ScheduleKind = Literal["constant", "one_cycle"]
 
@@ -300,18 +300,6 @@ def _points(duration: str | None, freq: Any) -> int:
     return 0 if duration is None else round(pd.Timedelta(duration) / pd.Timedelta(freq))
 
 
-def _is_duration(text: Any) -> bool:
-    """Whether ``text`` is a string pandas reads as a duration of zero or more ("0min", "2h")."""
-    import pandas as pd
-
-    if not isinstance(text, str):
-        return False
-    try:
-        return bool(pd.Timedelta(text) >= pd.Timedelta(0))
-    except (ValueError, TypeError):
-        return False
-
-
 def _is_positive_duration(text: Any, *, alias: bool = False) -> bool:
     """Whether ``text`` is a string pandas reads as a positive duration ("200min", "3h").
 
@@ -333,9 +321,6 @@ def _is_positive_duration(text: Any, *, alias: bool = False) -> bool:
 class ThresholdConfig:
     """Where a score becomes a flag (a policy section).
 
-    ``budget`` calibrates each series' threshold to an alert budget: the
-    score its own training scores would cross, as separate alerts, at
-    ``alerts_per_week`` (peaks over threshold on the alerts' peaks).
     ``fixed`` is ``k`` itself, for baseline scores ("k σ above the recent
     baseline"); the others are fitted on the training scores: ``quantile``,
     ``sigma`` (mean + kσ), ``mad`` (median + k·1.4826·MAD), ``dynamic``
@@ -343,14 +328,8 @@ class ThresholdConfig:
     et al., KDD 2017).
     """
 
-    #: budget, fixed, quantile, sigma, mad, dynamic or spot.
+    #: fixed, quantile, sigma, mad, dynamic or spot.
     method: ThresholdMethod = "fixed"
-    #: ``budget``: the false alerts per metric per week you can afford (on normal behaviour).
-    alerts_per_week: float = 0.1
-    #: ``budget``: the least threshold it sets, in score units (σ for baseline scores): a calm training week must not make rounding alert.
-    k_min: float = 3.0
-    #: ``budget``: the most threshold it sets (null for no limit): anomalies in the training data must not lift it beyond reach.
-    k_max: float | None = 12.0
     #: The training scores' quantile (``quantile``).
     quantile: float = 0.99
     #: σ above the baseline (``fixed``), or the multiplier of ``sigma`` and ``mad``.
@@ -381,43 +360,30 @@ class ThresholdConfig:
         if self.level >= 1.0:
             _fail(s, "level", "a finite number > 0.0 and < 1.0", self.level)
         _check_float(s, "floor", self.floor, 0.0)
-        _check_float(s, "alerts_per_week", self.alerts_per_week, 0.0, open_low=True)
-        _check_float(s, "k_min", self.k_min, 0.0)
-        if self.k_max is not None:
-            _check_float(s, "k_max", self.k_max, self.k_min)
 
 
 @dataclass(frozen=True)
 class EventConfig:
-    """How flagged points become alerts, how long an alert lasts, and how severe it is (a policy section)."""
+    """How flagged points become events and alerts (a policy section)."""
 
-    #: How long the metric must be back inside its expected range, and the score under its threshold,
-    #: before an alert is over; a new departure within it continues the alert.
-    merge_gap: str = "24h"
-    #: How long a run must stay flagged before it becomes an alert (0: at once); it also needs the metric outside its range.
-    min_duration: str = "0min"
-    #: The expected range: a normal point's error stays within this quantile of the training errors.
-    band: float = 0.995
-    #: An alert whose metric stayed outside its expected range this long is one severity level higher.
-    sustained: str = "2h"
-    #: Hundman's pruning of batch events: drop those whose peak stands less than this (relative) above the next one's.
+    #: Points added before and after each flagged run (batch events only).
+    padding: int = 0
+    #: Flagged runs at most this many points apart are one event, and one alert.
+    merge_gap: int = 200
+    #: Flagged points a run needs before it is an event (the alert fires on the last of them).
+    min_length: int = 1
+    #: Hundman's pruning: drop events whose peak stands less than this (relative) above the next one's.
     prune: float = 0.0
-    #: Time added before and after each batch event (``anomaly detect``, the batch benchmark).
-    padding: str = "0min"
+    #: An event above the threshold for at least this many points is one severity level higher (0: off).
+    sustained: int = 30
 
     def __post_init__(self) -> None:
         s = "events"
-        for name in ("merge_gap", "min_duration", "sustained", "padding"):
-            if not _is_duration(getattr(self, name)):
-                _fail(s, name, "a duration such as '2h', '30min' or '0min'", getattr(self, name))
-        _check_float(s, "band", self.band, 0.5, 1.0)
-        if self.band >= 1.0:
-            _fail(s, "band", "a finite number >= 0.5 and < 1.0", self.band)
+        _check_int(s, "padding", self.padding, 0)
+        _check_int(s, "merge_gap", self.merge_gap, 0)
+        _check_int(s, "min_length", self.min_length, 1)
         _check_float(s, "prune", self.prune, 0.0, 1.0)
-
-    def points(self, name: str, freq: Any) -> int:
-        """A duration setting in points of a series sampled every ``freq`` (rounded)."""
-        return _points(getattr(self, name), freq)
+        _check_int(s, "sustained", self.sustained, 0)
 
 
 def _check_sections(owner: Any, name: str) -> None:

@@ -81,8 +81,8 @@ class LSTMAutoencoderDetector:
     (the combined one's value), ``training_data_`` (time range and size of
     what it was fitted on), ``residuals_`` (the training reconstruction's
     residuals, from which another policy's thresholds are fitted), and after
-    ``fit`` ``training_scores_`` (the training data's :class:`Scores`), with
-    ``decision_scores_`` and ``labels_`` (its combined scores and flags).
+    ``fit`` ``decision_scores_`` and ``labels_`` (the training data's
+    combined scores and flags).
     """
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
@@ -135,10 +135,10 @@ class LSTMAutoencoderDetector:
         self.residuals_ = recon.residuals()
         self.training_filled_ = recon.filled
         training, _ = Scorer(cfg.scoring).score(recon)
-        self.thresholds_ = FittedThresholds.fit(cfg.threshold, training, cfg.events)
-        self.training_scores_ = self._to_scores(frame, recon, training, None, 0)
-        self.decision_scores_ = self.training_scores_.score
-        self.labels_ = self.training_scores_.flags
+        self.thresholds_ = FittedThresholds.fit(cfg.threshold, training)
+        flags = self.thresholds_.flags(training)[1]
+        self.decision_scores_ = pd.Series(training.score, index=frame.index, name="anomaly_score")
+        self.labels_ = pd.Series(flags, index=frame.index)
         return self
 
     def _training_frame(self, data: DataLike) -> MetricFrame:
@@ -175,16 +175,17 @@ class LSTMAutoencoderDetector:
             return self
         other = LSTMAutoencoderDetector(self.get_config().with_policy(policy))
         for name, value in vars(self).items():
-            if name.endswith("_") and name not in {"thresholds_", "training_scores_", "decision_scores_", "labels_"}:
+            if name.endswith("_") and name not in {"thresholds_", "decision_scores_", "labels_"}:
                 setattr(other, name, value)
-        recon = self.training_reconstruction()
-        if recon is None and build_threshold(policy.threshold).needs_scores:
+        needs_scores = build_threshold(policy.threshold).needs_scores
+        if needs_scores and self.residuals_ is None:
             raise ModelFileError(
                 f"this model was saved before training residuals were kept, so its {policy.threshold.method!r} "
                 "threshold cannot be refitted under a new policy: retrain it, or use threshold.method 'fixed'"
             )
-        scores = Scorer(policy.scoring).score(recon)[0] if recon is not None else _no_scores(self.metrics_)
-        other.thresholds_ = FittedThresholds.fit(policy.threshold, scores, policy.events)
+        recon = self.training_reconstruction()
+        scores = Scorer(policy.scoring).score(recon)[0] if needs_scores and recon is not None else _no_scores(self.metrics_)
+        other.thresholds_ = FittedThresholds.fit(policy.threshold, scores)
         return other
 
     def training_reconstruction(self) -> Reconstruction | None:
@@ -249,7 +250,7 @@ class LSTMAutoencoderDetector:
 
     def events(self, scores: Scores, *, model: str = "", version: str = "") -> pd.DataFrame:
         """Events from already computed scores."""
-        return find_events(scores, self.policy.events, model=model, version=version)
+        return find_events(scores, self.get_config().events, model=model, version=version)
 
     def _prepare(self, data: DataLike, allow_resample: bool, what: str) -> MetricFrame:
         """Normalise onto the training grid and select the trained metrics, in order.
@@ -275,10 +276,9 @@ class LSTMAutoencoderDetector:
     ) -> Scores:
         """The public :class:`Scores` of rows ``first:`` (the data's own, after its context)."""
         rows = slice(first, len(frame))
-        rebuilt = pd.DataFrame(self.scaler_.inverse_transform(recon.reconstructed[rows]), frame.index[rows], self.metrics_)
-        scale = dict(zip(self.metrics_, np.abs(self.scaler_.scale_).tolist()))
+        units = pd.DataFrame(self.scaler_.inverse_transform(recon.reconstructed[rows]), frame.index[rows], self.metrics_)
         return self.thresholds_.apply(
-            scores, rows, values=frame.values.iloc[rows], reconstruction=rebuilt, filled=frame.filled.iloc[rows], carry=carry, units=scale
+            scores, rows, values=frame.values.iloc[rows], reconstruction=units, filled=frame.filled.iloc[rows], carry=carry
         )
 
     # -- persistence -------------------------------------------------------------

@@ -1,22 +1,16 @@
-"""Flagged points become alerts and events: one causal tracker, used everywhere.
+"""Flagged points become anomaly events.
 
-An operator wants one alert per incident, not one per point, an alert only
-when the metric itself left its expected range, and an alert whose extent is
-the metric's excursion, not a smoothed score's decay. :class:`AlertTracker`
-follows a series point by point: a flagged point opens a run; the run
-becomes an alert once the metric has also left its expected range (the
-reconstruction ± the model's normal error, ``events.band``); the alert lasts
-while the metric keeps leaving it (two points in a row, or one far out) or
-the score stays flagged, ends at the metric's last such point, and is over
-once metric and score have been quiet for ``events.merge_gap``. Severity
-says how far (in expected ranges) and how long the metric left it. The
-scheduled score runs, the stream benchmark and batch events all use it.
+An operator wants one alert per incident, not one per point. Runs of flagged
+points are padded, nearby runs merged, short ones dropped and weak ones pruned
+(Hundman et al.'s rule), then each run is described: which metrics, when, how
+far above the threshold, and a severity. The helpers work on plain arrays so
+they are tested on hand-written cases.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -37,17 +31,12 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "n_above",
     "model",
     "version",
-    "deviation",
 )
-#: An alert row: the *events* contract plus the alert's identity, when it fired and whether it is over.
-ALERT_COLUMNS: tuple[str, ...] = ("id", *EVENT_COLUMNS, "onset", "closed")
 
 Run = tuple[int, int]  # [start, stop) positions
 
 SEVERITY_LEVELS: tuple[str, ...] = ("low", "medium", "high", "critical")
-#: How far the metric left its expected range (in ranges) at which a level starts; read with SEVERITY_LEVELS.
-SEVERITY_DEVIATIONS: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
-#: For a model saved before expected ranges were kept: the peak score over its threshold at which a level starts.
+# (peak score / threshold) at or above which a level starts; read with SEVERITY_LEVELS.
 SEVERITY_RATIOS: tuple[float, ...] = (1.0, 1.5, 2.0, 4.0)
 
 
@@ -58,7 +47,23 @@ def flag_runs(flags: np.ndarray) -> list[Run]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
-def prune_runs(runs: Sequence[Any], peaks: Sequence[float], threshold: float, min_drop: float) -> list[Any]:
+def pad_runs(runs: Sequence[Run], padding: int, n: int) -> list[Run]:
+    """Widen each run by ``padding`` points on both sides, within ``[0, n)``."""
+    return [(max(0, a - padding), min(n, b + padding)) for a, b in runs]
+
+
+def merge_runs(runs: Sequence[Run], gap: int) -> list[Run]:
+    """Merge runs that overlap or are separated by at most ``gap`` points."""
+    merged: list[Run] = []
+    for a, b in sorted(runs):
+        if merged and a - merged[-1][1] <= gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def prune_runs(runs: Sequence[Run], peaks: Sequence[float], threshold: float, min_drop: float) -> list[Run]:
     """Keep the runs whose peak stands out (Hundman et al., KDD 2018, §3.2).
 
     Peaks are sorted descending with the threshold appended; walking down,
@@ -77,63 +82,64 @@ def prune_runs(runs: Sequence[Any], peaks: Sequence[float], threshold: float, mi
     return [run for i, run in enumerate(runs) if i in keep]
 
 
-def severity(deviation: float, ratio: float, sustained: bool) -> str:
-    """Level from how far the metric left its expected range (``deviation``, in ranges), one more when ``sustained``.
+def severity(peak: float, threshold: float, above: int = 0, sustained: int = 0) -> str:
+    """Level from how far and how long the score rose above the threshold.
 
-    Without a deviation (NaN: a model saved before ranges were kept) the
-    peak score's ``ratio`` to its threshold picks the level instead.
+    The peak's ratio to the threshold picks the level (see SEVERITY_RATIOS);
+    ``above`` points over the threshold, when at least ``sustained`` (> 0),
+    raise it one level, up to critical.
     """
-    if np.isfinite(deviation):
-        level = int(np.searchsorted(SEVERITY_DEVIATIONS, deviation, side="right")) - 1
-    else:
-        level = int(np.searchsorted(SEVERITY_RATIOS, ratio, side="right")) - 1
-    return SEVERITY_LEVELS[min(max(level, 0) + int(sustained), len(SEVERITY_LEVELS) - 1)]
+    ratio = peak / threshold if threshold > 0 else float("inf")
+    level = max(int(np.searchsorted(SEVERITY_RATIOS, ratio, side="right")) - 1, 0)
+    if sustained > 0 and above >= sustained:
+        level += 1
+    return SEVERITY_LEVELS[min(level, len(SEVERITY_LEVELS) - 1)]
 
 
-def find_events(scores: Scores, config: EventConfig, model: str = "", version: str = "") -> pd.DataFrame:
-    """The alerts of a whole series as events (columns :data:`EVENT_COLUMNS`), padded and pruned, most recent last.
-
-    The same tracker as the score runs cuts them; batch analysis then adds
-    ``events.padding`` around each and drops weak ones (``events.prune``).
-    """
-    index = scores.score.index
-    alerts, _ = AlertTracker(config, _step(index), model=model, version=version).advance(scores)
-    if alerts.empty:
-        return pd.DataFrame(columns=list(EVENT_COLUMNS))
-    pad = pd.Timedelta(config.padding)
-    events = alerts.assign(start=(alerts["start"] - pad).clip(lower=index[0]), end=(alerts["end"] + pad).clip(upper=index[-1]))
-    keep = prune_runs(list(range(len(events))), events["peak_score"].tolist(), scores.threshold, config.prune)
-    return _merge_overlaps(events.iloc[keep][list(EVENT_COLUMNS)].reset_index(drop=True), _step(index))
+def find_runs(flags: np.ndarray, score: np.ndarray, threshold: float, config: EventConfig) -> list[Run]:
+    """Flag runs after padding, merging, minimum length and pruning, in time order."""
+    runs = merge_runs(pad_runs(flag_runs(flags), config.padding, len(flags)), config.merge_gap)
+    runs = [(a, b) for a, b in runs if b - a >= config.min_length]
+    peaks = [float(np.nanmax(score[a:b])) for a, b in runs]
+    return prune_runs(runs, peaks, threshold, config.prune)
 
 
-def _merge_overlaps(events: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
-    """Events that padding made overlap or touch become one: the span of both, the higher peak, the counts added."""
-    rows: list[dict[str, Any]] = []
-    for row in events.to_dict("records"):
-        if not rows or row["start"] > rows[-1]["end"] + step:
-            rows.append(row)
-            continue
-        last = rows[-1]
-        if _ratio(row["peak_score"], row["threshold"]) > _ratio(last["peak_score"], last["threshold"]):
-            last.update(peak_score=row["peak_score"], peak_time=row["peak_time"], threshold=row["threshold"])
-        metrics = [m for m in [*str(last["metric"]).split(","), *str(row["metric"]).split(",")] if m]
-        last.update(
-            end=max(last["end"], row["end"]),
-            metric=",".join(dict.fromkeys(metrics)),
-            n_above=last["n_above"] + row["n_above"],
-            severity=max(last["severity"], row["severity"], key=SEVERITY_LEVELS.index),
-            deviation=np.fmax(last["deviation"], row["deviation"]),
-        )
-        last["n_points"] = int((last["end"] - last["start"]) / step) + 1
+def find_events(
+    scores: Scores, config: EventConfig, model: str = "", version: str = ""
+) -> pd.DataFrame:
+    """One row per event (columns :data:`EVENT_COLUMNS`), most recent last."""
+    score = scores.score.to_numpy(dtype=np.float64)
+    runs = find_runs(scores.flags.to_numpy(dtype=bool), score, scores.threshold, config)
+    rows = [_describe(scores, a, b, model, version, config.sustained) for a, b in runs]
     return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
 
 
-def contributing_metrics(scores: Scores, a: int, b: int) -> list[str]:
-    """Metrics behind points ``[a, b)``, strongest first.
+def _describe(scores: Scores, a: int, b: int, model: str, version: str, sustained: int) -> dict[str, object]:
+    span = scores.score.iloc[a:b]
+    peak_at = int(np.nanargmax(span.to_numpy()))
+    peak = float(span.iloc[peak_at])
+    above = int(scores.flags.iloc[a:b].sum())
+    return {
+        "start": scores.score.index[a],
+        "end": scores.score.index[b - 1],
+        "metric": ",".join(contributing_metrics(scores, a, b)),
+        "peak_score": peak,
+        "peak_time": span.index[peak_at],
+        "threshold": scores.threshold,
+        "severity": severity(peak, scores.threshold, above, sustained),
+        "n_points": b - a,
+        "n_above": above,
+        "model": model,
+        "version": version,
+    }
 
-    Those whose own score crossed their own threshold there; if none did on
-    its own, the one that came closest. A metric with no data there is
-    never named.
+
+def contributing_metrics(scores: Scores, a: int, b: int) -> list[str]:
+    """Metrics behind an event, strongest first.
+
+    Those whose own score crossed their own threshold inside the span; if
+    none did on its own, the one that came closest. A metric with no data in
+    the span is never named.
     """
     ratios: dict[str, float] = {}
     for m in scores.metrics:
@@ -145,29 +151,29 @@ def contributing_metrics(scores: Scores, a: int, b: int) -> list[str]:
     return sorted(chosen, key=lambda m: -ratios[m])
 
 
+# -- alerts: flagged points followed causally across score runs ---------------------------------------
+
+#: An alert row: the *events* contract plus the alert's identity, when it fired and whether it is over.
+ALERT_COLUMNS: tuple[str, ...] = ("id", *EVENT_COLUMNS, "onset", "closed")
+
+
 def alert_id(model: str, start: pd.Timestamp) -> str:
     """Stable id of an alert: the same model and start give the same id in every run and on every machine."""
     digest = hashlib.sha256(f"{model}\0{pd.Timestamp(start).isoformat()}".encode()).hexdigest()
     return digest[:16]
 
 
-def _step(index: pd.DatetimeIndex) -> pd.Timedelta:
-    return index[1] - index[0] if len(index) >= 2 else pd.Timedelta("5min")
-
-
 @dataclass(frozen=True)
 class OpenRun:
-    """An alert (or a run not yet long enough to be one) that later points may still continue."""
+    """A run of flagged points that a later flag may still continue."""
 
     start: pd.Timestamp  # its first flagged point
-    last: pd.Timestamp  # its last point of excursion (or flagged, without ranges), or the point it fired on
+    last: pd.Timestamp  # its last flagged point so far
     flagged: int  # its flagged points so far
-    outside: int  # its points of excursion outside the expected range so far
-    onset: pd.Timestamp | None  # when it became an alert
+    onset: pd.Timestamp | None  # its ``min_length``-th flagged point: when it became an alert
     peak_score: float
     peak_time: pd.Timestamp
     threshold: float  # the threshold its peak was measured against
-    peak_deviation: float | None  # the furthest the metric went, in expected ranges (None without ranges)
     metrics: tuple[str, ...] = ()  # those behind it so far, strongest first
 
     @property
@@ -179,190 +185,96 @@ class OpenRun:
             "start": self.start.isoformat(),
             "last": self.last.isoformat(),
             "flagged": self.flagged,
-            "outside": self.outside,
             "onset": None if self.onset is None else self.onset.isoformat(),
             "peak_score": self.peak_score,
             "peak_time": self.peak_time.isoformat(),
             "threshold": self.threshold,
-            "peak_deviation": self.peak_deviation,
             "metrics": list(self.metrics),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "OpenRun":
-        onset, deviation = data["onset"], data.get("peak_deviation")
+        onset = data["onset"]
         return cls(
             pd.Timestamp(data["start"]),
             pd.Timestamp(data["last"]),
             int(data["flagged"]),
-            int(data.get("outside", 0)),
             None if onset is None else pd.Timestamp(onset),
             float(data["peak_score"]),
             pd.Timestamp(data["peak_time"]),
             float(data["threshold"]),
-            None if deviation is None else float(deviation),
             tuple(str(m) for m in data.get("metrics", [])),
         )
 
 
-@dataclass(frozen=True)
-class TrackerState:
-    """What the tracker carries between chunks: the open run, the last flagged point, whether the last point was outside."""
-
-    run: OpenRun | None = None
-    last_flag: pd.Timestamp | None = None
-    was_outside: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        last = None if self.last_flag is None else self.last_flag.isoformat()
-        return {"run": None if self.run is None else self.run.to_json(), "last_flag": last, "was_outside": self.was_outside}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> "TrackerState":
-        if not data:
-            return cls()
-        run, last = data.get("run"), data.get("last_flag")
-        return cls(
-            None if run is None else OpenRun.from_json(run),
-            None if last is None else pd.Timestamp(last),
-            bool(data.get("was_outside", False)),
-        )
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    """One chunk's arrays, read once."""
-
-    index: pd.DatetimeIndex
-    flags: np.ndarray
-    score: np.ndarray
-    deviation: np.ndarray  # NaN where unknown
-    outside: np.ndarray  # part of an excursion (see :data:`CLEAR_DEVIATION`), not a chance point just outside
-    active: np.ndarray
-    ratios: np.ndarray  # (n, m) each metric's score over its threshold
-    crossed: np.ndarray  # (n, m) each metric's own flag
-    metrics: tuple[str, ...]
-    ranged: bool  # expected ranges known: an alert needs the metric outside its range
-    was_outside: bool  # the chunk's last point was outside its range
-
-
-#: A point outside its range is part of an excursion when the point before it was outside too, or when
-#: it is this many ranges out: a single point just outside a 99.5 % range happens every few hundred
-#: points by chance, and must neither fire an alert nor keep one open.
-CLEAR_DEVIATION = 2.0
-
-
 class AlertTracker:
-    """Flags and deviations, chunk by chunk, become alerts: the one route from flags to alerts.
+    """Flags, chunk by chunk, become alerts: the one route from flags to alerts.
 
-    A flagged point opens a run. The run fires (its onset) once it has been
-    flagged for ``events.min_duration`` and the metric has been outside its
-    expected range at some point of it: a score that crosses its threshold
-    while every value stays where the model expected it (a calm baseline's
-    tiny spread makes that happen) is not an alert. The run's end is the
-    last point of the metric's excursion (outside two points in a row, or
-    :data:`CLEAR_DEVIATION` ranges out, or the point it fired on); it is over
-    once the metric has been back inside, and the score below its threshold,
-    for ``events.merge_gap``, so neither a smoothed score's decay nor a
-    chance point just outside stretches it. Without expected ranges (a
-    model saved before they were kept) flags alone open, fire and hold it.
-    Only what came before a point decides anything about it, so feeding a
-    series in any chunks gives the same alerts as feeding it whole.
+    Flagged runs at most ``merge_gap`` quiet points apart are one alert; an
+    alert fires on its ``min_length``-th flagged point (the onset) and is
+    over once ``merge_gap + 1`` points have passed since its last flagged
+    point with no new one. Only what came before a point decides anything
+    about it, so feeding a series in any chunks gives the same alerts as
+    feeding it whole: the scheduled score runs and the stream benchmark both
+    advance it, with the open run carried between calls.
     """
 
     def __init__(self, config: EventConfig, step: pd.Timedelta, model: str = "", version: str = "") -> None:
         self.config, self.step, self.model, self.version = config, step, model, version
-        self.reach = pd.Timedelta(config.merge_gap)
-        self.needed = max(1, int(np.ceil(pd.Timedelta(config.min_duration) / step)))
-        self.sustained = pd.Timedelta(config.sustained)
 
-    def advance(self, scores: Scores, state: TrackerState | None = None) -> tuple[pd.DataFrame, TrackerState]:
-        """The alert rows this chunk touched (:data:`ALERT_COLUMNS`) and the state left after it."""
-        state = state or TrackerState()
-        chunk = self._chunk(scores, state)
+    @property
+    def reach(self) -> pd.Timedelta:
+        """How far after its last flagged point a flag still continues a run."""
+        return (self.config.merge_gap + 1) * self.step
+
+    def advance(self, scores: Scores, run: OpenRun | None = None) -> tuple[pd.DataFrame, OpenRun | None]:
+        """The alert rows this chunk touched (:data:`ALERT_COLUMNS`) and the run left open after it."""
         rows: dict[str, dict[str, Any]] = {}  # by alert id: its latest row
-        run, last_flag = state.run, state.last_flag
-        for i, at in enumerate(chunk.index):
-            if run is not None and self._over(run, chunk, i, last_flag):
-                self._note(rows, run, closed=True)
-                run = None
-            if run is None and chunk.flags[i]:
-                run = self._open(chunk, i, scores.threshold)
-            elif run is not None:
-                run = self._step(run, chunk, i, scores.threshold)
-            if run is not None:
-                self._note(rows, run, closed=False)
-            if chunk.flags[i]:
-                last_flag = at
-        return pd.DataFrame(list(rows.values()), columns=list(ALERT_COLUMNS)), TrackerState(run, last_flag, chunk.was_outside)
-
-    def _over(self, run: OpenRun, chunk: _Chunk, i: int, last_flag: pd.Timestamp | None) -> bool:
-        """Whether ``run`` is over at point ``i``: the metric back in range, and the score under its threshold, for the gap."""
-        at = chunk.index[i]
-        if chunk.active[i] or chunk.flags[i] or at - run.last < self.reach:
-            return False
-        return last_flag is None or at - last_flag >= self.reach
-
-    def _chunk(self, scores: Scores, state: TrackerState) -> _Chunk:
-        index = scores.score.index
         flags = scores.flags.to_numpy(dtype=bool)
-        deviation = np.full(len(index), np.nan) if scores.deviation is None else scores.deviation.to_numpy(dtype=np.float64)
-        ranged = bool(np.isfinite(deviation).any()) or (state.run is not None and state.run.peak_deviation is not None)
-        known = np.nan_to_num(deviation, nan=0.0)
-        beyond = known > 1.0
-        before = np.concatenate(([state.was_outside], beyond[:-1]))
-        outside = (known >= CLEAR_DEVIATION) | (beyond & before)
-        thresholds = np.array([max(scores.thresholds[m], 1e-12) for m in scores.metrics])
-        ratios = scores.metric_scores.to_numpy(dtype=np.float64) / thresholds
-        crossed = scores.metric_flags.to_numpy(dtype=bool)
-        score = scores.score.to_numpy(dtype=np.float64)
-        was_outside = bool(beyond[-1]) if len(beyond) else state.was_outside
-        active = outside if ranged else flags
-        return _Chunk(index, flags, score, deviation, outside, active, ratios, crossed, tuple(scores.metrics), ranged, was_outside)
+        index = scores.score.index
+        for a, b in flag_runs(flags):
+            if run is not None and index[a] - run.last <= self.reach:
+                run = self._extend(run, scores, a, b)
+            else:
+                self._note(rows, run, closed=True)
+                run = self._extend(None, scores, a, b)
+            self._note(rows, run, closed=False)
+        if run is not None and len(index) and index[-1] - run.last >= self.reach:
+            self._note(rows, run, closed=True)
+            run = None
+        return pd.DataFrame(list(rows.values()), columns=list(ALERT_COLUMNS)), run
 
-    def _open(self, chunk: _Chunk, i: int, threshold: float) -> OpenRun:
-        at = chunk.index[i]
-        deviation = float(chunk.deviation[i]) if np.isfinite(chunk.deviation[i]) else None
-        onset = at if self._fires(chunk, 1, deviation) else None
-        return OpenRun(at, at, 1, int(chunk.outside[i]), onset, float(chunk.score[i]), at, threshold, deviation, _behind(chunk, i))
-
-    def _fires(self, chunk: _Chunk, flagged: int, peak_deviation: float | None) -> bool:
-        """Whether a run flagged ``flagged`` times whose metric went ``peak_deviation`` ranges out is an alert yet."""
-        left = peak_deviation is not None and peak_deviation > 1.0
-        return flagged >= self.needed and (left or not chunk.ranged)
-
-    def _step(self, run: OpenRun, chunk: _Chunk, i: int, threshold: float) -> OpenRun:
-        """``run`` after point ``i``: counts, peak, onset and, when active, its last point."""
-        at, changes = chunk.index[i], {}
-        flagged, outside = run.flagged + int(chunk.flags[i]), run.outside + int(chunk.outside[i])
-        deviation = chunk.deviation[i]
-        if np.isfinite(deviation) and (run.peak_deviation is None or deviation > run.peak_deviation):
-            changes["peak_deviation"] = float(deviation)
-        if run.onset is None and self._fires(chunk, flagged, changes.get("peak_deviation", run.peak_deviation)):
-            changes["onset"] = at
-        if chunk.flags[i]:
-            changes["flagged"] = flagged
-            behind = _behind(chunk, i)
-            if _ratio(chunk.score[i], threshold) > run.peak_ratio:  # the metrics behind the peak lead the list
-                changes.update(peak_score=float(chunk.score[i]), peak_time=at, threshold=threshold)
-                changes["metrics"] = behind + tuple(m for m in run.metrics if m not in behind)
-            elif more := tuple(m for m in behind if m not in run.metrics):
-                changes["metrics"] = run.metrics + more
-        if chunk.active[i] or "onset" in changes:  # the point it fired on is part of it, however far out
-            changes["last"] = at
-        if chunk.outside[i]:
-            changes["outside"] = outside
-        return replace(run, **changes) if changes else run
-
-    def _note(self, rows: dict[str, dict[str, Any]], run: OpenRun, *, closed: bool) -> None:
+    def _note(self, rows: dict[str, dict[str, Any]], run: OpenRun | None, *, closed: bool) -> None:
         """Record ``run``'s row, replacing an earlier one of the same alert; a run that never fired has none."""
-        if run.onset is not None:
+        if run is not None and run.onset is not None:
             row = self._row(run, closed=closed)
             rows[row["id"]] = row
 
+    def _extend(self, run: OpenRun | None, scores: Scores, a: int, b: int) -> OpenRun:
+        """``run`` (or a new one) continued by the flagged run ``[a, b)`` of this chunk."""
+        index = scores.score.index
+        score = scores.score.to_numpy(dtype=np.float64)
+        peak_at = a + int(np.nanargmax(score[a:b]))
+        before = 0 if run is None else run.flagged
+        onset = None if run is None else run.onset
+        if onset is None and before + (b - a) >= self.config.min_length:
+            onset = index[a + self.config.min_length - before - 1]
+        metrics = tuple(contributing_metrics(scores, a, b))
+        if run is None:
+            return OpenRun(index[a], index[b - 1], b - a, onset, float(score[peak_at]), index[peak_at], scores.threshold, metrics)
+        higher = _ratio(score[peak_at], scores.threshold) > run.peak_ratio
+        return OpenRun(
+            run.start,
+            index[b - 1],
+            before + (b - a),
+            onset,
+            float(score[peak_at]) if higher else run.peak_score,
+            index[peak_at] if higher else run.peak_time,
+            scores.threshold if higher else run.threshold,
+            run.metrics + tuple(m for m in metrics if m not in run.metrics),
+        )
+
     def _row(self, run: OpenRun, *, closed: bool) -> dict[str, Any]:
-        long = run.flagged if run.peak_deviation is None else run.outside  # without ranges: time above the threshold
-        sustained = self.sustained > pd.Timedelta(0) and long * self.step >= self.sustained
         return {
             "id": alert_id(self.model, run.start),
             "start": run.start,
@@ -370,27 +282,15 @@ class AlertTracker:
             "metric": ",".join(run.metrics),
             "peak_score": run.peak_score,
             "threshold": run.threshold,
-            "severity": severity(np.nan if run.peak_deviation is None else run.peak_deviation, run.peak_ratio, sustained),
+            "severity": severity(run.peak_ratio, 1.0, run.flagged, self.config.sustained),
             "peak_time": run.peak_time,
             "n_points": int((run.last - run.start) / self.step) + 1,
             "n_above": run.flagged,
             "model": self.model,
             "version": self.version,
-            "deviation": np.nan if run.peak_deviation is None else run.peak_deviation,
             "onset": run.onset,
             "closed": closed,
         }
-
-
-def _behind(chunk: _Chunk, i: int) -> tuple[str, ...]:
-    """Metrics behind point ``i``: those over their own thresholds, strongest first, else the closest one."""
-    ratios = chunk.ratios[i]
-    crossed = np.flatnonzero(chunk.crossed[i])
-    if len(crossed):
-        return tuple(chunk.metrics[j] for j in crossed[np.argsort(-ratios[crossed], kind="stable")])
-    if np.isnan(ratios).all():
-        return ()
-    return (chunk.metrics[int(np.nanargmax(ratios))],)
 
 
 def _ratio(peak: float, threshold: float) -> float:

@@ -33,20 +33,16 @@ class FormatError(AnomalyError, ValueError):
 
 
 def _model_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
-    """0.1.0 → 0.2.0: reconstruction settings moved to ``window``; event lengths became durations; old defaults spelled out.
+    """0.1.0 → 0.2.0: the reconstruction settings moved from ``scoring`` to ``window``; old defaults spelled out.
 
     Within format 1, configurations saved before a setting existed meant that
     setting's old behaviour, not today's default: no ``smoothing_time`` or
     ``baseline`` meant smoothing over ``smoothing_span`` points and no
     baseline; no ``baseline_exclude``/``baseline_warmup`` meant every point
     in the baseline, scored after a quarter of it; both smoothing keys set
-    meant the time; no ``training.schedule`` meant a constant rate. The
-    events' point counts (``merge_gap``, ``min_length``, ``sustained``,
-    ``padding``) become the durations they meant on the model's own grid.
+    meant the time; no ``training.schedule`` meant a constant rate.
     """
     config = {k: dict(v) if isinstance(v, dict) else v for k, v in data["config"].items()}
-    if isinstance(config.get("events"), dict):
-        config["events"] = _events_in_time(config["events"], float(data["state"]["freq_seconds"]))
     if isinstance(config.get("training"), dict):
         config["training"].setdefault("schedule", "constant")
     scoring = config.get("scoring")
@@ -65,24 +61,9 @@ def _model_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     return {"config": config, "state": {**data["state"], "format_version": 2}}
 
 
-def _events_in_time(events: dict[str, Any], step_s: float) -> dict[str, Any]:
-    """Format 1's event settings in points of a ``step_s``-second grid, as durations (``min_length`` n: n - 1 steps)."""
-
-    def duration(points: Any) -> str:
-        return f"{int(round(float(points) * step_s))}s"
-
-    out = {k: v for k, v in events.items() if k not in {"merge_gap", "min_length", "sustained", "padding"}}
-    out["merge_gap"] = duration(int(events.get("merge_gap", 200)) + 1)  # a gap of n quiet points: merged up to n + 1 steps on
-    out["min_duration"] = duration(max(int(events.get("min_length", 1)) - 1, 0))
-    out["sustained"] = duration(events.get("sustained", 0))
-    out["padding"] = duration(events.get("padding", 0))
-    return out
-
-
 def _score_state_1_to_2(state: dict[str, Any]) -> dict[str, Any]:
-    """0.1.0 → 0.2.0: the alert tracker's state joins it (none was kept: nothing open, armed)."""
-    kept = {k: v for k, v in state.items() if k not in {"gap_s", "sustained"}}
-    return {**kept, "format_version": 2, "tracker": None, "policy": None}
+    """0.1.0 → 0.2.0: the alert tracker's open run joins the state (none was kept; none is open)."""
+    return {**state, "format_version": 2, "open_run": None, "policy": None}
 
 
 def _alerts_1_to_2(rows: pd.DataFrame) -> pd.DataFrame:

@@ -47,12 +47,6 @@ class Scores:
     later points arrive. A scheduled run that passes it on reads only the
     windows' context again, and its scores equal those of one score over
     everything. None when no point is settled yet.
-
-    ``deviation`` is how far each point is from what the model expected, in
-    its metrics' expected ranges (the largest over the metrics: above 1 is
-    outside); NaN where unobserved, or for a model saved before ranges were
-    kept. ``bands`` is each metric's expected range (± that much around the
-    reconstruction), in the metric's units.
     """
 
     values: pd.DataFrame
@@ -65,8 +59,6 @@ class Scores:
     flags: pd.Series
     filled: pd.DataFrame
     carry: pd.DataFrame | None = None
-    deviation: pd.Series | None = None
-    bands: dict[str, float] | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -86,8 +78,6 @@ class Scores:
         out["threshold"] = self.threshold
         out["flag"] = self.flags.astype(bool)
         out["filled"] = self.filled.any(axis=1)
-        if self.deviation is not None:
-            out["deviation"] = self.deviation
         out.index.name = "timestamp"
         return out
 
@@ -275,7 +265,6 @@ class ScoreFrame:
     metric_scores: np.ndarray  # (n, m)
     score: np.ndarray  # (n,) the combined score
     unobserved: np.ndarray  # (n, m) missing or filled: never flagged
-    residuals: np.ndarray | None = None  # (n, m) scaled - reconstructed, NaN where missing
 
 
 class Scorer:
@@ -326,7 +315,7 @@ class Scorer:
             new_rows = np.column_stack([new_rows, counts[len(past) : len(past) + settled]])
         carried = pd.concat([past, pd.DataFrame(new_rows, recon.index[fresh : fresh + settled], past.columns)])
         next_carry = carried.iloc[-keep:] if len(carried) else None
-        frame = ScoreFrame(recon.index, recon.metrics, scores[:, :-1], scores[:, -1], recon.unobserved, recon.residuals())
+        frame = ScoreFrame(recon.index, recon.metrics, scores[:, :-1], scores[:, -1], recon.unobserved)
         return frame, next_carry
 
 

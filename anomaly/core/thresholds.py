@@ -19,7 +19,6 @@ are never flagged.
 from __future__ import annotations
 
 import math
-import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Self
@@ -27,20 +26,12 @@ from typing import Any, ClassVar, Mapping, Self
 import numpy as np
 import pandas as pd
 
-from anomaly.core.config import EventConfig, ThresholdConfig
+from anomaly.core.config import ThresholdConfig
 from anomaly.core.scoring import ScoreFrame, Scores
 from anomaly.errors import ConfigError, DataError, NotFittedError
 
 #: Makes the MAD a consistent estimator of the standard deviation for normal data.
 MAD_TO_STD = 1.4826
-
-
-@dataclass(frozen=True)
-class FitContext:
-    """How training scores sit in time: points per week, and how many quiet points still merge two alerts."""
-
-    points_per_week: float = 2016.0  # 5-minute points
-    merge_gap: int = 0
 
 
 class Threshold(ABC):
@@ -56,8 +47,6 @@ class Threshold(ABC):
     state_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether fitting reads the scores (a fixed threshold fits on no data at all).
     needs_scores: ClassVar[bool] = True
-    #: Fits (to a conservative value) when no training score is observed, e.g. a history shorter than the baseline's warm-up.
-    without_scores: ClassVar[bool] = False
 
     threshold_: float
 
@@ -67,17 +56,12 @@ class Threshold(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
 
-    def fit(self, scores: np.ndarray, context: FitContext | None = None) -> Self:
-        """Learn the threshold from 1-D training scores; NaNs (filled gaps) are ignored.
-
-        ``context`` says how the scores are spaced in time and how alerts
-        merge, for a method that counts alerts (``budget``).
-        """
+    def fit(self, scores: np.ndarray) -> Self:
+        """Learn the threshold from 1-D training scores; NaNs (filled gaps) are ignored."""
         x = _check_scores(scores, context="fit")
-        if self.needs_scores and (x.size == 0 or (np.isnan(x).all() and not self.without_scores)):
+        if self.needs_scores and np.isnan(x).all():
             what = "are empty" if x.size == 0 else f"are all NaN ({x.size} values)"
             raise DataError(f"cannot fit a {self.method!r} threshold: the training scores {what}")
-        self.context = context or FitContext()
         value, learned = self._fit(x)
         self.threshold_ = max(float(value), float(self.config.floor))
         for key in self.state_keys:
@@ -249,93 +233,6 @@ class SPOTThreshold(Threshold):
         return value, {**learned, "n": float(x.size)}
 
 
-class BudgetThreshold(Threshold):
-    """The score a series' own normal behaviour crosses, as separate alerts, ``alerts_per_week`` times a week.
-
-    Alerts are counted as the tracker cuts them (runs above a level merged
-    over the merge gap). Low levels merge everything into a few long runs;
-    from the level where the training scores give the most alerts (``start``)
-    up, alerts only thin out, and their peaks above it follow a generalised
-    Pareto tail (peaks over threshold, fitted by ``libspot``; with fewer
-    than :data:`MIN_TAIL_ALERTS` peaks, an exponential tail with their mean
-    excess). The threshold is where that tail leaves ``alerts_per_week``
-    of them a week. Each series thus gets the cut that keeps its own false
-    alerts to the budget, calm or heavy-tailed; the result is held within
-    ``[k_min, k_max]`` so neither a silent training week nor anomalies
-    inside it move the cut out of reach.
-    """
-
-    method = "budget"
-    state_keys = ("start", "rate", "tail_alerts")
-    without_scores = True
-    start_: float
-    rate_: float
-    tail_alerts_: float
-
-    def _fit(self, scores: np.ndarray) -> tuple[float, dict[str, float]]:
-        cfg, ctx = self.config, self.context
-        x = _observed(scores)
-        if x.size == 0:  # nothing to calibrate on: the least alerting cut allowed
-            return (cfg.k if cfg.k_max is None else cfg.k_max), {"start": 0.0, "rate": 0.0, "tail_alerts": 0.0}
-        u0 = max(busiest_level(scores, ctx.merge_gap), cfg.k_min)
-        peaks = alert_peaks(scores, u0, ctx.merge_gap)
-        rate = len(peaks) / max(x.size / ctx.points_per_week, 1e-9)
-        share = cfg.alerts_per_week / rate if rate > 0 else 1.0
-        value = u0 if share >= 1.0 else u0 + _tail_quantile(peaks - u0, share)
-        high = math.inf if cfg.k_max is None else cfg.k_max
-        return min(max(value, cfg.k_min), high), {"start": u0, "rate": rate, "tail_alerts": float(len(peaks))}
-
-
-#: Levels tried for the budget's starting point: these quantiles of the training scores.
-START_QUANTILES = np.linspace(0.5, 0.999, 60)
-#: Alert peaks the generalised Pareto fit needs; with fewer, the tail is taken as exponential.
-MIN_TAIL_ALERTS = 8
-
-
-def busiest_level(scores: np.ndarray, merge_gap: int) -> float:
-    """The highest of the tried levels at which the scores give the most alerts (the top level when none gives any)."""
-    x = _observed(scores)
-    levels = np.unique(np.quantile(x, START_QUANTILES)) if x.size else np.empty(0)
-    counts = [len(alert_peaks(scores, level, merge_gap)) for level in levels]
-    if not counts:
-        return 0.0
-    if max(counts) == 0:
-        return float(levels[-1])
-    return float(levels[len(counts) - 1 - int(np.argmax(counts[::-1]))])
-
-
-def alert_peaks(scores: np.ndarray, level: float, merge_gap: int) -> np.ndarray:
-    """The peak of each run of scores above ``level``, runs at most ``merge_gap`` quiet points apart merged."""
-    above = np.nan_to_num(scores, nan=-np.inf) > level
-    edges = np.diff(np.concatenate(([0], above.astype(np.int8), [0])))
-    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    if len(starts) == 0:
-        return np.empty(0)
-    keep = np.concatenate(([True], starts[1:] - stops[:-1] > merge_gap))
-    groups = np.cumsum(keep) - 1
-    peaks = np.full(int(groups[-1]) + 1, -np.inf)
-    for group, a, b in zip(groups, starts, stops):
-        peaks[group] = max(peaks[group], float(np.nanmax(scores[a:b])))
-    return peaks
-
-
-def _tail_quantile(excesses: np.ndarray, share: float) -> float:
-    """The excess that only ``share`` of alert peaks exceed, under a fitted tail of ``excesses``."""
-    if len(excesses) >= MIN_TAIL_ALERTS:
-        import libspot
-
-        spot = libspot.Spot(q=share, level=1e-9, max_excess=len(excesses))
-        try:
-            spot.fit(np.ascontiguousarray(np.sort(excesses)))
-            fitted = _spot_result(spot)
-        except RuntimeError:
-            fitted = None
-        if fitted is not None:
-            return max(fitted[0], 0.0)
-    mean = float(np.mean(excesses)) if len(excesses) else 0.0
-    return mean * math.log(1.0 / share)
-
-
 class FixedThreshold(Threshold):
     """``config.k``, whatever the training scores: meant for scores in standard deviations.
 
@@ -362,7 +259,7 @@ def _spot_result(spot: Any) -> tuple[float, dict[str, float]] | None:
 
 THRESHOLDS: dict[str, type[Threshold]] = {
     cls.method: cls
-    for cls in (QuantileThreshold, SigmaThreshold, MADThreshold, DynamicThreshold, SPOTThreshold, FixedThreshold, BudgetThreshold)
+    for cls in (QuantileThreshold, SigmaThreshold, MADThreshold, DynamicThreshold, SPOTThreshold, FixedThreshold)
 }
 
 
@@ -447,32 +344,18 @@ def _check_state(method: str, state: Mapping[str, float], expected: tuple[str, .
 
 @dataclass
 class FittedThresholds:
-    """One fitted threshold per metric and one on the combined score, and each metric's expected range.
-
-    ``bands`` holds, per metric, the quantile ``events.band`` of the training
-    reconstruction's absolute errors (scaled units): a normal point's error
-    stays within it. None for a model saved before they were kept.
-    """
+    """One fitted threshold per metric and one on the combined score, applied together."""
 
     per_metric: dict[str, Threshold]
     combined: Threshold
-    bands: dict[str, float] | None = None
 
     @classmethod
-    def fit(cls, config: ThresholdConfig, scores: ScoreFrame, events: EventConfig | None = None) -> "FittedThresholds":
-        """Fit on the observed points of training scores (a point filled or missing in any metric is left out).
-
-        ``events`` is the policy's events section: a method that counts alerts
-        (``budget``) cuts them with its merge gap, as the tracker will, and
-        the expected ranges are its ``band`` quantile.
-        """
-        events = events or EventConfig()
+    def fit(cls, config: ThresholdConfig, scores: ScoreFrame) -> "FittedThresholds":
+        """Fit on the observed points of training scores (a point filled or missing in any metric is left out)."""
         clean = np.where(scores.unobserved, np.nan, scores.metric_scores)
         combined = np.where(scores.unobserved.any(axis=1), np.nan, scores.score)
-        step = _step(scores.index)
-        context = FitContext(pd.Timedelta("7D") / step, events.points("merge_gap", step))
-        per_metric = {m: build_threshold(config).fit(clean[:, j], context) for j, m in enumerate(scores.metrics)}
-        return cls(per_metric, build_threshold(config).fit(combined, context), _bands(scores, events.band))
+        per_metric = {m: build_threshold(config).fit(clean[:, j]) for j, m in enumerate(scores.metrics)}
+        return cls(per_metric, build_threshold(config).fit(combined))
 
     @property
     def value(self) -> float:
@@ -486,17 +369,6 @@ class FittedThresholds:
         ) & ~scores.unobserved
         return metric_flags, self.combined.apply(scores.score) & ~scores.unobserved.any(axis=1)
 
-    def deviation(self, scores: ScoreFrame) -> np.ndarray:
-        """Each point's largest error over the metrics, in their expected ranges (NaN: unobserved or no ranges)."""
-        if self.bands is None or scores.residuals is None:
-            return np.full(len(scores.index), np.nan)
-        bands = np.array([self.bands[m] for m in scores.metrics])
-        ratio = np.abs(scores.residuals) / bands
-        ratio[scores.unobserved] = np.nan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN, quietly
-            return np.nanmax(ratio, axis=1)
-
     def apply(
         self,
         scores: ScoreFrame,
@@ -506,21 +378,15 @@ class FittedThresholds:
         reconstruction: pd.DataFrame | None = None,
         filled: pd.DataFrame | None = None,
         carry: pd.DataFrame | None = None,
-        units: Mapping[str, float] | None = None,
     ) -> Scores:
-        """The public :class:`Scores` of ``rows`` of a score frame: scores, thresholds, flags and deviations.
+        """The public :class:`Scores` of ``rows`` of a score frame: scores, thresholds and flags on their timestamps.
 
         ``values``, ``reconstruction`` (in the metrics' units) and ``filled``
-        are the data those rows were scored on; without them the frames are
-        empty. ``units`` is each metric's scale (metric units per scaled
-        unit), to give the expected ranges in the metrics' own units.
+        are the data those rows were scored on; without them the frames are empty.
         """
         metric_flags, flags = self.flags(scores)
         index, cols = scores.index[rows], list(scores.metrics)
         blank = pd.DataFrame(index=index, columns=cols, dtype=float)
-        bands = None
-        if self.bands is not None:
-            bands = {m: self.bands[m] * (units or {}).get(m, 1.0) for m in cols}
         return Scores(
             values=blank if values is None else values,
             reconstruction=blank if reconstruction is None else reconstruction,
@@ -532,20 +398,15 @@ class FittedThresholds:
             flags=pd.Series(flags[rows], index, name="flag"),
             filled=pd.DataFrame(False, index, cols) if filled is None else filled,
             carry=carry,
-            deviation=pd.Series(self.deviation(scores)[rows], index, name="deviation"),
-            bands=bands,
         )
 
     def to_state(self) -> dict[str, Any]:
-        """Plain JSON: the method, each metric's learned values, the combined one's, the expected ranges."""
-        state: dict[str, Any] = {
+        """Plain JSON: the method, each metric's learned values, the combined one's."""
+        return {
             "threshold_method": self.combined.method,
             "thresholds": {m: t.get_state() for m, t in self.per_metric.items()},
             "combined_threshold": self.combined.get_state(),
         }
-        if self.bands is not None:
-            state["bands"] = dict(self.bands)
-        return state
 
     @classmethod
     def from_state(cls, config: ThresholdConfig, state: Mapping[str, Any]) -> "FittedThresholds":
@@ -555,36 +416,4 @@ class FittedThresholds:
             raise DataError(f"unknown threshold method {method!r}; known: {', '.join(THRESHOLDS)}")
         kind = THRESHOLDS[method]
         per_metric = {str(m): kind.from_state(config, s) for m, s in dict(state["thresholds"]).items()}
-        bands = state.get("bands")
-        return cls(per_metric, kind.from_state(config, state["combined_threshold"]), None if bands is None else _checked_bands(bands))
-
-
-#: The least expected range (scaled units): a perfectly reconstructed metric must not make every rounding error infinitely far.
-MIN_BAND = 1e-6
-
-
-def _checked_bands(bands: Any) -> dict[str, float]:
-    """Stored expected ranges: a mapping of metric names to positive finite numbers."""
-    if not isinstance(bands, Mapping):
-        raise DataError(f"invalid expected ranges: expected a mapping, got {bands!r}")
-    for metric, value in bands.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise DataError(f"invalid expected range of {metric!r}: {value!r} is not a positive finite number")
-    return {str(m): float(v) for m, v in bands.items()}
-
-
-def _bands(scores: ScoreFrame, quantile: float) -> dict[str, float] | None:
-    """Each metric's expected range: the ``quantile`` of its observed absolute training errors."""
-    if scores.residuals is None:
-        return None
-    errors = np.where(scores.unobserved, np.nan, np.abs(scores.residuals))
-    out = {}
-    for j, m in enumerate(scores.metrics):
-        column = errors[:, j][~np.isnan(errors[:, j])]
-        out[m] = max(float(np.quantile(column, quantile)), MIN_BAND) if column.size else MIN_BAND
-    return out
-
-
-def _step(index: pd.DatetimeIndex) -> pd.Timedelta:
-    """The grid step of ``index`` (5 minutes when it has fewer than two points)."""
-    return index[1] - index[0] if len(index) >= 2 else pd.Timedelta("5min")
+        return cls(per_metric, kind.from_state(config, state["combined_threshold"]))

@@ -49,8 +49,8 @@ import pandas as pd
 from anomaly.core.config import DetectorConfig
 from anomaly.core.data import MetricFrame, grid_slots, normalise
 from anomaly.core.detector import LSTMAutoencoderDetector
+from anomaly.core.events import find_runs
 from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
-from anomaly.core.scoring import Scores
 from anomaly.core.stream import StreamState, score_step
 from anomaly.evaluation.corpus import BenchmarkError, CorpusFile, load_corpus, read_series
 from anomaly.evaluation.metrics import (
@@ -154,15 +154,9 @@ def detect_batch(series: pd.DataFrame, config: DetectorConfig, observe: Observer
     detector = LSTMAutoencoderDetector(config).fit(frame, progress=False)
     if observe:
         observe(detector, frame, len(frame))
-    scores = detector.training_scores_  # fit scored the whole file already
-    return batch_detection(frame, scores, detector.events(scores))
-
-
-def batch_detection(frame: MetricFrame, scores: Scores, events: pd.DataFrame) -> Detection:
-    """A file's batch detection: its events, each alerting at its start."""
-    at = frame.index.get_indexer
-    runs = list(zip(at(events["start"]).tolist(), (at(events["end"]) + 1).tolist()))
-    ratio = scores.score.to_numpy(dtype=np.float64) / max(scores.threshold, 1e-12)
+    score = detector.decision_scores_.to_numpy(dtype=np.float64)  # fit scored the whole file already
+    runs = find_runs(detector.labels_.to_numpy(dtype=bool), score, detector.threshold_, config.events)
+    ratio = score / max(detector.threshold_, 1e-12)
     return detection(frame, ratio, runs, [a for a, _ in runs])
 
 
@@ -278,18 +272,6 @@ def scores_table(series: pd.DataFrame, detection: Detection) -> pd.DataFrame:
     )
 
 
-def write_events(file: CorpusFile, detection: Detection, out: Path) -> Path:
-    """Write a file's events as ``<out>/<category>/<stem>.events.csv``; returns the category's folder."""
-    folder = out / file.category
-    folder.mkdir(parents=True, exist_ok=True)
-    events = detection.events.assign(
-        start=[t.strftime(STAMP) for t in detection.events["start"]],
-        end=[t.strftime(STAMP) for t in detection.events["end"]],
-    )
-    atomic_write_text(folder / f"{file.stem}.events.csv", events.to_csv(index=False))
-    return folder
-
-
 def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: Path) -> FileResult:
     """Detect in one file, write its events, scores and result, and return the result."""
     started = time.perf_counter()
@@ -298,7 +280,13 @@ def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: 
     detection = detect(series, config)
     table = scores_table(series, detection)
     seconds = time.perf_counter() - started
-    folder = write_events(file, detection, out)
+    folder = out / file.category
+    folder.mkdir(parents=True, exist_ok=True)
+    events = detection.events.assign(
+        start=[t.strftime(STAMP) for t in detection.events["start"]],
+        end=[t.strftime(STAMP) for t in detection.events["end"]],
+    )
+    atomic_write_text(folder / f"{file.stem}.events.csv", events.to_csv(index=False))
     atomic_write_text(folder / f"{file.stem}.scores.csv", table.to_csv(index=False))
     result = file_result(file, series, detection, table, seconds)
     atomic_write_json(folder / f"{file.stem}.result.json", result.to_dict())

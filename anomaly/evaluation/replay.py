@@ -39,7 +39,7 @@ import torch
 from anomaly.core.config import POLICY_SECTIONS, DetectorConfig, load_config
 from anomaly.core.data import MetricFrame, epoch_nanoseconds
 from anomaly.core.detector import LSTMAutoencoderDetector, context_points
-from anomaly.core.events import AlertTracker, TrackerState, find_events
+from anomaly.core.events import AlertTracker, OpenRun, find_runs
 from anomaly.core.fileio import atomic_write_json, read_json
 from anomaly.core.model import LSTMAutoencoder
 from anomaly.core.reconstruction import Reconstruction, reconstruct
@@ -50,7 +50,6 @@ from anomaly.evaluation.benchmark import (
     PROTOCOLS,
     Detection,
     FileResult,
-    batch_detection,
     detect_batch,
     detect_stream,
     detection,
@@ -60,7 +59,6 @@ from anomaly.evaluation.benchmark import (
     stream_config,
     summarise,
     worker_init,
-    write_events,
 )
 from anomaly.evaluation.corpus import BenchmarkError, CorpusFile, load_corpus, read_series
 
@@ -175,17 +173,19 @@ def replay_detection(recording: Recording, protocol: str, config: DetectorConfig
     scorer, policy = Scorer(config.scoring), config.policy
     if protocol == "batch":
         (model,) = recording.models  # one model, trained on and scoring the whole file
-        frame_scores, _ = scorer.score(_reconstruction(frame, 0, model.stop, model.scaled, model.reconstruction))
-        scores = FittedThresholds.fit(policy.threshold, frame_scores, policy.events).apply(frame_scores)
-        return batch_detection(frame, scores, find_events(scores, policy.events))
+        scores, _ = scorer.score(_reconstruction(frame, 0, model.stop, model.scaled, model.reconstruction))
+        thresholds = FittedThresholds.fit(policy.threshold, scores)
+        flags = thresholds.flags(scores)[1]
+        runs = find_runs(flags, scores.score, thresholds.value, policy.events)
+        return detection(frame, scores.score / max(thresholds.value, 1e-12), runs, [a for a, _ in runs])
     config = stream_config(config)
     keep = context_points(config, frame.freq)
     ratio = np.zeros(len(frame))
-    tracked = TrackerState()
+    run: OpenRun | None = None
     parts = []
     for j, model in enumerate(recording.models):
         training, _ = scorer.score(_reconstruction(frame, 0, model.trained, model.scaled[: model.trained], model.reconstruction[: model.trained]))
-        thresholds = FittedThresholds.fit(policy.threshold, training, policy.events)
+        thresholds = FittedThresholds.fit(policy.threshold, training)
         if j == 0:
             ratio[: model.trained] = training.score / max(thresholds.value, 1e-12)
         if model.stop <= model.trained:
@@ -194,8 +194,7 @@ def replay_detection(recording: Recording, protocol: str, config: DetectorConfig
         chunk, _ = scorer.score(_reconstruction(frame, a, model.stop, model.scaled[a : model.stop], scored_from(model, a, config)))
         scores = thresholds.apply(chunk, slice(model.trained - a, None))
         ratio[model.trained : model.stop] = scores.score.to_numpy() / max(thresholds.value, 1e-12)
-        tracker = AlertTracker(policy.events, frame.freq, version=f"{j + 1:06d}")
-        alerts, tracked = tracker.advance(scores, tracked)
+        alerts, run = AlertTracker(policy.events, frame.freq, version=f"{j + 1:06d}").advance(scores, run)
         parts.append(alerts)
     alerts = pd.concat(parts, ignore_index=True).drop_duplicates("id", keep="last") if parts else pd.DataFrame(columns=["start", "end", "onset"])
     at = frame.index.get_indexer
@@ -203,14 +202,10 @@ def replay_detection(recording: Recording, protocol: str, config: DetectorConfig
     return detection(frame, ratio, runs, at(alerts["onset"]).tolist())
 
 
-def replayed_result(
-    file: CorpusFile, recording: Recording, protocol: str, config: DetectorConfig, out: Path | None = None
-) -> FileResult:
-    """What the benchmark would report for the file under ``config`` (with the recorded time); its events written under ``out``."""
+def replayed_result(file: CorpusFile, recording: Recording, protocol: str, config: DetectorConfig) -> FileResult:
+    """What the benchmark would report for the file under ``config`` (with the recorded time)."""
     series = read_series(file.path)
     found = replay_detection(recording, protocol, config)
-    if out is not None:
-        write_events(file, found, out)
     return file_result(file, series, found, scores_table(series, found), recording.seconds)
 
 
@@ -251,14 +246,8 @@ def check_replayable(recorded: DetectorConfig, config: DetectorConfig) -> None:
                 )
 
 
-def replay(
-    folder: Path, overrides: Sequence[str] = (), config_path: Path | None = None, out: Path | None = None
-) -> dict[str, Any]:
-    """The benchmark summary of a recorded folder under the recorded configuration plus ``overrides``.
-
-    With ``out``, each file's events and a ``benchmark.json`` are written there as a benchmark run
-    writes them, so what reads a run's events (the long-series suite's report) reads a replay's.
-    """
+def replay(folder: Path, overrides: Sequence[str] = (), config_path: Path | None = None) -> dict[str, Any]:
+    """The benchmark summary of a recorded folder under the recorded configuration plus ``overrides``."""
     manifest = _manifest(folder)
     recorded = DetectorConfig.from_dict(manifest["config"])
     config = load_config(config_path, overrides, base=recorded)
@@ -269,9 +258,7 @@ def replay(
         path = folder / file.category / f"{file.stem}.npz"
         if not path.exists():
             raise BenchmarkError(f"{file.key} has no recording in {str(folder)!r}: run record again to finish it")
-        results.append(replayed_result(file, load(path), manifest["protocol"], config, out))
-    if out is not None:
-        atomic_write_json(out / "benchmark.json", {"protocol": manifest["protocol"], "config": config.to_dict(), "replayed": str(folder)})
+        results.append(replayed_result(file, load(path), manifest["protocol"], config))
     return summarise(results, manifest["protocol"])
 
 

@@ -1,9 +1,9 @@
 """The report ledger: alerts announced once, followed while open, closed once.
 
 Score runs decide what an alert is (:class:`anomaly.core.events.AlertTracker`:
-fired once flagged for the minimum duration with the metric outside its
-expected range, over once metric and score have been quiet for the merge
-gap) and write a row per alert they touched. The ledger folds those rows into one record per alert and moves
+flags merged over the merge gap, firing on the ``min_length``-th flagged
+point, over once the gap has passed quietly) and write a row per alert they
+touched. The ledger folds those rows into one record per alert and moves
 each through three states:
 
 - **new**: the first report that sees it announces it;

@@ -5,7 +5,7 @@ Layout (``data/`` by default)::
     store/                                  raw points (:class:`anomaly.io.store.RawStore`)
     scores/<group>/part-<after>-<token>.parquet    per-point scores of one score run
     scores/<group>/carry-<after>-<token>.parquet   what the next run continues the scoring from
-    scores/<group>/state.json                the last scored point, version, policy, the alert tracker's state
+    scores/<group>/state.json                the last scored point, version, policy, open alert run
     events/<group>/part-<after>-<token>.parquet    the alert rows one score run touched
     runs/score-<time>-<token>.json           what each score run did, group by group
     reports/report-<time>.{md,html,json}     one alert report per report run
@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from anomaly.core.events import ALERT_COLUMNS, TrackerState
+from anomaly.core.events import ALERT_COLUMNS, OpenRun
 from anomaly.core.fileio import atomic_write_json, read_json
 from anomaly.core.migrations import CURRENT, upgrade
 from anomaly.errors import DataError
@@ -57,7 +57,8 @@ class ScoreState:
     carry: str | None  # the carry file's name
     carry_key: str | None  # what the carry is valid for (model version and scoring)
     step_s: float
-    tracker: TrackerState  # the open alert, if any
+    sustained: int
+    open_run: OpenRun | None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,13 +69,15 @@ class ScoreState:
             "carry": self.carry,
             "carry_key": self.carry_key,
             "step_s": self.step_s,
-            "tracker": self.tracker.to_json(),
+            "sustained": self.sustained,
+            "open_run": None if self.open_run is None else self.open_run.to_json(),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> "ScoreState":
         data = upgrade("score_state", dict(data), data.get("format_version", 1), where)
         try:
+            run = data.get("open_run")
             return cls(
                 pd.Timestamp(data["last_scored"]),
                 str(data["version"]),
@@ -82,7 +85,8 @@ class ScoreState:
                 data.get("carry"),
                 data.get("carry_key"),
                 float(data.get("step_s", 0.0)),
-                TrackerState.from_json(data.get("tracker")),
+                int(data.get("sustained", 0)),
+                None if run is None else OpenRun.from_json(run),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{where} is not a score state: {exc}") from exc
