@@ -16,7 +16,7 @@ from typing import Callable
 
 from anomaly.core.config import DetectorConfig
 from anomaly.core.detector import LSTMAutoencoderDetector
-from anomaly.evaluation.metrics import EventScores, intervals, overlaps, score_events_per_metric
+from anomaly.evaluation.metrics import EventScores, matched_per_metric, score_events_per_metric
 from anomaly.ops.registry import ModelRegistry
 from anomaly.ops.results import write_results, write_table
 from anomaly.evaluation.synthetic import generate
@@ -92,12 +92,8 @@ def run_demo(
     results = write_results(scores.to_frame(), events, out / "results")
 
     quality = score_events_per_metric(incidents, events)
-    named = [(set(str(m).split(",")), span) for m, span in zip(events["metric"], intervals(events))]
-    missed = [
-        f"{row.kind} on {row.metric}"
-        for row in incidents.itertuples()
-        if not any(row.metric in names and overlaps((row.start, row.end), span) for names, span in named)
-    ]
+    caught, _ = matched_per_metric(incidents, events)
+    missed = [f"{row.kind} on {row.metric}" for row, hit in zip(incidents.itertuples(), caught) if not hit]
     return DemoSummary(
         out, data_path, published.path, published.version, results, len(events), len(incidents), quality, missed
     )

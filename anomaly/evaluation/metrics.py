@@ -67,17 +67,17 @@ def score_events_per_metric(incidents: pd.DataFrame, events: pd.DataFrame) -> Ev
     incident is caught when an overlapping event names its metric; an event
     that names none of the metrics of the incidents it overlaps is false.
     """
+    caught, true = matched_per_metric(incidents, events)
+    return EventScores(tp=sum(caught), fp=len(true) - sum(true), fn=len(caught) - sum(caught))
+
+
+def matched_per_metric(incidents: pd.DataFrame, events: pd.DataFrame) -> tuple[list[bool], list[bool]]:
+    """Per incident whether it was caught, and per event whether it is true, matched as :func:`score_events_per_metric`."""
     named = [set(str(m).split(",")) for m in events["metric"]]
     spans = intervals(events)
-    caught = [
-        any(row.metric in names and overlaps((row.start, row.end), span) for names, span in zip(named, spans))
-        for row in incidents.itertuples()
-    ]
-    true = [
-        any(row.metric in names and overlaps(span, (row.start, row.end)) for row in incidents.itertuples())
-        for names, span in zip(named, spans)
-    ]
-    return EventScores(tp=sum(caught), fp=len(true) - sum(true), fn=len(caught) - sum(caught))
+    rows = list(incidents.itertuples())
+    hit = [[row.metric in names and overlaps((row.start, row.end), span) for names, span in zip(named, spans)] for row in rows]
+    return [any(h) for h in hit], [any(h[j] for h in hit) for j in range(len(spans))]
 
 
 def intervals(events: pd.DataFrame, start: str = "start", end: str = "end") -> list[Interval]:
