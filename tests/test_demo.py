@@ -29,6 +29,7 @@ def test_demo_publishes_promotes_loads_and_scores(tmp_path: Path, tiny_config: D
     assert all(e["model"] == DEMO_MODEL and e["version"] == "000001" for e in events)
     assert summary.n_incidents == 7
     assert summary.quality.tp + summary.quality.fn == 7
+    assert len(summary.missed) == summary.quality.fn  # the missed list and the score match incidents alike
     lines = "\n".join(summary.lines())
     assert str(summary.model) in lines and "precision" in lines
 
