@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/replay.py record ../shared/nab-dev --protocol batch --out replay-batch --jobs 2
     .venv/bin/python benchmarks/replay.py score replay-batch --set threshold.k=4.0 --set events.merge_gap=100
+    .venv/bin/python benchmarks/replay.py score replay-suite --out replayed/   # events files, for suite.py report
 
 ``record`` runs the benchmark's fits once and keeps every model's
 reconstruction; ``score`` prints the summary table under any change of the
@@ -32,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rec.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     play = sub.add_parser("score", help="replay a recording under overrides and print the summary table")
     play.add_argument("folder", type=Path)
+    play.add_argument("--out", type=Path, default=None, help="also write each file's events there, as a benchmark run does")
     play.add_argument("--config", type=Path, default=None, help="a whole configuration instead of the recorded one")
     play.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
@@ -41,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = record(args.corpus, args.protocol, args.out, config, args.jobs, args.files)
             print(f"recorded {len(done)} files in {args.out}")
         else:
-            print(summary_markdown(replay(args.folder, args.overrides, args.config)), end="")
+            print(summary_markdown(replay(args.folder, args.overrides, args.config, args.out)), end="")
     except AnomalyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -81,13 +81,13 @@ def score_run(space: Workspace, names: list[str], points: int, incident: set[str
             tail = chunk_scores(name, index[start:], rng, incident=True)
             scores = concat_scores(scores, tail, start)
         tracker = AlertTracker(EVENTS, STEP, model=name, version=VERSION)
-        alerts, run = tracker.advance(scores, state.open_run if state is not None else None)
+        alerts, tracked = tracker.advance(scores, state.tracker if state is not None else None)
         files = space.write_parts(name, last, scores.to_frame().reset_index(), alerts, None)
         space.write_score_state(
             name,
             ScoreState(
                 last_scored=index[-1], version=VERSION, policy=None, carry=None, carry_key=None,
-                step_s=STEP / pd.Timedelta("1s"), sustained=EVENTS.sustained, open_run=run,
+                step_s=STEP / pd.Timedelta("1s"), sustained=EVENTS.sustained, tracker=tracked,
             ),
         )  # fmt: skip
         results.append(

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anomaly.core.config import EventConfig
-from anomaly.core.events import ALERT_COLUMNS, AlertTracker, OpenRun, alert_id
+from anomaly.core.events import ALERT_COLUMNS, AlertTracker, OpenRun, TrackerState, alert_id
 from anomaly.core.scoring import Scores
 from anomaly.errors import DataError
 from anomaly.ops.alerts import LEDGER_VERSION, Ledger, advance, counts
@@ -32,8 +32,17 @@ def at(i: int) -> pd.Timestamp:
     return T0 + i * STEP
 
 
-def scores(score: list[float], first: int = 0, threshold: float = 1.0, metrics: tuple[str, ...] = ("cpu",)) -> Scores:
-    """Hand-made scores of one or more metrics (each metric scoring as the combined score) from point ``first`` on."""
+def scores(
+    score: list[float],
+    first: int = 0,
+    threshold: float = 1.0,
+    metrics: tuple[str, ...] = ("cpu",),
+    deviation: list[float] | None = None,
+) -> Scores:
+    """Hand-made scores of one or more metrics (each metric scoring as the combined score) from point ``first`` on.
+
+    ``deviation``: how far the metric is from its reconstruction, in expected ranges (None: the model keeps none).
+    """
     index = pd.date_range(at(first), periods=len(score), freq=STEP, name="timestamp")
     values = np.asarray(score, dtype=np.float64)
     per_metric = pd.DataFrame({m: values for m in metrics}, index=index)
@@ -47,16 +56,27 @@ def scores(score: list[float], first: int = 0, threshold: float = 1.0, metrics: 
         metric_flags=per_metric > threshold,
         flags=pd.Series(values > threshold, index, name="flag"),
         filled=pd.DataFrame(False, index=index, columns=list(metrics)),
+        deviation=None if deviation is None else pd.Series(deviation, index, dtype=np.float64),
     )
 
 
-def track(chunks: list[Scores], config: EventConfig = EVENTS) -> tuple[pd.DataFrame, OpenRun | None]:
-    tracker, run, rows = AlertTracker(config, STEP, model="cpu", version="000001"), None, []
+def track(
+    chunks: list[Scores], config: EventConfig = EVENTS, lookback: pd.Timedelta = pd.Timedelta(0)
+) -> tuple[pd.DataFrame, OpenRun | None]:
+    """The alert rows of the chunks fed in turn, and the run left open."""
+    rows, state = track_state(chunks, config, lookback)
+    return rows, state.run
+
+
+def track_state(
+    chunks: list[Scores], config: EventConfig = EVENTS, lookback: pd.Timedelta = pd.Timedelta(0)
+) -> tuple[pd.DataFrame, TrackerState]:
+    tracker, state, rows = AlertTracker(config, STEP, model="cpu", version="000001", lookback=lookback), TrackerState(), []
     for chunk in chunks:
-        found, run = tracker.advance(chunk, run)
+        found, state = tracker.advance(chunk, state)
         rows.append(found)
     found = [r for r in rows if len(r)]
-    return (pd.concat(found, ignore_index=True) if found else rows[0]), run
+    return (pd.concat(found, ignore_index=True) if found else rows[0]), state
 
 
 # -- the tracker ---------------------------------------------------------------------------------
@@ -83,17 +103,17 @@ def test_a_run_longer_apart_than_the_gap_is_another_alert_and_one_flag_alone_nev
 def test_an_alert_open_at_the_end_of_a_chunk_continues_into_the_next() -> None:
     first, run = track([scores([0.0, 2.0, 2.0, 0.0])])
     assert list(first["closed"]) == [False] and run is not None and run.last == at(2)
-    rows, run = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0, 5.0, 0.0, 0.0, 0.0, 0.0], first=4), run)
+    rows, state = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0, 5.0, 0.0, 0.0, 0.0, 0.0], first=4), TrackerState(run))
     ((alert,),) = [rows.to_dict("records")]
     assert (alert["start"], alert["end"], alert["onset"]) == (at(1), at(5), at(2))
-    assert alert["closed"] and alert["n_above"] == 3 and run is None
+    assert alert["closed"] and alert["n_above"] == 3 and state.run is None
 
 
 def test_an_alert_is_over_once_merge_gap_plus_one_points_have_passed_without_a_flag() -> None:
     _, run = track([scores([2.0, 2.0, 0.0, 0.0, 0.0])])  # last flag at 1; points 2-4 quiet: a flag at 5 could still join
     assert run is not None
-    rows, run = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0], first=5), run)
-    assert list(rows["closed"]) == [True] and run is None
+    rows, state = AlertTracker(EVENTS, STEP, model="cpu").advance(scores([0.0], first=5), TrackerState(run))
+    assert list(rows["closed"]) == [True] and state.run is None
 
 
 def test_severity_rises_one_level_once_the_points_above_add_up_to_sustained() -> None:
@@ -109,24 +129,75 @@ def test_the_alert_rows_follow_the_events_contract() -> None:
     assert rows["metric"].tolist() == ["cpu,mem"] and rows["model"].tolist() == ["cpu"] and rows["version"].tolist() == ["000001"]
 
 
-@settings(max_examples=60, deadline=None)
+# -- the range gate: an alert needs the metric outside its expected range ------------------------------
+
+
+def test_a_run_while_the_metric_stays_in_its_range_never_fires() -> None:
+    rows, run = track([scores([0.0, 2.0, 3.0, 2.0, 0.0], deviation=[0.2, 0.5, 0.9, 1.0, 0.1])])
+    assert rows.empty and run is not None and run.onset is None  # open, flagged three times, never an alert
+
+
+def test_the_alert_fires_on_the_first_flagged_point_once_the_metric_has_left_its_range() -> None:
+    #                    0    1    2    3    4    5    6    7    8    9   10
+    rows, _ = track([scores([0.0, 2.0, 2.0, 2.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0], deviation=[0, 0, 0, 0, 1.5, 0, 0, 0, 0, 0, 0])])
+    ((alert,),) = [rows.to_dict("records")]
+    # the metric left its range at 4 (an unflagged point of the run): the next flagged point, 5, fires it
+    assert (alert["start"], alert["onset"], alert["end"], alert["closed"]) == (at(1), at(5), at(6), True)
+
+
+def test_the_metric_leaving_its_range_shortly_before_the_flags_counts() -> None:
+    """The smoothed score lags the metric: a point outside up to ``lookback`` before the run arms it."""
+    deviation = [3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    flags = [0.0, 0.0, 0.0, 2.0, 2.0, 0.0, 0.0]
+    near, _ = track([scores(flags, deviation=deviation)], lookback=3 * STEP)
+    assert near["onset"].tolist() == [at(4)]  # the second flagged point, as without a gate
+    far, _ = track([scores(flags, deviation=deviation)], lookback=2 * STEP)
+    assert far.empty  # outside 3 steps before the run's start: too long ago
+
+
+def test_without_ranges_the_score_alone_decides() -> None:
+    gated, _ = track([scores([0.0, 2.0, 2.0, 0.0], deviation=[0.0, 0.0, 0.0, 0.0])])
+    free, _ = track([scores([0.0, 2.0, 2.0, 0.0])])
+    assert gated.empty and free["onset"].tolist() == [at(2)]
+
+
+def test_when_the_metric_last_left_its_range_is_carried_between_chunks() -> None:
+    """A point outside at the end of one score run arms a run that starts in the next."""
+    tracker = AlertTracker(EVENTS, STEP, model="cpu", lookback=2 * STEP)
+    _, state = tracker.advance(scores([0.0, 0.0], deviation=[0.0, 4.0]))
+    assert state.last_outside == at(1) and state.run is None
+    rows, _ = tracker.advance(scores([2.0, 2.0, 0.0], first=2, deviation=[0.0, 0.0, 0.0]), state)
+    assert rows["onset"].tolist() == [at(3)]
+    rows, _ = tracker.advance(scores([2.0, 2.0, 0.0], first=2, deviation=[0.0, 0.0, 0.0]), TrackerState())
+    assert rows.empty
+
+
+@settings(max_examples=80, deadline=None)
 @given(
-    st.lists(st.sampled_from([0.0, 0.0, 0.0, 1.5, 3.0]), min_size=1, max_size=60),
+    st.lists(st.tuples(st.sampled_from([0.0, 0.0, 0.0, 1.5, 3.0]), st.sampled_from([0.0, 0.5, 0.5, 1.5])), min_size=1, max_size=60),
     st.lists(st.integers(1, 20), min_size=1, max_size=8),
     st.integers(0, 4),
     st.integers(1, 3),
+    st.sampled_from([None, 0, 3]),
 )
-def test_any_chunking_of_a_series_gives_the_alerts_of_the_whole(score: list[float], cuts: list[int], gap: int, length: int) -> None:
-    """The tracker is causal: what it says of a point depends only on what came before it."""
+def test_any_chunking_of_a_series_gives_the_alerts_of_the_whole(
+    points: list[tuple[float, float]], cuts: list[int], gap: int, length: int, lookback: int | None
+) -> None:
+    """The tracker is causal: what it says of a point depends only on what came before it (with and without ranges)."""
     config = EventConfig(merge_gap=gap, min_length=length)
+    score, far = [p[0] for p in points], (None if lookback is None else [p[1] for p in points])
+    back = (lookback or 0) * STEP
+
+    def part(a: int, b: int) -> Scores:
+        return scores(score[a:b], first=a, deviation=None if far is None else far[a:b])
+
     bounds = sorted({0, len(score), *np.cumsum(cuts).clip(0, len(score)).tolist()})
-    chunks = [scores(score[a:b], first=a) for a, b in zip(bounds, bounds[1:]) if b > a]
-    whole, whole_run = track([scores(score)], config)
-    parts, parts_run = track(chunks, config)
+    whole, whole_state = track_state([part(0, len(score))], config, back)
+    parts, parts_state = track_state([part(a, b) for a, b in zip(bounds, bounds[1:]) if b > a], config, back)
     final = parts.drop_duplicates("id", keep="last").reset_index(drop=True)
     expected = whole.drop_duplicates("id", keep="last").reset_index(drop=True)
     pd.testing.assert_frame_equal(final, expected, check_dtype=False)
-    assert parts_run == whole_run
+    assert parts_state == whole_state
 
 
 def test_an_open_run_survives_a_round_trip_through_json() -> None:

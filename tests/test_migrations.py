@@ -100,7 +100,7 @@ def test_the_scheduled_work_carries_on_from_a_release_01_workspace(old: tuple[Wo
     """Score state, carry, store and ledger of 0.1.0: the next score run and report just work."""
     workspace, registry = old
     state = workspace.score_state("cpu")
-    assert state is not None and state.open_run is None and state.carry_key is None  # the old carry is not trusted
+    assert state is not None and state.tracker.run is None and state.carry_key is None  # the old carry is not trusted
     later = clean_metrics(3 * 288 + 24, metrics=("cpu",), seed=5).iloc[-24:]
     later.index = pd.date_range(state.last_scored + pd.Timedelta("5min"), periods=24, freq="5min", name="timestamp")
     workspace.store().append(long_points(later))

@@ -17,11 +17,14 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
 from anomaly.errors import ConfigError, excerpt
+
+if TYPE_CHECKING:  # pandas is imported where it is used: the command line starts without it
+    import pandas as pd
 
 T = TypeVar("T")
 
@@ -376,6 +379,8 @@ class EventConfig:
     prune: float = 0.0
     #: An event above the threshold for at least this many points is one severity level higher (0: off).
     sustained: int = 30
+    #: An alert needs a point outside the metric's expected range, the reconstruction ± this quantile of the model's absolute training errors, within a smoothing span before its flags (null: the score alone decides).
+    band: float | None = 0.99
 
     def __post_init__(self) -> None:
         s = "events"
@@ -384,6 +389,8 @@ class EventConfig:
         _check_int(s, "min_length", self.min_length, 1)
         _check_float(s, "prune", self.prune, 0.0, 1.0)
         _check_int(s, "sustained", self.sustained, 0)
+        if self.band is not None:
+            _check_float(s, "band", self.band, 0.5, 1.0)
 
 
 def _check_sections(owner: Any, name: str) -> None:
@@ -421,6 +428,12 @@ class Policy:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def lookback(self, freq: Any) -> pd.Timedelta:
+        """How far before its first flag an alert looks for the metric outside its range: the smoothing's span, which the score lags by."""
+        import pandas as pd
+
+        return self.scoring.span_points(freq) * pd.Timedelta(freq)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Policy":

@@ -46,7 +46,7 @@ from anomaly.core.model import LSTMAutoencoder
 from anomaly.core.persistence import ModelState, build_model, read_model, save_model
 from anomaly.core.reconstruction import Reconstruction, reconstruct
 from anomaly.core.scaling import MAX_TRAINING_MAGNITUDE, Scaler, first_beyond_magnitude
-from anomaly.core.scoring import Scorer, Scores, ScoreFrame
+from anomaly.core.scoring import Scorer, Scores, ScoreFrame, deviation, expected_ranges
 from anomaly.core.thresholds import FittedThresholds, build_threshold
 from anomaly.core.training import (
     RNG_LOCK,
@@ -196,6 +196,26 @@ class LSTMAutoencoderDetector:
         index = pd.date_range(pd.Timestamp(data["start"]), periods=int(data["rows"]), freq=self.freq_, name="timestamp")
         return Reconstruction.from_residuals(index, self.freq_, tuple(self.metrics_), self.residuals_, self.training_filled_)
 
+    def expected_ranges(self) -> np.ndarray | None:
+        """Each metric's expected range (± around the reconstruction, scaled units) under this policy's ``events.band``.
+
+        None when the policy sets no band or the model keeps no training
+        residuals (saved before they were kept): the score alone decides then.
+        """
+        band = self.policy.events.band
+        if band is None or self.residuals_ is None:
+            return None
+        ranges = expected_ranges(self.residuals_, np.isnan(self.residuals_) | self.training_filled_, band)
+        return ranges if np.isfinite(ranges).any() else None
+
+    def training_deviation(self) -> pd.Series | None:
+        """The training data's :func:`~anomaly.core.scoring.deviation` (None without ranges): what batch events are gated on."""
+        ranges = self.expected_ranges()
+        recon = self.training_reconstruction()
+        if ranges is None or recon is None:
+            return None
+        return pd.Series(deviation(recon.residuals(), recon.unobserved, ranges), recon.index, name="deviation")
+
     # -- scoring -----------------------------------------------------------------
 
     def score(
@@ -250,7 +270,8 @@ class LSTMAutoencoderDetector:
 
     def events(self, scores: Scores, *, model: str = "", version: str = "") -> pd.DataFrame:
         """Events from already computed scores."""
-        return find_events(scores, self.get_config().events, model=model, version=version)
+        policy = self.policy
+        return find_events(scores, policy.events, model=model, version=version, lookback=policy.lookback(self.freq_))
 
     def _prepare(self, data: DataLike, allow_resample: bool, what: str) -> MetricFrame:
         """Normalise onto the training grid and select the trained metrics, in order.
@@ -277,9 +298,14 @@ class LSTMAutoencoderDetector:
         """The public :class:`Scores` of rows ``first:`` (the data's own, after its context)."""
         rows = slice(first, len(frame))
         units = pd.DataFrame(self.scaler_.inverse_transform(recon.reconstructed[rows]), frame.index[rows], self.metrics_)
-        return self.thresholds_.apply(
+        out = self.thresholds_.apply(
             scores, rows, values=frame.values.iloc[rows], reconstruction=units, filled=frame.filled.iloc[rows], carry=carry
         )
+        ranges = self.expected_ranges()
+        if ranges is None:
+            return out
+        far = deviation(recon.residuals()[rows], recon.unobserved[rows], ranges)
+        return dataclasses.replace(out, deviation=pd.Series(far, frame.index[rows], name="deviation"))
 
     # -- persistence -------------------------------------------------------------
 

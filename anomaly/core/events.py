@@ -3,8 +3,12 @@
 An operator wants one alert per incident, not one per point. Runs of flagged
 points are padded, nearby runs merged, short ones dropped and weak ones pruned
 (Hundman et al.'s rule), then each run is described: which metrics, when, how
-far above the threshold, and a severity. The helpers work on plain arrays so
-they are tested on hand-written cases.
+far above the threshold, and a severity. A run is an event only once the
+metric itself has left its expected range (``events.band``) during it or
+within the smoothing's span before it: a score measured against a calm
+baseline can cross its threshold while every value is where the model
+expected it. The helpers work on plain arrays so they are tested on
+hand-written cases.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly.core.config import EventConfig
+from anomaly.core.data import epoch_nanoseconds
 from anomaly.core.scoring import Scores
 
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -96,22 +101,54 @@ def severity(peak: float, threshold: float, above: int = 0, sustained: int = 0) 
     return SEVERITY_LEVELS[min(level, len(SEVERITY_LEVELS) - 1)]
 
 
-def find_runs(flags: np.ndarray, score: np.ndarray, threshold: float, config: EventConfig) -> list[Run]:
-    """Flag runs after padding, merging, minimum length and pruning, in time order."""
+def outside_points(deviation: pd.Series | np.ndarray | None) -> np.ndarray | None:
+    """Where the metric is outside its expected range (deviation above 1); None without ranges."""
+    if deviation is None:
+        return None
+    return np.nan_to_num(np.asarray(deviation, dtype=np.float64), nan=0.0) > 1.0
+
+
+def left_range(runs: Sequence[Run], outside: np.ndarray, lookback: int) -> list[Run]:
+    """The runs in which, or up to ``lookback`` points before which, the metric was outside its range."""
+    seen = np.concatenate(([0], np.cumsum(outside, dtype=np.int64)))
+    return [(a, b) for a, b in runs if seen[b] > seen[max(0, a - lookback)]]
+
+
+def find_runs(
+    flags: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    config: EventConfig,
+    outside: np.ndarray | None = None,
+    lookback: int = 0,
+) -> list[Run]:
+    """Flag runs after padding, merging, minimum length, the range gate and pruning, in time order.
+
+    ``outside`` (see :func:`outside_points`) keeps only the runs where the
+    metric left its range (:func:`left_range`); None keeps them all.
+    """
     runs = merge_runs(pad_runs(flag_runs(flags), config.padding, len(flags)), config.merge_gap)
     runs = [(a, b) for a, b in runs if b - a >= config.min_length]
+    if outside is not None:
+        runs = left_range(runs, outside, lookback)
     peaks = [float(np.nanmax(score[a:b])) for a, b in runs]
     return prune_runs(runs, peaks, threshold, config.prune)
 
 
 def find_events(
-    scores: Scores, config: EventConfig, model: str = "", version: str = ""
+    scores: Scores, config: EventConfig, model: str = "", version: str = "", lookback: pd.Timedelta = pd.Timedelta(0)
 ) -> pd.DataFrame:
-    """One row per event (columns :data:`EVENT_COLUMNS`), most recent last."""
+    """One row per event (columns :data:`EVENT_COLUMNS`), most recent last; ``lookback``: see :meth:`Policy.lookback`."""
     score = scores.score.to_numpy(dtype=np.float64)
-    runs = find_runs(scores.flags.to_numpy(dtype=bool), score, scores.threshold, config)
+    points = int(lookback / _step(scores.score.index))
+    runs = find_runs(scores.flags.to_numpy(dtype=bool), score, scores.threshold, config, outside_points(scores.deviation), points)
     rows = [_describe(scores, a, b, model, version, config.sustained) for a, b in runs]
     return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+
+
+def _step(index: pd.DatetimeIndex) -> pd.Timedelta:
+    """The grid's interval (any positive one for a single point: there is nothing to look back over)."""
+    return index[1] - index[0] if len(index) >= 2 else pd.Timedelta(1, "s")
 
 
 def _describe(scores: Scores, a: int, b: int, model: str, version: str, sustained: int) -> dict[str, object]:
@@ -170,7 +207,7 @@ class OpenRun:
     start: pd.Timestamp  # its first flagged point
     last: pd.Timestamp  # its last flagged point so far
     flagged: int  # its flagged points so far
-    onset: pd.Timestamp | None  # its ``min_length``-th flagged point: when it became an alert
+    onset: pd.Timestamp | None  # when it became an alert: its ``min_length``-th flagged point, or the first after the metric left its range
     peak_score: float
     peak_time: pd.Timestamp
     threshold: float  # the threshold its peak was measured against
@@ -207,42 +244,85 @@ class OpenRun:
         )
 
 
+#: Earlier than any point: "the metric has not left its range yet".
+NEVER = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True)
+class TrackerState:
+    """What the tracker carries from one chunk to the next: the open run, and when the metric last left its range."""
+
+    run: OpenRun | None = None
+    last_outside: pd.Timestamp | None = None
+
+
 class AlertTracker:
     """Flags, chunk by chunk, become alerts: the one route from flags to alerts.
 
     Flagged runs at most ``merge_gap`` quiet points apart are one alert; an
-    alert fires on its ``min_length``-th flagged point (the onset) and is
-    over once ``merge_gap + 1`` points have passed since its last flagged
-    point with no new one. Only what came before a point decides anything
-    about it, so feeding a series in any chunks gives the same alerts as
-    feeding it whole: the scheduled score runs and the stream benchmark both
-    advance it, with the open run carried between calls.
+    alert fires on its ``min_length``-th flagged point, or on the first
+    flagged point after that once the metric has left its expected range in
+    the run or up to ``lookback`` before it (the onset), when the scores
+    carry deviations; a run in which the metric never left its range never
+    fires. It is over once ``merge_gap + 1`` points have passed since its
+    last flagged point with no new one. Only what came before a point decides
+    anything about it, so feeding a series in any chunks gives the same
+    alerts as feeding it whole: the scheduled score runs and the stream
+    benchmark both advance it, with its state carried between calls.
     """
 
-    def __init__(self, config: EventConfig, step: pd.Timedelta, model: str = "", version: str = "") -> None:
-        self.config, self.step, self.model, self.version = config, step, model, version
+    def __init__(
+        self, config: EventConfig, step: pd.Timedelta, model: str = "", version: str = "", lookback: pd.Timedelta = pd.Timedelta(0)
+    ) -> None:
+        self.config, self.step, self.model, self.version, self.lookback = config, step, model, version, lookback
 
     @property
     def reach(self) -> pd.Timedelta:
         """How far after its last flagged point a flag still continues a run."""
         return (self.config.merge_gap + 1) * self.step
 
-    def advance(self, scores: Scores, run: OpenRun | None = None) -> tuple[pd.DataFrame, OpenRun | None]:
-        """The alert rows this chunk touched (:data:`ALERT_COLUMNS`) and the run left open after it."""
+    def advance(self, scores: Scores, state: TrackerState | None = None) -> tuple[pd.DataFrame, TrackerState]:
+        """The alert rows this chunk touched (:data:`ALERT_COLUMNS`) and the state left after it."""
+        state = state or TrackerState()
         rows: dict[str, dict[str, Any]] = {}  # by alert id: its latest row
         flags = scores.flags.to_numpy(dtype=bool)
         index = scores.score.index
+        left = self._last_outside(scores, state.last_outside)
+        run = state.run
         for a, b in flag_runs(flags):
             if run is not None and index[a] - run.last <= self.reach:
-                run = self._extend(run, scores, a, b)
+                run = self._extend(run, scores, a, b, left)
             else:
                 self._note(rows, run, closed=True)
-                run = self._extend(None, scores, a, b)
+                run = self._extend(None, scores, a, b, left)
             self._note(rows, run, closed=False)
         if run is not None and len(index) and index[-1] - run.last >= self.reach:
             self._note(rows, run, closed=True)
             run = None
-        return pd.DataFrame(list(rows.values()), columns=list(ALERT_COLUMNS)), run
+        last_outside = state.last_outside
+        if left is not None and len(left) and left[-1] != NEVER:
+            last_outside = pd.Timestamp(int(left[-1]), unit="ns", tz=index.tz)
+        return pd.DataFrame(list(rows.values()), columns=list(ALERT_COLUMNS)), TrackerState(run, last_outside)
+
+    @staticmethod
+    def _last_outside(scores: Scores, before: pd.Timestamp | None) -> np.ndarray | None:
+        """For each point, when (epoch ns) the metric was last outside its range, up to it; None without ranges."""
+        outside = outside_points(scores.deviation)
+        if outside is None:
+            return None
+        stamps = np.where(outside, epoch_nanoseconds(scores.score.index), NEVER)
+        start = NEVER if before is None else int(epoch_nanoseconds(pd.DatetimeIndex([before]))[0])
+        return np.maximum.accumulate(np.concatenate(([start], stamps)))[1:]
+
+    def _fires(self, left: np.ndarray | None, lo: int, hi: int, start: pd.Timestamp) -> int | None:
+        """The first position in ``[lo, hi)`` at which the metric has left its range since ``lookback`` before ``start``."""
+        if lo >= hi:
+            return None
+        if left is None:
+            return lo
+        since = int(epoch_nanoseconds(pd.DatetimeIndex([start - self.lookback]))[0])
+        armed = np.flatnonzero(left[lo:hi] >= since)
+        return lo + int(armed[0]) if armed.size else None
 
     def _note(self, rows: dict[str, dict[str, Any]], run: OpenRun | None, *, closed: bool) -> None:
         """Record ``run``'s row, replacing an earlier one of the same alert; a run that never fired has none."""
@@ -250,15 +330,16 @@ class AlertTracker:
             row = self._row(run, closed=closed)
             rows[row["id"]] = row
 
-    def _extend(self, run: OpenRun | None, scores: Scores, a: int, b: int) -> OpenRun:
+    def _extend(self, run: OpenRun | None, scores: Scores, a: int, b: int, left: np.ndarray | None) -> OpenRun:
         """``run`` (or a new one) continued by the flagged run ``[a, b)`` of this chunk."""
         index = scores.score.index
         score = scores.score.to_numpy(dtype=np.float64)
         peak_at = a + int(np.nanargmax(score[a:b]))
         before = 0 if run is None else run.flagged
         onset = None if run is None else run.onset
-        if onset is None and before + (b - a) >= self.config.min_length:
-            onset = index[a + self.config.min_length - before - 1]
+        if onset is None:
+            fired = self._fires(left, a + max(0, self.config.min_length - before - 1), b, index[a] if run is None else run.start)
+            onset = None if fired is None else index[fired]
         metrics = tuple(contributing_metrics(scores, a, b))
         if run is None:
             return OpenRun(index[a], index[b - 1], b - a, onset, float(score[peak_at]), index[peak_at], scores.threshold, metrics)

@@ -47,6 +47,10 @@ class Scores:
     later points arrive. A scheduled run that passes it on reads only the
     windows' context again, and its scores equal those of one score over
     everything. None when no point is settled yet.
+
+    ``deviation`` is how far each point is from what the model expected,
+    in its metrics' expected ranges (the largest over the metrics; above 1
+    is outside, see :func:`deviation`); None when the model keeps no ranges.
     """
 
     values: pd.DataFrame
@@ -59,6 +63,7 @@ class Scores:
     flags: pd.Series
     filled: pd.DataFrame
     carry: pd.DataFrame | None = None
+    deviation: pd.Series | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -94,6 +99,29 @@ def point_errors(scaled: np.ndarray, reconstruction: np.ndarray, kind: str = "ab
     diff = np.abs(np.asarray(scaled, dtype=np.float64) - reconstruction)
     exponent = ERROR_EXPONENTS.get(kind, power)
     return diff if exponent == 1.0 else diff**exponent
+
+
+def expected_ranges(residuals: np.ndarray, unobserved: np.ndarray, quantile: float) -> np.ndarray:
+    """Each metric's expected range in scaled units: the ``quantile`` of its absolute observed residuals (NaN: none observed)."""
+    errors = np.where(unobserved, np.nan, np.abs(np.asarray(residuals, dtype=np.float64)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric never observed has no range
+        return np.nanquantile(errors, quantile, axis=0)
+
+
+def deviation(residuals: np.ndarray, unobserved: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Each point's largest absolute residual over the metrics, in expected ranges: above 1 is outside.
+
+    A point exactly on its reconstruction is inside even where the range is
+    0 (a metric that never moved in training); NaN where no metric with a
+    range was observed.
+    """
+    errors = np.where(unobserved, np.nan, np.abs(np.asarray(residuals, dtype=np.float64)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(errors == 0.0, 0.0, errors / ranges)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN, quietly
+        return np.nanmax(ratio, axis=1)
 
 
 def combine(errors: np.ndarray, how: str = "mean") -> np.ndarray:

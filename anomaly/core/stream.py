@@ -18,17 +18,17 @@ import pandas as pd
 
 from anomaly.core.data import MetricFrame
 from anomaly.core.detector import DataLike, LSTMAutoencoderDetector
-from anomaly.core.events import AlertTracker, OpenRun
+from anomaly.core.events import AlertTracker, TrackerState
 from anomaly.core.scoring import Scores
 
 
 @dataclass(frozen=True)
 class StreamState:
-    """What a chunk leaves for the next: the scorer's carry (and what made it) and the open alert run."""
+    """What a chunk leaves for the next: the scorer's carry (and what made it) and the alert tracker's state."""
 
     carry: pd.DataFrame | None = None
     carry_key: str | None = None
-    open_run: OpenRun | None = None
+    tracker: TrackerState = TrackerState()
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,14 @@ def score_step(
     ``state.carry`` is used only when it was made by this version under this
     scoring (:func:`carry_key`); otherwise the context must cover the
     smoothing and the baseline too (see
-    :func:`anomaly.core.detector.context_points`). The open alert run
-    continues whatever model scores the chunk.
+    :func:`anomaly.core.detector.context_points`). The tracker's state (an
+    open alert, the metric's last point outside its range) continues
+    whatever model scores the chunk.
     """
     key = carry_key(detector, version)
     carry = state.carry if state.carry_key == key else None
     scores = detector.score(new, context=context, carry=carry, allow_resample=allow_resample)
-    tracker = AlertTracker(detector.policy.events, detector.freq_, model=model, version=version)
-    alerts, run = tracker.advance(scores, state.open_run)
-    return StepResult(scores, alerts, StreamState(scores.carry, key, run))
+    policy = detector.policy
+    tracker = AlertTracker(policy.events, detector.freq_, model=model, version=version, lookback=policy.lookback(detector.freq_))
+    alerts, tracked = tracker.advance(scores, state.tracker)
+    return StepResult(scores, alerts, StreamState(scores.carry, key, tracked))

@@ -49,7 +49,7 @@ import pandas as pd
 from anomaly.core.config import DetectorConfig
 from anomaly.core.data import MetricFrame, grid_slots, normalise
 from anomaly.core.detector import LSTMAutoencoderDetector
-from anomaly.core.events import find_runs
+from anomaly.core.events import find_runs, outside_points
 from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
 from anomaly.core.stream import StreamState, score_step
 from anomaly.evaluation.corpus import BenchmarkError, CorpusFile, load_corpus, read_series
@@ -155,7 +155,8 @@ def detect_batch(series: pd.DataFrame, config: DetectorConfig, observe: Observer
     if observe:
         observe(detector, frame, len(frame))
     score = detector.decision_scores_.to_numpy(dtype=np.float64)  # fit scored the whole file already
-    runs = find_runs(detector.labels_.to_numpy(dtype=bool), score, detector.threshold_, config.events)
+    outside, lookback = outside_points(detector.training_deviation()), int(config.policy.lookback(frame.freq) / frame.freq)
+    runs = find_runs(detector.labels_.to_numpy(dtype=bool), score, detector.threshold_, config.events, outside, lookback)
     ratio = score / max(detector.threshold_, 1e-12)
     return detection(frame, ratio, runs, [a for a, _ in runs])
 
@@ -272,6 +273,18 @@ def scores_table(series: pd.DataFrame, detection: Detection) -> pd.DataFrame:
     )
 
 
+def write_events(file: CorpusFile, detection: Detection, out: Path) -> Path:
+    """Write a file's events as ``<out>/<category>/<stem>.events.csv``; returns the category's folder."""
+    folder = out / file.category
+    folder.mkdir(parents=True, exist_ok=True)
+    events = detection.events.assign(
+        start=[t.strftime(STAMP) for t in detection.events["start"]],
+        end=[t.strftime(STAMP) for t in detection.events["end"]],
+    )
+    atomic_write_text(folder / f"{file.stem}.events.csv", events.to_csv(index=False))
+    return folder
+
+
 def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: Path) -> FileResult:
     """Detect in one file, write its events, scores and result, and return the result."""
     started = time.perf_counter()
@@ -280,13 +293,7 @@ def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: 
     detection = detect(series, config)
     table = scores_table(series, detection)
     seconds = time.perf_counter() - started
-    folder = out / file.category
-    folder.mkdir(parents=True, exist_ok=True)
-    events = detection.events.assign(
-        start=[t.strftime(STAMP) for t in detection.events["start"]],
-        end=[t.strftime(STAMP) for t in detection.events["end"]],
-    )
-    atomic_write_text(folder / f"{file.stem}.events.csv", events.to_csv(index=False))
+    folder = write_events(file, detection, out)
     atomic_write_text(folder / f"{file.stem}.scores.csv", table.to_csv(index=False))
     result = file_result(file, series, detection, table, seconds)
     atomic_write_json(folder / f"{file.stem}.result.json", result.to_dict())

@@ -39,11 +39,11 @@ import torch
 from anomaly.core.config import POLICY_SECTIONS, DetectorConfig, load_config
 from anomaly.core.data import MetricFrame, epoch_nanoseconds
 from anomaly.core.detector import LSTMAutoencoderDetector, context_points
-from anomaly.core.events import AlertTracker, OpenRun, find_runs
+from anomaly.core.events import AlertTracker, TrackerState, find_runs, outside_points
 from anomaly.core.fileio import atomic_write_json, read_json
 from anomaly.core.model import LSTMAutoencoder
 from anomaly.core.reconstruction import Reconstruction, reconstruct
-from anomaly.core.scoring import Scorer
+from anomaly.core.scoring import Scorer, deviation, expected_ranges
 from anomaly.core.thresholds import FittedThresholds
 from anomaly.core.training import torch_threads
 from anomaly.evaluation.benchmark import (
@@ -59,6 +59,7 @@ from anomaly.evaluation.benchmark import (
     stream_config,
     summarise,
     worker_init,
+    write_events,
 )
 from anomaly.evaluation.corpus import BenchmarkError, CorpusFile, load_corpus, read_series
 
@@ -173,28 +174,36 @@ def replay_detection(recording: Recording, protocol: str, config: DetectorConfig
     scorer, policy = Scorer(config.scoring), config.policy
     if protocol == "batch":
         (model,) = recording.models  # one model, trained on and scoring the whole file
-        scores, _ = scorer.score(_reconstruction(frame, 0, model.stop, model.scaled, model.reconstruction))
+        recon = _reconstruction(frame, 0, model.stop, model.scaled, model.reconstruction)
+        scores, _ = scorer.score(recon)
         thresholds = FittedThresholds.fit(policy.threshold, scores)
         flags = thresholds.flags(scores)[1]
-        runs = find_runs(flags, scores.score, thresholds.value, policy.events)
+        outside = outside_points(_deviation(recon, recon, policy.events.band))
+        runs = find_runs(flags, scores.score, thresholds.value, policy.events, outside, int(policy.lookback(frame.freq) / frame.freq))
         return detection(frame, scores.score / max(thresholds.value, 1e-12), runs, [a for a, _ in runs])
     config = stream_config(config)
     keep = context_points(config, frame.freq)
     ratio = np.zeros(len(frame))
-    run: OpenRun | None = None
+    tracked = TrackerState()
     parts = []
     for j, model in enumerate(recording.models):
-        training, _ = scorer.score(_reconstruction(frame, 0, model.trained, model.scaled[: model.trained], model.reconstruction[: model.trained]))
+        trained = _reconstruction(frame, 0, model.trained, model.scaled[: model.trained], model.reconstruction[: model.trained])
+        training, _ = scorer.score(trained)
         thresholds = FittedThresholds.fit(policy.threshold, training)
         if j == 0:
             ratio[: model.trained] = training.score / max(thresholds.value, 1e-12)
         if model.stop <= model.trained:
             continue  # the first model of a file too short for any chunk
         a = max(0, model.trained - keep)
-        chunk, _ = scorer.score(_reconstruction(frame, a, model.stop, model.scaled[a : model.stop], scored_from(model, a, config)))
+        recon = _reconstruction(frame, a, model.stop, model.scaled[a : model.stop], scored_from(model, a, config))
+        chunk, _ = scorer.score(recon)
         scores = thresholds.apply(chunk, slice(model.trained - a, None))
+        far = _deviation(trained, recon, policy.events.band)
+        if far is not None:
+            scores = dataclasses.replace(scores, deviation=pd.Series(far[model.trained - a :], scores.score.index))
         ratio[model.trained : model.stop] = scores.score.to_numpy() / max(thresholds.value, 1e-12)
-        alerts, run = AlertTracker(policy.events, frame.freq, version=f"{j + 1:06d}").advance(scores, run)
+        tracker = AlertTracker(policy.events, frame.freq, version=f"{j + 1:06d}", lookback=policy.lookback(frame.freq))
+        alerts, tracked = tracker.advance(scores, tracked)
         parts.append(alerts)
     alerts = pd.concat(parts, ignore_index=True).drop_duplicates("id", keep="last") if parts else pd.DataFrame(columns=["start", "end", "onset"])
     at = frame.index.get_indexer
@@ -202,10 +211,22 @@ def replay_detection(recording: Recording, protocol: str, config: DetectorConfig
     return detection(frame, ratio, runs, at(alerts["onset"]).tolist())
 
 
-def replayed_result(file: CorpusFile, recording: Recording, protocol: str, config: DetectorConfig) -> FileResult:
-    """What the benchmark would report for the file under ``config`` (with the recorded time)."""
+def _deviation(trained: Reconstruction, scored: Reconstruction, band: float | None) -> np.ndarray | None:
+    """``scored``'s deviation in the expected ranges of a model trained on ``trained`` (as the detector computes them)."""
+    if band is None:
+        return None
+    ranges = expected_ranges(trained.residuals(), trained.unobserved, band)
+    return deviation(scored.residuals(), scored.unobserved, ranges) if np.isfinite(ranges).any() else None
+
+
+def replayed_result(
+    file: CorpusFile, recording: Recording, protocol: str, config: DetectorConfig, out: Path | None = None
+) -> FileResult:
+    """What the benchmark would report for the file under ``config`` (with the recorded time); its events written under ``out``."""
     series = read_series(file.path)
     found = replay_detection(recording, protocol, config)
+    if out is not None:
+        write_events(file, found, out)
     return file_result(file, series, found, scores_table(series, found), recording.seconds)
 
 
@@ -246,8 +267,14 @@ def check_replayable(recorded: DetectorConfig, config: DetectorConfig) -> None:
                 )
 
 
-def replay(folder: Path, overrides: Sequence[str] = (), config_path: Path | None = None) -> dict[str, Any]:
-    """The benchmark summary of a recorded folder under the recorded configuration plus ``overrides``."""
+def replay(
+    folder: Path, overrides: Sequence[str] = (), config_path: Path | None = None, out: Path | None = None
+) -> dict[str, Any]:
+    """The benchmark summary of a recorded folder under the recorded configuration plus ``overrides``.
+
+    With ``out``, each file's events and a ``benchmark.json`` are written there as a benchmark run
+    writes them, so what reads a run's events (the long-series suite's report) reads a replay's.
+    """
     manifest = _manifest(folder)
     recorded = DetectorConfig.from_dict(manifest["config"])
     config = load_config(config_path, overrides, base=recorded)
@@ -258,7 +285,9 @@ def replay(folder: Path, overrides: Sequence[str] = (), config_path: Path | None
         path = folder / file.category / f"{file.stem}.npz"
         if not path.exists():
             raise BenchmarkError(f"{file.key} has no recording in {str(folder)!r}: run record again to finish it")
-        results.append(replayed_result(file, load(path), manifest["protocol"], config))
+        results.append(replayed_result(file, load(path), manifest["protocol"], config, out))
+    if out is not None:
+        atomic_write_json(out / "benchmark.json", {"protocol": manifest["protocol"], "config": config.to_dict(), "replayed": str(folder)})
     return summarise(results, manifest["protocol"])
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from anomaly.core.config import DetectorConfig
 from anomaly.core.data import normalise
 from anomaly.core.detector import LSTMAutoencoderDetector, check_intervals, context_points
-from anomaly.core.events import ALERT_COLUMNS, SEVERITY_LEVELS
+from anomaly.core.events import ALERT_COLUMNS, SEVERITY_LEVELS, TrackerState
 from anomaly.core.stream import StreamState, carry_key, score_step
 from anomaly.errors import DataError
 from anomaly.io.store import RawStore
@@ -248,7 +248,7 @@ def score_group(
     check_intervals(recent, step, allow_resample=allow_resample, what=f"the store (group {group.name!r})")
     # normalised once, then split: gaps across the boundary are filled as in one series
     context, new = normalise(recent, detector.get_config().preprocess, freq=step).split(last)
-    previous = StreamState(carry, key if carry is not None else None, state.open_run if state is not None else None)
+    previous = StreamState(carry, key if carry is not None else None, state.tracker if state is not None else TrackerState())
     step_result = score_step(detector, new, context=context if len(context) else None, state=previous, model=group.name, version=version)
     scores, alerts = step_result.scores, step_result.alerts
     files = space.write_parts(group.name, last, scores.to_frame().reset_index(), alerts, scores.carry)
@@ -262,7 +262,7 @@ def score_group(
             carry_key=step_result.state.carry_key if files.carry else None,
             step_s=step / pd.Timedelta("1s"),
             sustained=detector.policy.events.sustained,
-            open_run=step_result.state.open_run,
+            tracker=step_result.state.tracker,
         ),
     )
     space.remove_stale_carries(group.name, files.carry)  # committed: older carries go

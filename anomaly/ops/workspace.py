@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from anomaly.core.events import ALERT_COLUMNS, OpenRun
+from anomaly.core.events import ALERT_COLUMNS, OpenRun, TrackerState
 from anomaly.core.fileio import atomic_write_json, read_json
 from anomaly.core.migrations import CURRENT, upgrade
 from anomaly.errors import DataError
@@ -58,7 +58,7 @@ class ScoreState:
     carry_key: str | None  # what the carry is valid for (model version and scoring)
     step_s: float
     sustained: int
-    open_run: OpenRun | None
+    tracker: TrackerState  # the open alert run and the metric's last point outside its range
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,14 +70,15 @@ class ScoreState:
             "carry_key": self.carry_key,
             "step_s": self.step_s,
             "sustained": self.sustained,
-            "open_run": None if self.open_run is None else self.open_run.to_json(),
+            "open_run": None if self.tracker.run is None else self.tracker.run.to_json(),
+            "last_outside": None if self.tracker.last_outside is None else self.tracker.last_outside.isoformat(),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> "ScoreState":
         data = upgrade("score_state", dict(data), data.get("format_version", 1), where)
         try:
-            run = data.get("open_run")
+            run, outside = data.get("open_run"), data.get("last_outside")
             return cls(
                 pd.Timestamp(data["last_scored"]),
                 str(data["version"]),
@@ -86,7 +87,7 @@ class ScoreState:
                 data.get("carry_key"),
                 float(data.get("step_s", 0.0)),
                 int(data.get("sustained", 0)),
-                None if run is None else OpenRun.from_json(run),
+                TrackerState(None if run is None else OpenRun.from_json(run), None if outside is None else pd.Timestamp(outside)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{where} is not a score state: {exc}") from exc
