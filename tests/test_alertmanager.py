@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+import yaml
 
 import flows.report
 from anomaly.core.events import ALERT_COLUMNS, alert_id
@@ -342,3 +343,19 @@ def test_the_score_flow_sends_to_alertmanager_and_pushes_to_the_pushgateway(
     assert down["pushed"] == 0 and "unreachable" in down["error"]
     refused = push_task.fn(str(workspace), "gateway:9091")
     assert refused["error"] == "pushgateway setting refused: pushgateway url must be http(s)://host[:port], got 'gateway:9091'"
+
+
+def test_the_commented_settings_in_prefect_yaml_are_valid_when_uncommented() -> None:
+    from anomaly.ops.exporter import Pushgateway
+
+    lines = (REPO / "prefect.yaml").read_text().splitlines()
+    found = {}
+    for line in lines:
+        text = line.strip().removeprefix("# ")
+        for name in ("alertmanager", "pushgateway"):
+            if text.startswith(f"{name}: "):
+                found[name] = yaml.safe_load(text)[name]
+    assert sorted(found) == ["alertmanager", "pushgateway"]
+    manager = Alertmanager.from_spec(found["alertmanager"])
+    assert manager is not None and manager.endpoint == "http://alertmanager:9093/api/v2/alerts"
+    assert Pushgateway.from_spec(found["pushgateway"]) == Pushgateway("http://pushgateway:9091", "anomaly")
