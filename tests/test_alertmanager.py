@@ -267,13 +267,24 @@ def test_a_bad_alertmanager_setting_is_refused_by_name_before_the_report_changes
     assert not (tmp_path / "ws" / "reports" / "state.json").exists()
 
 
-def test_a_damaged_sender_state_is_refused_by_name_and_left_as_it_is(tmp_path: Path) -> None:
-    space = Workspace(tmp_path)
+def test_a_damaged_sender_state_is_named_left_as_it_is_and_the_ledger_still_moves(tmp_path: Path) -> None:
+    space, ledger = Workspace(tmp_path), Ledger()
     space.reports_dir.mkdir(parents=True)
     space.alertmanager_state_path.write_text('{"format_version": 1, "alerts": []}')
     with pytest.raises(DataError, match="alertmanager.json' is not an Alertmanager sender state"):
         load_state(space)
+    advance(ledger, rows(row(4, 6)), {"cpu": 300.0}, at(7))
+    outcome = sync(space, ledger, set(), [], Alertmanager("http://127.0.0.1:9"), "file:///r.html", at(7))
+    assert outcome["firing"] == 0 and outcome["error"].startswith("nothing sent: ") and "not an Alertmanager sender state" in outcome["error"]
     assert space.alertmanager_state_path.read_text() == '{"format_version": 1, "alerts": []}'
+
+
+def test_a_firing_alert_ends_after_its_start_even_when_the_clock_is_behind_the_data() -> None:
+    config, ledger, state = Alertmanager("http://am:9093", ends_in=600), Ledger(), SenderState()
+    advance(ledger, rows(row(4, 6)), {"cpu": 300.0}, at(7))
+    follow(state, ledger, set(), [], config, "file:///r.html", at(7))
+    (sent,) = payload(state, config, at(0))  # the clock reads 20 minutes before the alert started
+    assert pd.Timestamp(sent["endsAt"]) == at(4) + pd.Timedelta("10min") > pd.Timestamp(sent["startsAt"])
 
 
 # -- escalations and resolutions on the webhook and as Prefect events ------------------------------

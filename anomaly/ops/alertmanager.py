@@ -277,8 +277,8 @@ def payload(state: SenderState, config: Alertmanager, wall: pd.Timestamp) -> lis
     live = {_key(s.labels) for s in firing}
     out = []
     for sent in state.alerts.values():
-        if sent.ends_at is None:
-            ends = _iso(wall + pd.Timedelta(seconds=config.ends_in)) if config.ends_in else None
+        if sent.ends_at is None:  # ahead of the clock, and of startsAt (a clock behind the data's must not invert them)
+            ends = _iso(max(wall, pd.Timestamp(sent.starts_at)) + pd.Timedelta(seconds=config.ends_in)) if config.ends_in else None
         elif _key(sent.labels) in live:
             continue
         else:
@@ -340,7 +340,11 @@ def sync(
     Returns counts and the error, if any, for the report's delivery summary.
     """
     clock = pd.Timestamp(wall or datetime.now(timezone.utc)).tz_convert("UTC")
-    state = load_state(space)
+    try:
+        state = load_state(space)
+    except DataError as exc:  # left as it is for a person to look at; the report and the ledger go on
+        log.warning("nothing sent to the alertmanager: %s", exc)
+        return {"where": config.where(), "firing": 0, "resolved": 0, "error": f"nothing sent: {exc}"}
     follow(state, ledger, fresh, points, config, report, now)
     save_state(space, state)  # labels and startsAt are fixed before anything goes out
     alerts = payload(state, config, clock)

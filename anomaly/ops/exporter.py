@@ -205,7 +205,8 @@ def push_metrics(workspace: str | Path, gateway: Pushgateway | str | Mapping[str
     the latest state again.
     """
     target = Pushgateway.from_spec(gateway)
-    assert target is not None
+    if target is None:
+        raise ConfigError("pushgateway is not set: give a URL or {url, job, timeout}")
     registry = workspace_registry(workspace)
     series = len({tuple(sorted(s.labels.items())) for family in registry.collect() for s in family.samples})
     try:
