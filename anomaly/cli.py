@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("workspace", type=Path, help="the flows' workspace folder (data/ in a deployment)")
     report.add_argument("--report-url", default=None, help="base URL the reports folder is served at, for alert links")
     report.add_argument("--webhook", default=None, help="POST each new alert as JSON to this URL (undelivered ones wait for the next run)")
+    report.add_argument("--alertmanager", default=None, metavar="URL",
+                        help="send open alerts (firing) and resolutions to this Alertmanager's /api/v2/alerts")
+
+    serve = _command(sub, common, "serve-metrics", cmd_serve_metrics, "serve a workspace's scores as Prometheus metrics on /metrics")
+    serve.add_argument("--workspace", type=Path, required=True, help="the flows' workspace folder (data/ in a deployment)")
+    serve.add_argument("--port", type=int, default=9464, help="port to listen on (default 9464)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
 
     bench = _command(sub, common, "benchmark", cmd_benchmark, "measure detection quality on a labelled corpus in the NAB layout")
     bench.add_argument("corpus", type=Path, help="folder with data/<category>/<file>.csv and labels/combined_windows.json")
@@ -345,7 +352,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.workspace.is_dir():
         raise DataError(f"workspace {str(args.workspace)!r} is not a folder")
-    report = write_report(args.workspace, report_url=args.report_url, webhook=args.webhook)
+    report = write_report(args.workspace, report_url=args.report_url, webhook=args.webhook, alertmanager=args.alertmanager)
     print(headline(report.document))
     for kind, path in report.paths.items():
         print(f"{kind + ':':<10}{path}")
@@ -354,6 +361,34 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"webhook:  {d['delivered']} delivered, {d['undelivered']} waiting, {d['parked']} rejected")
         for item in d["rejected"]:  # refused for good: not retried, kept in reports/state.json under "parked"
             print(f"  rejected {item['key']} ({item['metric'] or 'no metric'}): {item['reason']}")
+    manager = report.delivery.get("alertmanager")
+    if manager:
+        print(f"alertmanager: {manager['firing']} firing, {manager['resolved']} resolved" + (f", not delivered: {manager['error']}" if manager["error"] else ""))
+    return 0
+
+
+def cmd_serve_metrics(args: argparse.Namespace) -> int:
+    """Serve each series' latest score, threshold, expected value and band, and open alerts, for Prometheus to scrape.
+
+    Every scrape reads what the latest score run and report left in the workspace. Runs until
+    interrupted (Ctrl-C or SIGTERM).
+    """
+    import signal
+    import threading
+
+    from anomaly.ops.exporter import serve_metrics
+
+    server = serve_metrics(args.workspace, args.port, args.host)
+    print(f"serving {server.url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):  # a timed wait, so signals are handled promptly
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
     return 0
 
 

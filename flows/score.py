@@ -10,6 +10,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Failed
 
+from anomaly.errors import ConfigError
+from anomaly.ops.exporter import push_metrics
 from anomaly.ops.jobs import Group, new_events, plan_groups, score_groups
 from flows.common import (
     file_link,
@@ -57,6 +59,8 @@ def score_flow(
     report_url: str | None = None,
     webhook: str | dict[str, Any] | None = None,
     policy: dict[str, dict[str, Any]] | None = None,
+    alertmanager: str | dict[str, Any] | None = None,
+    pushgateway: str | dict[str, Any] | None = None,
 ) -> Any:
     """Score the new points of every group, then report; a group with no production model is reported, not crashed on.
 
@@ -71,7 +75,14 @@ def score_flow(
     With ``report`` (the default) the run ends with the report flow, so a
     new alert goes out within one score run of its data arriving; a failed
     report fails the run too, since an alert not reported is the one failure
-    that must not pass quietly.
+    that must not pass quietly. ``webhook`` and ``alertmanager`` go to the
+    report (see the report flow).
+
+    ``pushgateway`` (a URL or ``{"url", "job", "timeout"}``) receives every
+    series' latest score, threshold, expected value and band, and whether
+    an alert of it is open, at the end of the run. A push that fails fails
+    the run with the reason, after the scores and the report are written:
+    the next run pushes the latest state again.
     """
     space, models = workspace_of(workspace), registry_root(registry)
     planned = batches(plan_groups(space.store().metrics(), groups))
@@ -104,10 +115,29 @@ def score_flow(
         "scores of every group",
     )  # fmt: skip
     if report:
-        reported = report_flow(str(space.root), report_url, webhook, return_state=True)
+        reported = report_flow(str(space.root), report_url, webhook, alertmanager, return_state=True)
         if not reported.is_completed():
             failures.append(f"report: {reported.message}")
+    if pushgateway is not None:
+        pushed = push_task(str(space.root), pushgateway)
+        if pushed["error"]:
+            logger.error("%s", pushed["error"])
+            failures.append(pushed["error"])
+        else:
+            logger.info("pushed %d series to %s (job %s)", pushed["pushed"], pushed["where"], pushed["job"])
     return outcome(results, failures, len(results), "group(s)")
+
+
+@task(cache_policy=NO_CACHE)
+def push_task(workspace: str, pushgateway: str | dict[str, Any]) -> dict[str, Any]:
+    """Push the workspace's series metrics to the Pushgateway; the outcome, error included, is returned, not raised.
+
+    A bad setting is an error like an unreachable gateway: the scores and the report are already written.
+    """
+    try:
+        return push_metrics(workspace, pushgateway)
+    except ConfigError as exc:
+        return {"pushed": 0, "error": f"pushgateway setting refused: {exc}", "where": None, "job": None}
 
 
 def _batch_results(batch: list[Group], future: PrefectFuture) -> list[dict[str, Any]]:

@@ -196,13 +196,13 @@ class LSTMAutoencoderDetector:
         index = pd.date_range(pd.Timestamp(data["start"]), periods=int(data["rows"]), freq=self.freq_, name="timestamp")
         return Reconstruction.from_residuals(index, self.freq_, tuple(self.metrics_), self.residuals_, self.training_filled_)
 
-    def expected_ranges(self) -> np.ndarray | None:
-        """Each metric's expected range (± around the reconstruction, scaled units) under this policy's ``events.band``.
+    def expected_ranges(self, band: float | None = None) -> np.ndarray | None:
+        """Each metric's expected range (± around the reconstruction, scaled units): ``band`` or the policy's ``events.band``.
 
-        None when the policy sets no band or the model keeps no training
+        None when neither sets a band or the model keeps no training
         residuals (saved before they were kept): the score alone decides then.
         """
-        band = self.policy.events.band
+        band = band if band is not None else self.policy.events.band
         if band is None or self.residuals_ is None:
             return None
         ranges = expected_ranges(self.residuals_, np.isnan(self.residuals_) | self.training_filled_, band)

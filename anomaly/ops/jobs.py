@@ -27,6 +27,7 @@ from anomaly.core.events import ALERT_COLUMNS, SEVERITY_LEVELS, TrackerState
 from anomaly.core.stream import StreamState, carry_key, score_step
 from anomaly.errors import DataError
 from anomaly.io.store import RawStore
+from anomaly.ops.latest import expected_band, latest_points, write_latest
 from anomaly.ops.registry import DEFAULT_ALIAS, LoadedModel, ModelRegistry, check_name
 from anomaly.ops.workspace import ScoreState, Workspace
 
@@ -226,9 +227,10 @@ def score_group(
     carry are written, then the state moves forward (the commit point:
     after a crash before it, the next run scores the same points again and
     replaces what the crashed run wrote, so nothing is skipped or doubled).
-    A metric stored more coarsely than the model's interval fails the group
-    with that reason unless ``allow_resample``
-    (see :func:`anomaly.core.detector.check_intervals`).
+    Last, each metric's latest point is kept for the outputs
+    (:mod:`anomaly.ops.latest`). A metric stored more coarsely than the
+    model's interval fails the group with that reason unless
+    ``allow_resample`` (see :func:`anomaly.core.detector.check_intervals`).
     """
     space, registry = Workspace(workspace), ModelRegistry(registry_root)
     if DEFAULT_ALIAS not in registry.aliases(group.name):
@@ -266,6 +268,8 @@ def score_group(
         ),
     )
     space.remove_stale_carries(group.name, files.carry)  # committed: older carries go
+    # what the exporter and Alertmanager show: derived, so written after the commit point
+    write_latest(space, group.name, latest_points(scores, expected_band(detector), group.name, version))
     return {
         "group": group.name,
         "status": "scored",

@@ -14,7 +14,9 @@ three formats from a single JSON document:
 Only the generation time differs between two reports of the same inputs.
 The ledger is saved after the report files, so a crash in between repeats
 the report rather than losing it. New alerts then go to the optional
-webhook through an outbox that keeps what could not be delivered.
+webhook through an outbox that keeps what could not be delivered, as do
+escalations and resolutions; and every open alert goes to the optional
+Alertmanager (:mod:`anomaly.ops.alertmanager`), firing until it resolves.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from filelock import FileLock
 
 from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
 from anomaly.errors import DataError, excerpt
+from anomaly.ops.alertmanager import Alertmanager, sync
 from anomaly.ops.alerts import STATES, Change, Ledger, advance, counts
+from anomaly.ops.latest import read_latest
 from anomaly.ops.plotting import event_plot
 from anomaly.ops.webhooks import Webhook, enqueue, flush
 from anomaly.ops.workspace import Workspace
@@ -53,8 +57,8 @@ PLOT_CONTEXT, PLOT_MAX_POINTS = 60, 2_000
 PLOT_LIMIT = 20
 #: The Markdown lists this many models / unscored groups before summarising the rest.
 LIST_LIMIT = 10
-#: The Prefect event names automations can listen for (the webhook payload names the first too).
-NEW_ALERT, ESCALATED_ALERT = "anomaly.alert.new", "anomaly.alert.escalated"
+#: The Prefect event names automations can listen for (the webhook payloads name them too).
+NEW_ALERT, ESCALATED_ALERT, RESOLVED_ALERT = "anomaly.alert.new", "anomaly.alert.escalated", "anomaly.alert.resolved"
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,13 @@ def write_report(
     report_url: str | None = None,
     webhook: Webhook | str | dict[str, Any] | None = None,
     announce: Callable[[Sequence[dict[str, Any]], str], None] | None = None,
+    alertmanager: Alertmanager | str | dict[str, Any] | None = None,
 ) -> Report:
-    """Write the report of everything new since the last one, then deliver new alerts to the webhook.
+    """Write the report of everything new since the last one, then deliver alerts to the webhook and Alertmanager.
 
     ``report_url`` is the base URL the reports folder is served at, for the
     links in alerts (default: ``file://`` links to the folder). ``announce``
-    is called with the new and escalated alerts and the report's link after
+    is called with the new, escalated and resolved alerts and the report's link after
     the report files are written and before the ledger marks them reported
     (the flows emit Prefect events there): a crash in between announces
     them again rather than never. A quiet run still writes a short report
@@ -92,14 +97,20 @@ def write_report(
     space = Workspace(workspace)
     space.reports_dir.mkdir(parents=True, exist_ok=True)
     hook = Webhook.from_spec(webhook)
+    manager = Alertmanager.from_spec(alertmanager)
     # two report runs at once (a scheduled one and one started by hand) would both announce the same alerts
     with FileLock(space.report_lock_path):
         moment = pd.Timestamp(now or datetime.now(timezone.utc)).tz_convert("UTC")
-        return _write_report(space, hook, moment, report_url, announce)
+        return _write_report(space, hook, moment, report_url, announce, manager)
 
 
 def _write_report(
-    space: Workspace, hook: Webhook | None, moment: pd.Timestamp, report_url: str | None, announce: Callable[[Sequence[dict[str, Any]], str], None] | None
+    space: Workspace,
+    hook: Webhook | None,
+    moment: pd.Timestamp,
+    report_url: str | None,
+    announce: Callable[[Sequence[dict[str, Any]], str], None] | None,
+    manager: Alertmanager | None = None,
 ) -> Report:
     ledger = load_ledger(space.ledger_path)
     every_part = space.alert_parts()
@@ -121,11 +132,12 @@ def _write_report(
     atomic_write_text(paths["html"], render_html(document, plots))
     link = report_link(paths["html"], report_url)
     if announce is not None:
-        announce([a for a in document["alerts"] if a["state"] == "new" or a["escalated_from"]], link)
+        announce([a for a in document["alerts"] if announced(a)], link)
     if hook is not None:
         for alert in document["alerts"]:
-            if alert["state"] == "new":
-                enqueue(ledger.outbox, f"{alert['id']}:new", alert_payload(alert, link), moment)
+            if announced(alert):
+                item = alert_payload(alert, link)
+                enqueue(ledger.outbox, item["key"], item, moment)
     ledger.processed_events = (ledger.processed_events & set(every_part)) | set(fresh_parts)  # replaced parts are forgotten
     ledger.processed_runs |= set(run_files)
     ledger.last_report = moment.isoformat()
@@ -133,10 +145,14 @@ def _write_report(
         item["reported_at"] = moment.isoformat()
     save_ledger(space.ledger_path, ledger)  # the commit point: from here on this report's alerts are reported
     delivery = flush(ledger.outbox, hook, moment, ledger.parked)
+    manager_summary = None
+    if manager is not None:  # its own state file, saved before and after sending: the ledger's save stays last
+        fresh = {c.alert.id for c in changes if c.state == "new"}
+        manager_summary = sync(space, ledger, fresh, read_latest(space), manager, link, moment)
     _prune_runs(space, ledger, moment)
     save_ledger(space.ledger_path, ledger)
     _prune_reports(space, moment)
-    return Report(document, markdown, paths, {**delivery, "link": link, "webhook": hook.where() if hook else None})
+    return Report(document, markdown, paths, {**delivery, "link": link, "webhook": hook.where() if hook else None, "alertmanager": manager_summary})
 
 
 # -- reading what the score runs left -------------------------------------------------------
@@ -417,15 +433,34 @@ def primary_metric(alert: Mapping[str, Any]) -> str:
     return alert["metrics"][0] if alert["metrics"] else alert["model"]
 
 
+def announced(alert: Mapping[str, Any]) -> bool:
+    """Whether a report's alert is news: new, escalated, or resolved (ongoing ones that did not change are not)."""
+    return alert["state"] in ("new", "resolved") or bool(alert["escalated_from"])
+
+
+def alert_event(alert: Mapping[str, Any]) -> str:
+    """The event an announced alert is: new, escalated or resolved."""
+    return NEW_ALERT if alert["state"] == "new" else RESOLVED_ALERT if alert["state"] == "resolved" else ESCALATED_ALERT
+
+
 def alert_payload(alert: Mapping[str, Any], link: str) -> dict[str, Any]:
-    """The JSON a webhook receives for a new alert; ``text`` makes it readable in chat tools as is."""
-    text = (
-        f"[{alert['severity'].upper()}] anomaly in {', '.join(alert['metrics'])} since {_when(alert['start'])}: "
-        f"peak {_ratio(alert)} (model {alert['model']}). Report: {link}"
-    )
+    """The JSON a webhook receives for an announced alert; ``text`` makes it readable in chat tools as is.
+
+    ``key`` is unique per announcement (``<id>:new``, ``<id>:escalated:<severity>``,
+    ``<id>:resolved``), so a receiver can de-duplicate repeats of each.
+    """
+    event, metrics = alert_event(alert), ", ".join(alert["metrics"])
+    if event == NEW_ALERT:
+        key, text = f"{alert['id']}:new", f"[{alert['severity'].upper()}] anomaly in {metrics} since {_when(alert['start'])}"
+    elif event == ESCALATED_ALERT:
+        key = f"{alert['id']}:escalated:{alert['severity']}"
+        text = f"[{alert['severity'].upper()}] anomaly in {metrics} since {_when(alert['start'])} rose from {alert['escalated_from']}"
+    else:
+        key, text = f"{alert['id']}:resolved", f"[RESOLVED] anomaly in {metrics} from {_when(alert['start'])} to {_when(alert['end'])}"
+    text += f": peak {_ratio(alert)} (model {alert['model']}). Report: {link}"
     return {
-        "key": f"{alert['id']}:new",
-        "event": NEW_ALERT,
+        "key": key,
+        "event": event,
         "text": text,
         "alert": dict(alert),
         "metric": primary_metric(alert),

@@ -6,10 +6,12 @@ Layout (``data/`` by default)::
     scores/<group>/part-<after>-<token>.parquet    per-point scores of one score run
     scores/<group>/carry-<after>-<token>.parquet   what the next run continues the scoring from
     scores/<group>/state.json                the last scored point, version, policy, open alert run
+    scores/<group>/latest.json               each metric's latest scored point, for the Prometheus exporter
     events/<group>/part-<after>-<token>.parquet    the alert rows one score run touched
     runs/score-<time>-<token>.json           what each score run did, group by group
     reports/report-<time>.{md,html,json}     one alert report per report run
     reports/state.json                       the report ledger (alerts' states, webhook outbox)
+    reports/alertmanager.json                what was sent to Alertmanager (labels, startsAt, pending resolutions)
 
 ``<after>`` is the last point scored before the run (``%Y%m%dT%H%M%S%f``):
 a part holds the points after it up to the next part's. Nothing outside
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 WORKSPACE_ENV, DEFAULT_WORKSPACE = "ANOMALY_WORKSPACE", "data"
 STORE, SCORES, EVENTS, REPORTS, RUNS, STATE = "store", "scores", "events", "reports", "runs", "state.json"
+LATEST, ALERTMANAGER_STATE = "latest.json", "alertmanager.json"
 PART, CARRY = "part", "carry"
 _STAMP = "%Y%m%dT%H%M%S%f"
 _RUN_STAMP = "%Y%m%dT%H%M%S%fZ"
@@ -146,6 +149,14 @@ class Workspace:
     def write_score_state(self, group: str, state: ScoreState) -> None:
         """Move the group's scoring forward: the commit point of a score run."""
         atomic_write_json(self.scores_dir(group) / STATE, state.to_json())
+
+    def latest_path(self, group: str) -> Path:
+        """Where the group's latest scored point per metric is kept (see :mod:`anomaly.ops.latest`)."""
+        return self.scores_dir(group) / LATEST
+
+    def latest_paths(self) -> list[Path]:
+        """Every group's latest-point file, in a stable order."""
+        return sorted((self.root / SCORES).glob(f"*/{LATEST}"))
 
     def write_parts(
         self, group: str, after: pd.Timestamp, scores: pd.DataFrame, alerts: pd.DataFrame, carry: pd.DataFrame | None
@@ -261,6 +272,11 @@ class Workspace:
     @property
     def ledger_path(self) -> Path:
         return self.reports_dir / STATE
+
+    @property
+    def alertmanager_state_path(self) -> Path:
+        """The Alertmanager sender's state, beside the ledger (see :mod:`anomaly.ops.alertmanager`)."""
+        return self.reports_dir / ALERTMANAGER_STATE
 
     @property
     def report_lock_path(self) -> Path:
