@@ -12,14 +12,17 @@ This test runs that chain end to end on the open-source server:
    automation: an ``EventTrigger`` on ``anomaly.alert.*`` (``all``; only
    ``high``/``critical`` alerts for ``urgent``; only ``low``/``medium`` for
    ``minor``) with a ``SendNotification`` whose text is templated from the
-   event;
+   event; and the automation the product ships (``automations/alerts.yaml``)
+   is created twice by its command, ``python -m flows.automations create
+   --block custom-webhook/anomaly-shipped``, aimed at a fourth block;
 4. a workspace gets real new alerts: a tiny model is trained, a clean half
    day scored (a false alarm, ``medium``), then a day with a level shift
    (``critical``);
 5. ``report_flow`` runs against the server, in a child process.
 
 The listener must receive one POST per new alert on ``all`` and on the one
-of ``urgent``/``minor`` its severity picks, none on the other, each carrying
+of ``urgent``/``minor`` its severity picks, none on the other, and one from the shipped automation
+(created once, not twice), each carrying
 the alert's id, metric, severity, score and report link exactly as the
 report's JSON document and the flow's result give them; the server must
 hold one ``anomaly.alert.new`` event per alert. Then a second
@@ -130,8 +133,16 @@ for route, severities in routes.items():
         ],
     ).create()
     created[route] = str(automation.id)
-print(json.dumps(created))
+shipped = CustomWebhookNotificationBlock(
+    name="anomaly-shipped",
+    url=f"{base}/shipped", json_data={"subject": "{{subject}}", "body": "{{body}}", "source": "{{name}}"}, allow_private_urls=True
+)
+shipped.save("anomaly-shipped", overwrite=True)
+print(json.dumps({"routes": created, "shipped_block": f"{shipped.get_block_type_slug()}/anomaly-shipped"}))
 """
+
+#: The shipped automations' command, as a user runs it (``python -m flows.automations ...``).
+CREATE_SHIPPED = "import runpy; runpy.run_module('flows.automations', run_name='__main__', alter_sys=True)"
 
 #: A report runner against the server: one ``report_flow`` run per line read, its result printed as JSON.
 #: One process for both runs, as a served runner would be, and one import of torch instead of two.
@@ -343,9 +354,22 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
 
     # The report runner imports while the automations are set up and the workspace is built.
     with _report_runner(tmp_path / "ws", env, tmp_path / "report-runner.log") as runner:
-        created = json.loads(
+        setup = json.loads(
             _run_child(SETUP_AUTOMATIONS, [listener.url, json.dumps(ROUTES)], env, tmp_path / "setup.log", "automation setup")
         )
+        created = setup["routes"]
+        # The shipped automation, created twice by its command: the second run replaces it, never duplicates it.
+        shipped = [
+            _run_child(CREATE_SHIPPED, ["create", "--block", setup["shipped_block"]], env, tmp_path / f"shipped-{i}.log", "flows.automations create")
+            for i in range(2)
+        ]
+        assert shipped[0] == shipped[1] and shipped[0].startswith("automation 'anomaly-alerts': "), shipped
+        shipped_id = shipped[0].split(": ")[1].strip()
+        with alert_server.api() as http:
+            named = http.post("/automations/filter", json={"automations": {"name": {"any_": ["anomaly-alerts"]}}})
+            named.raise_for_status()
+            assert [a["id"] for a in named.json()] == [shipped_id], named.json()
+            assert sorted(named.json()[0]["trigger"]["expect"]) == ["anomaly.alert.escalated", "anomaly.alert.new", "anomaly.alert.resolved"]
         with alert_server.api() as http:
             for automation_id in created.values():
                 automation = http.get(f"/automations/{automation_id}")
@@ -369,21 +393,25 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
         }
         assert expected["urgent"] and expected["minor"], f"each filter should have an alert to take: {[a['severity'] for a in new]}"
 
-        # ... and the automations POST one notification per alert and matching route.
-        total = sum(map(len, expected.values()))
+        # ... and the automations POST one notification per alert and matching route, and the shipped one per alert.
+        total = sum(map(len, expected.values())) + len(new)
         received = _wait_for(listener.received, total, DELIVERY_TIMEOUT_S)
         assert len(received) >= total, (
             f"the listener got {len(received)} request(s) in {DELIVERY_TIMEOUT_S:.0f} s, expected {total}: "
             f"{[(r['path'], r['body']) for r in received]}{diagnosis()}"
         )
         by_route: dict[str, dict[str, dict[str, Any]]] = {route: {} for route in ROUTES}
+        from_shipped: list[dict[str, Any]] = []
         for request in received:
             assert request["method"] == "POST", request
             assert request["headers"].get("content-type") == "application/json", request["headers"]
             assert request["headers"].get("user-agent") == "Prefect Notifications", request["headers"]
             route = request["path"].removeprefix("/hooks/")
-            assert route in ROUTES, request
             sent = json.loads(request["body"])
+            if route == "shipped":
+                from_shipped.append(sent)
+                continue
+            assert route in ROUTES, request
             assert sent["source"] == f"anomaly-{route}", sent
             alert_id = sent["body"].split()[0].removeprefix("alert=anomaly.alert.")
             assert alert_id not in by_route[route], f"alert {alert_id} announced twice on {route}"
@@ -399,6 +427,23 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
                         f"metric={metric} score={alert['peak_score']} report={link}"
                     ), sent
                     assert sent["subject"] == f"[{alert['severity'].upper()}] anomaly in {', '.join(alert['metrics'])}", sent
+
+        # The shipped automation (automations/alerts.yaml) says what happened to each alert, once.
+        assert sorted(from_shipped, key=lambda sent: sent["body"]) == sorted(
+            (
+                {
+                    "source": "anomaly-shipped",
+                    "subject": f"[{a['severity'].upper()}] anomaly.alert.new: anomaly in {', '.join(a['metrics'])}",
+                    "body": (
+                        f"anomaly.alert.new: {a['severity']} anomaly in {a['metrics'][0] if a['metrics'] else a['model']} "
+                        f"(model {a['model']}), peak score {a['peak_score']} against threshold {a['threshold']}, "
+                        f"from {a['start']} to {a['end']}. Report: {link}"
+                    ),
+                }
+                for a in new
+            ),
+            key=lambda sent: sent["body"],
+        ), from_shipped
 
         # The server holds one event per new alert, with the labels automations filter on.
         events = _wait_for(lambda: _events(alert_server, "anomaly.alert."), len(new), DELIVERY_TIMEOUT_S)
