@@ -85,6 +85,9 @@ QUIET_S = 8.0
 #: Where reports would be served; the alert's link points under it.
 REPORT_URL = "https://reports.example.test/anomaly"
 
+#: The report's runbook links (no dashboard): they reach the events' payload and the shipped automation's text.
+LINKS = {"runbook_url": "https://runbooks.example.test/{model}/{metric}"}
+
 #: Where each route's notifications go (under the listener's ``/hooks/``) and the severities it takes.
 ROUTES: dict[str, list[str] | None] = {"all": None, "urgent": ["high", "critical"], "minor": ["low", "medium"]}
 
@@ -151,7 +154,7 @@ import json, sys
 from flows.report import report_flow
 
 for _ in sys.stdin:
-    print("RESULT " + json.dumps(report_flow(sys.argv[1], report_url=sys.argv[2])), flush=True)
+    print("RESULT " + json.dumps(report_flow(sys.argv[1], report_url=sys.argv[2], links=json.loads(sys.argv[3]))), flush=True)
 """
 
 
@@ -260,7 +263,7 @@ class ReportRunner:
         self.log = log
         with open(log, "wb") as err:  # Prefect logs to stderr: a file, no pipe to fill
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", RUN_REPORTS, str(workspace), REPORT_URL],
+                [sys.executable, "-c", RUN_REPORTS, str(workspace), REPORT_URL, json.dumps(LINKS)],
                 cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                 start_new_session=True,
             )  # fmt: skip
@@ -437,7 +440,7 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
                     "body": (
                         f"anomaly.alert.new: {a['severity']} anomaly in {a['metrics'][0] if a['metrics'] else a['model']} "
                         f"(model {a['model']}), peak score {a['peak_score']} against threshold {a['threshold']}, "
-                        f"from {a['start']} to {a['end']}. Report: {link}"
+                        f"from {a['start']} to {a['end']}. Report: {link} Runbook: https://runbooks.example.test/{a['model']}/{a['metrics'][0]}"
                     ),
                 }
                 for a in new
@@ -455,6 +458,7 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
             assert event["resource"]["anomaly.severity"] == alert["severity"], event
             assert event["resource"]["anomaly.model"] == alert["model"], event
             assert event["payload"]["score"] == alert["peak_score"] and event["payload"]["report"] == link, event
+            assert event["payload"]["links"] == alert["links"] == {"runbook": f"https://runbooks.example.test/{alert['model']}/{alert['metrics'][0]}"}
 
         # 2. A report with nothing new emits nothing and announces nothing: an alert is announced once.
         second = runner.run()
