@@ -17,10 +17,16 @@ ALERT_FIELDS = ("state", "severity", "metrics", "start", "end", "peak_ratio", "m
 
 @task(cache_policy=NO_CACHE)
 def report_task(
-    workspace: str, report_url: str | None = None, webhook: str | dict[str, Any] | None = None, alertmanager: str | dict[str, Any] | None = None
+    workspace: str,
+    report_url: str | None = None,
+    webhook: str | dict[str, Any] | None = None,
+    alertmanager: str | dict[str, Any] | None = None,
+    links: dict[str, Any] | None = None,
 ) -> Report:
     """Write the report files, announce alerts as Prefect events, move the alerts' states, call the webhook and Alertmanager."""
-    return write_report(workspace, report_url=report_url, webhook=resolve_webhook(webhook), announce=announce, alertmanager=alertmanager)
+    return write_report(
+        workspace, report_url=report_url, webhook=resolve_webhook(webhook), announce=announce, alertmanager=alertmanager, links=links
+    )
 
 
 def resolve_webhook(webhook: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
@@ -40,6 +46,7 @@ def report_flow(
     report_url: str | None = None,
     webhook: str | dict[str, Any] | None = None,
     alertmanager: str | dict[str, Any] | None = None,
+    links: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Report what is new since the last report; a quiet run says "No new anomalies."
 
@@ -54,8 +61,11 @@ def report_flow(
     ``{"url", "timeout", "ends_in", "runbook_url", "dashboard_url"}``, see
     :mod:`anomaly.ops.alertmanager`) gets every open alert, firing, on each
     run, and each resolution; one that is down is logged and tried next run.
+    ``links`` (``{"runbook_url", "dashboard_url"}``, templates as Alertmanager
+    takes them) puts each alert's runbook and dashboard links in the report
+    and in its event's payload.
     """
-    report = report_task(str(workspace_of(workspace).root), report_url, webhook, alertmanager)
+    report = report_task(str(workspace_of(workspace).root), report_url, webhook, alertmanager, links)
     link = report.delivery["link"]
     manager = report.delivery.get("alertmanager")
     if manager and manager["error"]:
@@ -109,5 +119,6 @@ def emit_alert(name: str, alert: dict[str, Any], link: str) -> None:
             "model": alert["model"],
             "versions": alert["versions"],
             "report": link,
+            "links": alert.get("links", {}),
         },
     )

@@ -61,6 +61,7 @@ def score_flow(
     policy: dict[str, dict[str, Any]] | None = None,
     alertmanager: str | dict[str, Any] | None = None,
     pushgateway: str | dict[str, Any] | None = None,
+    links: dict[str, Any] | None = None,
 ) -> Any:
     """Score the new points of every group, then report; a group with no production model is reported, not crashed on.
 
@@ -75,8 +76,8 @@ def score_flow(
     With ``report`` (the default) the run ends with the report flow, so a
     new alert goes out within one score run of its data arriving; a failed
     report fails the run too, since an alert not reported is the one failure
-    that must not pass quietly. ``webhook`` and ``alertmanager`` go to the
-    report (see the report flow).
+    that must not pass quietly. ``webhook``, ``alertmanager`` and ``links``
+    go to the report (see the report flow).
 
     ``pushgateway`` (a URL or ``{"url", "job", "timeout"}``) receives every
     series' latest score, threshold, expected value and band, and whether
@@ -115,7 +116,7 @@ def score_flow(
         "scores of every group",
     )  # fmt: skip
     if report:
-        reported = report_flow(str(space.root), report_url, webhook, alertmanager, return_state=True)
+        reported = report_flow(str(space.root), report_url, webhook, alertmanager, links, return_state=True)
         if not reported.is_completed():
             failures.append(f"report: {reported.message}")
     if pushgateway is not None:

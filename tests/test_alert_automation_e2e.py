@@ -12,14 +12,17 @@ This test runs that chain end to end on the open-source server:
    automation: an ``EventTrigger`` on ``anomaly.alert.*`` (``all``; only
    ``high``/``critical`` alerts for ``urgent``; only ``low``/``medium`` for
    ``minor``) with a ``SendNotification`` whose text is templated from the
-   event;
+   event; and the automation the product ships (``flows/automations.yaml``)
+   is created twice by its command, ``python -m flows.automations create
+   --block custom-webhook/anomaly-shipped``, aimed at a fourth block;
 4. a workspace gets real new alerts: a tiny model is trained, a clean half
    day scored (a false alarm, ``medium``), then a day with a level shift
    (``critical``);
 5. ``report_flow`` runs against the server, in a child process.
 
 The listener must receive one POST per new alert on ``all`` and on the one
-of ``urgent``/``minor`` its severity picks, none on the other, each carrying
+of ``urgent``/``minor`` its severity picks, none on the other, and one from the shipped automation
+(created once, not twice), each carrying
 the alert's id, metric, severity, score and report link exactly as the
 report's JSON document and the flow's result give them; the server must
 hold one ``anomaly.alert.new`` event per alert. Then a second
@@ -82,6 +85,9 @@ QUIET_S = 8.0
 #: Where reports would be served; the alert's link points under it.
 REPORT_URL = "https://reports.example.test/anomaly"
 
+#: The report's runbook links (no dashboard): they reach the events' payload and the shipped automation's text.
+LINKS = {"runbook_url": "https://runbooks.example.test/{model}/{metric}"}
+
 #: Where each route's notifications go (under the listener's ``/hooks/``) and the severities it takes.
 ROUTES: dict[str, list[str] | None] = {"all": None, "urgent": ["high", "critical"], "minor": ["low", "medium"]}
 
@@ -130,8 +136,16 @@ for route, severities in routes.items():
         ],
     ).create()
     created[route] = str(automation.id)
-print(json.dumps(created))
+shipped = CustomWebhookNotificationBlock(
+    name="anomaly-shipped",
+    url=f"{base}/shipped", json_data={"subject": "{{subject}}", "body": "{{body}}", "source": "{{name}}"}, allow_private_urls=True
+)
+shipped.save("anomaly-shipped", overwrite=True)
+print(json.dumps({"routes": created, "shipped_block": f"{shipped.get_block_type_slug()}/anomaly-shipped"}))
 """
+
+#: The shipped automations' command, as a user runs it (``python -m flows.automations ...``).
+CREATE_SHIPPED = "import runpy; runpy.run_module('flows.automations', run_name='__main__', alter_sys=True)"
 
 #: A report runner against the server: one ``report_flow`` run per line read, its result printed as JSON.
 #: One process for both runs, as a served runner would be, and one import of torch instead of two.
@@ -140,7 +154,7 @@ import json, sys
 from flows.report import report_flow
 
 for _ in sys.stdin:
-    print("RESULT " + json.dumps(report_flow(sys.argv[1], report_url=sys.argv[2])), flush=True)
+    print("RESULT " + json.dumps(report_flow(sys.argv[1], report_url=sys.argv[2], links=json.loads(sys.argv[3]))), flush=True)
 """
 
 
@@ -249,7 +263,7 @@ class ReportRunner:
         self.log = log
         with open(log, "wb") as err:  # Prefect logs to stderr: a file, no pipe to fill
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", RUN_REPORTS, str(workspace), REPORT_URL],
+                [sys.executable, "-c", RUN_REPORTS, str(workspace), REPORT_URL, json.dumps(LINKS)],
                 cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                 start_new_session=True,
             )  # fmt: skip
@@ -343,9 +357,22 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
 
     # The report runner imports while the automations are set up and the workspace is built.
     with _report_runner(tmp_path / "ws", env, tmp_path / "report-runner.log") as runner:
-        created = json.loads(
+        setup = json.loads(
             _run_child(SETUP_AUTOMATIONS, [listener.url, json.dumps(ROUTES)], env, tmp_path / "setup.log", "automation setup")
         )
+        created = setup["routes"]
+        # The shipped automation, created twice by its command: the second run replaces it, never duplicates it.
+        shipped = [
+            _run_child(CREATE_SHIPPED, ["create", "--block", setup["shipped_block"]], env, tmp_path / f"shipped-{i}.log", "flows.automations create")
+            for i in range(2)
+        ]
+        assert shipped[0] == shipped[1] and shipped[0].startswith("automation 'anomaly-alerts': "), shipped
+        shipped_id = shipped[0].split(": ")[1].strip()
+        with alert_server.api() as http:
+            named = http.post("/automations/filter", json={"automations": {"name": {"any_": ["anomaly-alerts"]}}})
+            named.raise_for_status()
+            assert [a["id"] for a in named.json()] == [shipped_id], named.json()
+            assert sorted(named.json()[0]["trigger"]["expect"]) == ["anomaly.alert.escalated", "anomaly.alert.new", "anomaly.alert.resolved"]
         with alert_server.api() as http:
             for automation_id in created.values():
                 automation = http.get(f"/automations/{automation_id}")
@@ -369,21 +396,25 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
         }
         assert expected["urgent"] and expected["minor"], f"each filter should have an alert to take: {[a['severity'] for a in new]}"
 
-        # ... and the automations POST one notification per alert and matching route.
-        total = sum(map(len, expected.values()))
+        # ... and the automations POST one notification per alert and matching route, and the shipped one per alert.
+        total = sum(map(len, expected.values())) + len(new)
         received = _wait_for(listener.received, total, DELIVERY_TIMEOUT_S)
         assert len(received) >= total, (
             f"the listener got {len(received)} request(s) in {DELIVERY_TIMEOUT_S:.0f} s, expected {total}: "
             f"{[(r['path'], r['body']) for r in received]}{diagnosis()}"
         )
         by_route: dict[str, dict[str, dict[str, Any]]] = {route: {} for route in ROUTES}
+        from_shipped: list[dict[str, Any]] = []
         for request in received:
             assert request["method"] == "POST", request
             assert request["headers"].get("content-type") == "application/json", request["headers"]
             assert request["headers"].get("user-agent") == "Prefect Notifications", request["headers"]
             route = request["path"].removeprefix("/hooks/")
-            assert route in ROUTES, request
             sent = json.loads(request["body"])
+            if route == "shipped":
+                from_shipped.append(sent)
+                continue
+            assert route in ROUTES, request
             assert sent["source"] == f"anomaly-{route}", sent
             alert_id = sent["body"].split()[0].removeprefix("alert=anomaly.alert.")
             assert alert_id not in by_route[route], f"alert {alert_id} announced twice on {route}"
@@ -400,6 +431,23 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
                     ), sent
                     assert sent["subject"] == f"[{alert['severity'].upper()}] anomaly in {', '.join(alert['metrics'])}", sent
 
+        # The shipped automation (flows/automations.yaml) says what happened to each alert, once.
+        assert sorted(from_shipped, key=lambda sent: sent["body"]) == sorted(
+            (
+                {
+                    "source": "anomaly-shipped",
+                    "subject": f"[{a['severity'].upper()}] anomaly.alert.new: anomaly in {', '.join(a['metrics'])}",
+                    "body": (
+                        f"anomaly.alert.new: {a['severity']} anomaly in {a['metrics'][0] if a['metrics'] else a['model']} "
+                        f"(model {a['model']}), peak score {a['peak_score']} against threshold {a['threshold']}, "
+                        f"from {a['start']} to {a['end']}. Report: {link} Runbook: https://runbooks.example.test/{a['model']}/{a['metrics'][0]}"
+                    ),
+                }
+                for a in new
+            ),
+            key=lambda sent: sent["body"],
+        ), from_shipped
+
         # The server holds one event per new alert, with the labels automations filter on.
         events = _wait_for(lambda: _events(alert_server, "anomaly.alert."), len(new), DELIVERY_TIMEOUT_S)
         by_alert = {e["resource"]["prefect.resource.id"].removeprefix("anomaly.alert."): e for e in events}
@@ -410,6 +458,7 @@ def test_automations_post_each_new_alert_to_webhooks_once(alert_server: Server, 
             assert event["resource"]["anomaly.severity"] == alert["severity"], event
             assert event["resource"]["anomaly.model"] == alert["model"], event
             assert event["payload"]["score"] == alert["peak_score"] and event["payload"]["report"] == link, event
+            assert event["payload"]["links"] == alert["links"] == {"runbook": f"https://runbooks.example.test/{alert['model']}/{alert['metrics'][0]}"}
 
         # 2. A report with nothing new emits nothing and announces nothing: an alert is announced once.
         second = runner.run()

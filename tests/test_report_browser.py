@@ -44,6 +44,8 @@ WIDTH = 1200
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: The colour of the metric's line in every event plot (anomaly.ops.plotting.VALUE, #0072B2).
 LINE_BLUE = np.array([0x00, 0x72, 0xB2]) / 255
+#: The expected range shaded around the reconstruction (plotting.BAND #56B4E9 at alpha 0.3, over white).
+BAND_FILL = 1 - 0.3 * (1 - np.array([0x56, 0xB4, 0xE9]) / 255)
 #: Reports with plots (new or ongoing alerts) and quiet ones (nothing new, nothing open).
 BUSY, QUIET = ("first", "busy"), ("resolved", "empty")
 SHOWN = ("new", "ongoing")
@@ -332,6 +334,8 @@ def test_a_full_page_screenshot_shows_the_plots(browser: Any, reports: dict[str,
         assert (region < 0.9).any(axis=2).mean() > 0.02, f"the plot at {box} is not painted"
         blue = np.linalg.norm(region - LINE_BLUE, axis=2) < 0.25
         assert blue.sum() > 200, f"no metric line (#0072B2) in the plot at {box}"
+        band = np.linalg.norm(region - BAND_FILL, axis=2) < 0.03
+        assert band.sum() > 500, f"no expected range (#56B4E9, shaded) around the reconstruction in the plot at {box}"
     if quiet_box is not None:
         green = pixels[int(quiet_box["y"]) : int(quiet_box["y"] + quiet_box["height"]), : WIDTH // 2]
         assert ((green[:, :, 1] > green[:, :, 0] + 0.1) & (green[:, :, 1] < 0.6)).any(), "'No new anomalies.' is not shown in green"

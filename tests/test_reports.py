@@ -8,6 +8,7 @@ a machine would read them.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -34,6 +35,13 @@ from tests.conftest import long_points
 GROUPS = {"host": ["cpu", "requests"], "disk": ["disk"]}  # disk has no model: it cannot be scored
 T0 = pd.Timestamp("2026-02-01 00:00", tz="UTC")
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
+#: The lifecycle's report links: a default runbook, and a dashboard for requests only.
+LINKS = {
+    "runbook_url": "https://runbooks.example.org/{model}/{metric}",
+    "dashboard_url": {"requests": "https://grafana.example.org/d/anomaly?var-metric={metric}&alert={alert_id}&sev={severity}"},
+}
+#: The expected range's colour in the event plots (plotting.BAND at BAND_ALPHA over white), as 0–255 RGB.
+BAND_RGB = (255 - 0.3 * (255 - 0x56), 255 - 0.3 * (255 - 0xB4), 255 - 0.3 * (255 - 0xE9))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +84,7 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory, base: tuple[Path, Path],
     for hour, (start, stop) in enumerate([(864, 920), (920, 940), (940, 1040), (1040, 1040)], 1):
         arrive(workspace, data, start, stop)
         score(workspace, base[1])
-        reports.append(write_report(workspace, now=T0 + pd.Timedelta(hours=hour)))
+        reports.append(write_report(workspace, now=T0 + pd.Timedelta(hours=hour), links=LINKS))
     return reports
 
 
@@ -129,7 +137,10 @@ def test_each_new_alert_has_a_section_with_its_facts_contributions_and_plot(life
     html = report.paths["html"].read_text()
     images = re.findall(r'<img class="plot"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == 1 and len(images[0]) > 10_000
-    assert f'id="alert-{alert["id"]}"' in html and "<script" not in html and "http" not in html.replace("http-equiv", "")
+    assert f'id="alert-{alert["id"]}"' in html and "<script" not in html
+    links = re.findall(r'<a class="link-(\w+)" href="(https://[^"]+)">', html)
+    assert [(name, url.replace("&amp;", "&")) for name, url in links] == list(alert["links"].items())
+    assert "http" not in re.sub(r'<a class="link-\w+" href="https://[^"]+">', "", html).replace("http-equiv", "")  # nothing else is a URL
 
 
 def test_the_ongoing_and_resolved_reports_say_no_new_anomalies_and_list_the_alert(lifecycle: list[Report]) -> None:
@@ -346,3 +357,122 @@ def test_only_the_most_severe_alerts_are_drawn(base: tuple[Path, Path], data: pd
     report = write_report(workspace, now=T0 + pd.Timedelta("1h"))
     html = report.paths["html"].read_text()
     assert alerts(report, "new") and "<img" not in html and "only the 0 most severe alerts of a report get a plot" in html
+
+
+# -- what an on-call engineer acts on: observed against expected, the band, links, resolved at ------------
+
+
+def band_pixels(png: bytes) -> int:
+    """How many pixels of a plot are the expected range's colour (outside the shaded event span)."""
+    import io
+
+    import matplotlib.image
+    import numpy as np
+
+    rgb = matplotlib.image.imread(io.BytesIO(png), format="png")[..., :3] * 255
+    return int((np.abs(rgb - np.array(BAND_RGB)).max(axis=-1) < 4).sum())
+
+
+def test_each_alert_says_observed_against_expected_in_the_metrics_units(lifecycle: list[Report], data: pd.DataFrame) -> None:
+    from anomaly.ops.workspace import Workspace
+
+    report = lifecycle[0]
+    space = Workspace(report.paths["html"].parent.parent)
+    (alert,) = alerts(report)
+    latest = {p["metric"]: p for p in json.loads(space.latest_path("host").read_text())["series"]}
+    peak, *now = alert["observed"]
+    # at the peak: the scored value and the model's reconstruction there, with the version's band around it
+    assert peak["when"] == "peak" and peak["metric"] == "requests"
+    scores = space.read_scores("host", pd.Timestamp(peak["at"]), pd.Timestamp(peak["at"]))
+    assert peak["at"] == alert["peak_time"] and len(scores) == 1
+    assert peak["value"] == pytest.approx(scores["requests"].iloc[0]) == pytest.approx(data.loc[pd.Timestamp(peak["at"]), "requests"])
+    assert peak["expected"] == pytest.approx(scores["reconstruction_requests"].iloc[0])
+    band = latest["requests"]["band"]
+    assert band > 0 and (peak["lower"], peak["upper"]) == pytest.approx((peak["expected"] - band, peak["expected"] + band))
+    assert not peak["lower"] <= peak["value"] <= peak["upper"]  # it alerted because it left the expected range
+    # now: each of the alert's metrics' latest scored point, the last of this report's period
+    assert [(o["when"], o["metric"], o["at"]) for o in now] == [("latest", m, data.index[919].isoformat()) for m in alert["metrics"]]
+    for o in now:
+        assert o["value"] == pytest.approx(data.loc[data.index[919], o["metric"]])
+        assert o["upper"] - o["lower"] == pytest.approx(2 * latest[o["metric"]]["band"]) and o["lower"] < o["expected"] < o["upper"]
+    text = report.markdown
+    when = pd.Timestamp(peak["at"]).strftime("%Y-%m-%d %H:%M UTC")
+    assert (
+        f"- at the peak: requests {peak['value']:,.4g} at {when}, expected {peak['expected']:,.4g} "
+        f"(expected range {peak['lower']:,.4g} to {peak['upper']:,.4g})\n"
+    ) in text
+    assert f"- latest: cpu {now[1]['value']:,.4g} at {data.index[919]:%Y-%m-%d %H:%M} UTC, expected {now[1]['expected']:,.4g}" in text
+    assert f"at the peak: requests {peak['value']:,.4g}" in report.paths["html"].read_text()
+
+
+def test_each_alert_links_its_runbook_and_dashboard_and_a_resolved_one_says_when(lifecycle: list[Report]) -> None:
+    new, ongoing, resolved, _ = lifecycle
+    (alert,) = alerts(new)
+    dashboard = f"https://grafana.example.org/d/anomaly?var-metric=requests&alert={alert['id']}&sev={alert['severity']}"
+    assert alert["links"] == {"runbook": "https://runbooks.example.org/host/requests", "dashboard": dashboard}
+    assert f"- runbook: https://runbooks.example.org/host/requests\n- dashboard: {dashboard}\n" in new.markdown
+    assert alert["resolved_at"] is None and "resolved at" not in new.markdown
+    (same,) = alerts(ongoing)
+    assert same["links"] == alert["links"] and same["resolved_at"] is None
+    assert f"| [runbook](https://runbooks.example.org/host/requests) · [dashboard]({dashboard}) |" in ongoing.markdown
+    (closed,) = alerts(resolved)
+    assert closed["resolved_at"] == (T0 + pd.Timedelta("3h")).isoformat() and closed["links"] == alert["links"]
+    row = next(line for line in resolved.markdown.splitlines() if line.startswith(f"| {closed['severity']} |"))
+    assert row.endswith(f"| 2026-02-01 03:00 UTC | [runbook](https://runbooks.example.org/host/requests) · [dashboard]({dashboard}) |"), row
+    assert "| resolved at | links |" in resolved.markdown
+    html = resolved.paths["html"].read_text()
+    assert "<td>2026-02-01 03:00 UTC</td>" in html and 'class="link-dashboard" href="https://grafana.example.org/' in html
+
+
+def test_the_alerts_plot_draws_the_expected_range_around_the_reconstruction(lifecycle: list[Report], data: pd.DataFrame) -> None:
+    from anomaly.ops.plotting import event_plot
+
+    html = lifecycle[0].paths["html"].read_text()
+    (image,) = re.findall(r'<img class="plot"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert band_pixels(base64.b64decode(image)) > 2_000
+    index = data.index[:200]
+    frame = pd.DataFrame({"cpu": 1.0, "reconstruction_cpu": 1.0, "anomaly_score": 0.1, "threshold": 1.0}, index=index)
+    bare = event_plot(frame, ["cpu"], index[100], index[110], "t")
+    banded = event_plot(frame, ["cpu"], index[100], index[110], "t", {"cpu": 0.5})
+    assert band_pixels(bare) == 0 and band_pixels(banded) > 2_000
+    assert banded == event_plot(frame, ["cpu"], index[100], index[110], "t", {"cpu": 0.5})  # the same bytes: reports stay comparable
+
+
+@pytest.mark.parametrize(
+    ("links", "message"),
+    [
+        ({"runbook_url": "https://wiki/{host}"}, "links runbook_url for 'default' uses ['host']; it may use ['metric', 'model', 'severity', 'alert_id']"),
+        ({"dashboard_url": {"cpu": "https://d/{metric"}}, "links dashboard_url for 'cpu' is not a template: "),
+        ({"runbook_url": "javascript:alert({metric})"}, "links runbook_url for 'default' must be an http(s) URL template, got 'javascript:alert({metric})'"),
+        ({"runbook": "https://wiki"}, "links takes runbook_url and dashboard_url; got unknown key(s) ['runbook']"),
+        ("https://wiki", "links must be a mapping with runbook_url and/or dashboard_url, got 'https://wiki'"),
+    ],
+)
+def test_a_bad_links_setting_is_refused_by_name_before_the_ledger_is_touched(
+    base: tuple[Path, Path], tmp_path: Path, links: Any, message: str
+) -> None:
+    ledger = base[0] / REPORTS / STATE
+    before = ledger.read_bytes()
+    with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+        write_report(base[0], now=T0 + pd.Timedelta("1h"), links=links)
+    assert "\n" not in str(refused.value) and ledger.read_bytes() == before
+
+
+def test_an_unreadable_latest_file_is_skipped_with_a_warning_naming_it(
+    base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from anomaly.ops.workspace import Workspace
+
+    workspace = copy(base[0], tmp_path / "ws")
+    arrive(workspace, data, 864, 920)
+    score(workspace, base[1])
+    latest = Workspace(workspace).latest_path("host")
+    latest.write_text("{not json")
+    with caplog.at_level("WARNING"):
+        report = write_report(workspace, now=T0 + pd.Timedelta("1h"), links=LINKS)
+    assert any(str(latest) in r.getMessage() and r.levelname == "WARNING" for r in caplog.records), caplog.text
+    (alert,) = alerts(report, "new")
+    (peak,) = alert["observed"]  # no latest points, and no band to draw: the scores still say what was observed
+    assert peak["when"] == "peak" and peak["lower"] is None and "(expected range" not in report.markdown
+    assert "latest: " not in report.markdown and alert["links"]["runbook"] == "https://runbooks.example.org/host/requests"
+    assert json.loads((workspace / REPORTS / STATE).read_text())["alerts"][alert["id"]]["reported_at"]  # the ledger moved on

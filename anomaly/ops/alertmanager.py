@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import string
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
@@ -37,6 +36,7 @@ from anomaly.core.fileio import atomic_write_json, read_json
 from anomaly.errors import ConfigError, DataError, excerpt
 from anomaly.ops.alerts import Alert, Ledger
 from anomaly.ops.latest import SeriesPoint
+from anomaly.ops.links import Templates, check_template, fill, templates
 from anomaly.ops.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ ENDS_IN_S = 900.0
 #: A resolution still undelivered after this long is dropped (and the drop logged).
 PENDING_EXPIRY = pd.Timedelta("7D")
 MAX_TIMEOUT_S = 300.0
-#: Placeholders a runbook or dashboard template may use.
-PLACEHOLDERS = ("metric", "model", "severity", "alert_id")
 #: Bytes of a refusal's body kept for its reason.
 ANSWER_LIMIT = 300
 
@@ -62,15 +60,15 @@ class Alertmanager:
 
     ``runbook_url`` and ``dashboard_url`` are each a template (``{metric}``,
     ``{model}``, ``{severity}``, ``{alert_id}``) or a mapping from a metric
-    or model name, or ``"default"``, to one: the metric's entry wins over
-    the model's, the model's over the default's.
+    or model name, or ``"default"``, to one (:mod:`anomaly.ops.links`, which
+    the report's ``links`` setting shares).
     """
 
     url: str
     timeout: float = 5.0
     ends_in: float | None = ENDS_IN_S
-    runbook_url: tuple[tuple[str, str], ...] = field(default=())
-    dashboard_url: tuple[tuple[str, str], ...] = field(default=())
+    runbook_url: Templates = field(default=())
+    dashboard_url: Templates = field(default=())
 
     def __post_init__(self) -> None:
         parts = urlsplit(str(self.url))
@@ -86,7 +84,7 @@ class Alertmanager:
             raise ConfigError(f"alertmanager ends_in must be a number of seconds > 0 or null, got {excerpt(self.ends_in)}")
         for what, table in (("runbook_url", self.runbook_url), ("dashboard_url", self.dashboard_url)):
             for key, template in table:
-                _check_template(what, key, template)
+                check_template("alertmanager", what, key, template)
 
     @property
     def endpoint(self) -> str:
@@ -113,40 +111,14 @@ class Alertmanager:
             str(spec["url"]),
             spec.get("timeout", 5.0),
             spec.get("ends_in", ENDS_IN_S),
-            _templates("runbook_url", spec.get("runbook_url")),
-            _templates("dashboard_url", spec.get("dashboard_url")),
+            templates("alertmanager", "runbook_url", spec.get("runbook_url")),
+            templates("alertmanager", "dashboard_url", spec.get("dashboard_url")),
         )
 
     def link(self, which: str, alert: Alert) -> str | None:
         """The runbook or dashboard URL for ``alert`` (metric, then model, then default), filled in."""
-        table = dict(self.runbook_url if which == "runbook_url" else self.dashboard_url)
-        metric = alert.metrics[0] if alert.metrics else alert.model
-        template = table.get(metric, table.get(alert.model, table.get("default")))
-        if template is None:
-            return None
-        return template.format(metric=metric, model=alert.model, severity=alert.severity, alert_id=alert.id)
-
-
-def _templates(what: str, value: Any) -> tuple[tuple[str, str], ...]:
-    """A template or ``{name: template}`` as sorted pairs (``"default"`` for a lone template)."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (("default", value),)
-    if isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        return tuple(sorted(value.items()))
-    raise ConfigError(f"alertmanager {what} must be a URL template or a mapping of metric/model names to templates, got {excerpt(value)}")
-
-
-def _check_template(what: str, key: str, template: str) -> None:
-    """A template names only :data:`PLACEHOLDERS`; anything else is refused now, not at the first alert."""
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise ConfigError(f"alertmanager {what} for {excerpt(key)} is not a template: {exc}: {excerpt(template)}") from exc
-    unknown = sorted(names - set(PLACEHOLDERS))
-    if unknown:
-        raise ConfigError(f"alertmanager {what} for {excerpt(key)} uses {unknown}; it may use {list(PLACEHOLDERS)}: {excerpt(template)}")
+        table = self.runbook_url if which == "runbook_url" else self.dashboard_url
+        return fill(table, alert.metrics[0] if alert.metrics else alert.model, alert.model, alert.severity, alert.id)
 
 
 # -- the sender's state -----------------------------------------------------------------------

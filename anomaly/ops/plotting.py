@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -19,6 +19,8 @@ PLOT_LOCK = threading.Lock()
 
 #: Colours that stay distinct for colour-blind readers (Okabe–Ito).
 VALUE, RECONSTRUCTION, SCORE, THRESHOLD, SPAN = "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7"
+#: The expected range around the reconstruction (Okabe–Ito sky blue, light).
+BAND, BAND_ALPHA = "#56B4E9", 0.3
 
 
 def figure(width: float, height: float, dpi: int = 100):  # type: ignore[no-untyped-def]
@@ -44,13 +46,17 @@ def event_plot(
     start: pd.Timestamp,
     end: pd.Timestamp,
     title: str,
+    bands: Mapping[str, float] | None = None,
 ) -> bytes:
-    """The metric(s) around an event with the model's reconstruction, and the score against its threshold.
+    """The metric(s) around an event with the model's reconstruction and expected range, and the score against its threshold.
 
     ``frame`` is a slice of a group's scores (``timestamp`` index; the
     metric columns, ``reconstruction_<metric>`` where kept, ``anomaly_score``
-    and ``threshold``). The event's span is shaded on every panel. One
-    panel per metric (at most three, strongest first), then the score.
+    and ``threshold``). ``bands`` gives a metric's band half-width in its
+    units: the reconstruction ± band (the expected range an alert needs the
+    metric to leave) is shaded around the dashed reconstruction. The event's
+    span is shaded on every panel. One panel per metric (at most three,
+    strongest first), then the score.
     """
     shown = [m for m in metrics if m in frame.columns][:3]
     with PLOT_LOCK:
@@ -59,6 +65,10 @@ def event_plot(
         for ax, metric in zip(axes, shown):
             ax.plot(frame.index, frame[metric], color=VALUE, linewidth=1.0, label=metric)
             recon = f"reconstruction_{metric}"
+            band = (bands or {}).get(metric)
+            if recon in frame.columns and band is not None:
+                expected = frame[recon].astype(float)
+                ax.fill_between(frame.index, expected - band, expected + band, color=BAND, alpha=BAND_ALPHA, linewidth=0, label="expected range")
             if recon in frame.columns:
                 ax.plot(frame.index, frame[recon], color=RECONSTRUCTION, linewidth=1.0, linestyle="--", label="reconstruction")
             ax.set_ylabel(_short(metric), fontsize=8)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -36,7 +36,8 @@ from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
 from anomaly.errors import DataError, excerpt
 from anomaly.ops.alertmanager import Alertmanager, sync
 from anomaly.ops.alerts import STATES, Change, Ledger, advance, counts
-from anomaly.ops.latest import read_latest
+from anomaly.ops.latest import SeriesPoint, read_latest
+from anomaly.ops.links import Links
 from anomaly.ops.plotting import event_plot
 from anomaly.ops.webhooks import Webhook, enqueue, flush
 from anomaly.ops.workspace import Workspace
@@ -83,6 +84,7 @@ def write_report(
     webhook: Webhook | str | dict[str, Any] | None = None,
     announce: Callable[[Sequence[dict[str, Any]], str], None] | None = None,
     alertmanager: Alertmanager | str | dict[str, Any] | None = None,
+    links: Links | Mapping[str, Any] | None = None,
 ) -> Report:
     """Write the report of everything new since the last one, then deliver alerts to the webhook and Alertmanager.
 
@@ -92,16 +94,19 @@ def write_report(
     the report files are written and before the ledger marks them reported
     (the flows emit Prefect events there): a crash in between announces
     them again rather than never. A quiet run still writes a short report
-    that says so.
+    that says so. ``links`` (``{"runbook_url", "dashboard_url"}``, templates
+    as Alertmanager takes them, :mod:`anomaly.ops.links`) gives each alert
+    its runbook and dashboard links.
     """
     space = Workspace(workspace)
     space.reports_dir.mkdir(parents=True, exist_ok=True)
     hook = Webhook.from_spec(webhook)
     manager = Alertmanager.from_spec(alertmanager)
+    templates = Links.from_spec(links) or Links()
     # two report runs at once (a scheduled one and one started by hand) would both announce the same alerts
     with FileLock(space.report_lock_path):
         moment = pd.Timestamp(now or datetime.now(timezone.utc)).tz_convert("UTC")
-        return _write_report(space, hook, moment, report_url, announce, manager)
+        return _write_report(space, hook, moment, report_url, announce, manager, templates)
 
 
 def _write_report(
@@ -111,6 +116,7 @@ def _write_report(
     report_url: str | None,
     announce: Callable[[Sequence[dict[str, Any]], str], None] | None,
     manager: Alertmanager | None = None,
+    links: Links = Links(),
 ) -> Report:
     ledger = load_ledger(space.ledger_path)
     every_part = space.alert_parts()
@@ -122,9 +128,12 @@ def _write_report(
     rejected = [item for item in ledger.parked if item.get("reported_at") is None]  # refused since the last report
     # new alerts, and ongoing ones that grew, most severe first: an unchanged alert's plot is unchanged
     drawn = [c for c in changes if c.state == "new" or (c.state == "ongoing" and c.extended)][:PLOT_LIMIT]
-    evidence = {c.alert.id: _evidence(space, c) for c in drawn}
-    document = build_document(changes, runs, moment, ledger.last_report, {k: v[1] for k, v in evidence.items()}, rejected)
-    plots = {k: v[0] for k, v in evidence.items() if v[0] is not None}
+    points = read_latest(space)  # a damaged latest file is skipped with a warning naming it
+    bands = latest_bands(points)
+    evidence = {c.alert.id: _evidence(space, c, bands.get(c.alert.model, {})) for c in drawn}
+    facts = {k: Evidence(v.shares, v.peak) for k, v in evidence.items()}
+    document = build_document(changes, runs, moment, ledger.last_report, facts, rejected, points, links)
+    plots = {k: v.plot for k, v in evidence.items() if v.plot is not None}
     markdown = render_markdown(document)
     paths = space.report_paths(moment)
     atomic_write_json(paths["json"], document)
@@ -148,7 +157,7 @@ def _write_report(
     manager_summary = None
     if manager is not None:  # its own state file, saved before and after sending: the ledger's save stays last
         fresh = {c.alert.id for c in changes if c.state == "new"}
-        manager_summary = sync(space, ledger, fresh, read_latest(space), manager, link, moment)
+        manager_summary = sync(space, ledger, fresh, points, manager, link, moment)
     _prune_runs(space, ledger, moment)
     save_ledger(space.ledger_path, ledger)
     _prune_reports(space, moment)
@@ -193,14 +202,20 @@ def build_document(
     runs: Sequence[Mapping[str, Any]],
     moment: pd.Timestamp,
     since: str | None,
-    shares: Mapping[str, list[dict[str, Any]]] | None = None,
+    evidence: Mapping[str, Evidence] | None = None,
     rejected: Sequence[Mapping[str, Any]] = (),
+    points: Sequence[SeriesPoint] = (),
+    links: Links = Links(),
 ) -> dict[str, Any]:
     """The report as plain data: the one source the three formats are rendered from.
 
-    ``rejected`` are the parked webhook deliveries no report has named yet
-    (:mod:`anomaly.ops.webhooks`): each is listed once, in the next report.
+    ``evidence`` is what the drawn alerts' scores showed (contributions, the
+    peak point); ``rejected`` are the parked webhook deliveries no report has
+    named yet (:mod:`anomaly.ops.webhooks`): each is listed once, in the next
+    report. ``points`` are the series' latest points (observed against
+    expected, the band), ``links`` the runbook and dashboard templates.
     """
+    latest = {(p.model, p.metric): p for p in points}
     results = [r for run in runs for r in run["results"]]
     scored = [r for r in results if r["status"] == "scored"]
     return {
@@ -218,7 +233,7 @@ def build_document(
         "not_scored": _not_scored(results),
         "no_new_data": sorted({r["group"] for r in results if r["status"] == "no-new-data"} - {r["group"] for r in scored}),
         "counts": {state: counts(changes, state) for state in STATES},
-        "alerts": [_alert(c, (shares or {}).get(c.alert.id, [])) for c in changes],
+        "alerts": [_alert(c, (evidence or {}).get(c.alert.id, Evidence()), latest, links) for c in changes],
         "rejected_deliveries": [_rejected(item) for item in rejected],
     }
 
@@ -252,9 +267,42 @@ def _not_scored(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _alert(change: Change, shares: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Evidence:
+    """What one read of an alert's scores gave: its plot, the metrics' contributions, its primary metric at the peak."""
+
+    shares: list[dict[str, Any]] = field(default_factory=list)
+    peak: dict[str, Any] | None = None
+    plot: bytes | None = None
+
+
+def latest_bands(points: Sequence[SeriesPoint]) -> dict[str, dict[str, float]]:
+    """Each model's band half-width per metric, in the metric's units, from its latest points (no model is loaded)."""
+    bands: dict[str, dict[str, float]] = {}
+    for p in points:
+        if p.band is not None:
+            bands.setdefault(p.model, {})[p.metric] = p.band
+    return bands
+
+
+def observation(metric: str, when: str, at: str, value: float | None, expected: float | None, band: float | None) -> dict[str, Any] | None:
+    """One observed-against-expected entry in the metric's units, with the expected range when the band is known."""
+    if value is None or expected is None:
+        return None
+    lower, upper = (expected - band, expected + band) if band is not None else (None, None)
+    return {"metric": metric, "when": when, "at": at, "value": value, "expected": expected, "lower": lower, "upper": upper}
+
+
+def _alert(change: Change, evidence: Evidence, latest: Mapping[tuple[str, str], SeriesPoint], links: Links) -> dict[str, Any]:
     a = change.alert
     start, end = pd.Timestamp(a.start), pd.Timestamp(a.end)
+    metric = a.metrics[0] if a.metrics else a.model
+    observed = [evidence.peak] if evidence.peak else []
+    for name in a.metrics[:3]:
+        p = latest.get((a.model, name))
+        entry = observation(name, "latest", p.timestamp, p.value, p.expected, p.band) if p is not None else None
+        if entry is not None:
+            observed.append(entry)
     return {
         "id": a.id,
         "state": change.state,
@@ -274,7 +322,10 @@ def _alert(change: Change, shares: list[dict[str, Any]]) -> dict[str, Any]:
         "n_points": a.n_points,
         "n_above": a.n_above,
         "versions": list(a.versions),
-        "contributions": shares,
+        "contributions": evidence.shares,
+        "resolved_at": a.resolved_at,
+        "observed": observed,
+        "links": links.for_alert(metric, a.model, a.severity, a.id),
     }
 
 
@@ -282,20 +333,35 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _evidence(space: Workspace, change: Change) -> tuple[bytes | None, list[dict[str, Any]]]:
-    """The event's plot and, for a multi-metric model, the metrics' contributions, from one read of its scores."""
+def _evidence(space: Workspace, change: Change, bands: Mapping[str, float]) -> Evidence:
+    """The event's plot (the expected range drawn from ``bands``), the metrics' contributions and the peak point, from one read."""
     a = change.alert
     start, end = pd.Timestamp(a.start), pd.Timestamp(a.end)
     step = pd.Timedelta(seconds=a.step_s) if a.step_s > 0 else max((end - start) / 10, pd.Timedelta("1min"))
     frame = space.read_scores(a.model, start - step * PLOT_CONTEXT, end + step * PLOT_CONTEXT)
     if frame.empty or "anomaly_score" not in frame.columns:
-        return None, []
+        return Evidence()
     frame = frame.iloc[-PLOT_MAX_POINTS:] if len(frame) > PLOT_MAX_POINTS else frame
     shares = contributions(frame, start, end)
     # the alert's own metrics first, in the order its heading names them; then the rest by share
     ranked = list(a.metrics) + [s["metric"] for s in shares if s["metric"] not in a.metrics]
     title = f"{a.severity} · {', '.join(a.metrics)} · model {a.model}"
-    return event_plot(frame, ranked, start, end, title), shares
+    return Evidence(shares, peak_point(frame, ranked[0] if ranked else a.model, a.peak_time, bands), event_plot(frame, ranked, start, end, title, bands))
+
+
+def peak_point(frame: pd.DataFrame, metric: str, peak_time: str, bands: Mapping[str, float]) -> dict[str, Any] | None:
+    """The metric's observed and expected value at the alert's peak (the scored point nearest it), or ``None``."""
+    recon = f"reconstruction_{metric}"
+    if metric not in frame.columns or recon not in frame.columns or frame.empty:
+        return None
+    i = min(int(frame.index.searchsorted(pd.Timestamp(peak_time))), len(frame) - 1)  # the peak, or the first point after it
+    value, expected = _number(frame[metric].iloc[i]), _number(frame[recon].iloc[i])
+    return observation(metric, "peak", frame.index[i].isoformat(), value, expected, bands.get(metric))
+
+
+def _number(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def contributions(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> list[dict[str, Any]]:
@@ -323,18 +389,31 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     if not new:
         lines += ["No new anomalies.", ""]
     for i, a in enumerate(new, 1):
-        lines += [f"## {i}. {a['severity'].upper()} — {', '.join(a['metrics'])}", "", *[f"- {x}" for x in alert_lines(a)], ""]
+        links = [f"- {name}: {url}" for name, url in a.get("links", {}).items()]
+        lines += [f"## {i}. {a['severity'].upper()} — {', '.join(a['metrics'])}", "", *[f"- {x}" for x in alert_lines(a)], *links, ""]
     for state, title in (("ongoing", "Ongoing"), ("resolved", "Resolved")):
         rows = [a for a in doc["alerts"] if a["state"] == state]
         if rows:
-            lines += [f"## {title}", "", "| severity | metric(s) | start | end | peak / threshold | model |", "|---|---|---|---|---|---|"]
+            last = "resolved at" if state == "resolved" else "latest observed"
+            lines += [f"## {title}", "", f"| severity | metric(s) | start | end | peak / threshold | model | {last} | links |", "|---|---|---|---|---|---|---|---|"]
             lines += [
                 f"| {a['severity']}{' ↑ from ' + a['escalated_from'] if a['escalated_from'] else ''} | {', '.join(a['metrics'])} "
-                f"| {_when(a['start'])} | {_when(a['end'])}{' (open)' if a['open'] else ''} | {_ratio(a)} | {a['model']} |"
+                f"| {_when(a['start'])} | {_when(a['end'])}{' (open)' if a['open'] else ''} | {_ratio(a)} | {a['model']} "
+                f"| {_when(a.get('resolved_at')) if state == 'resolved' else latest_text(a)} | {_markdown_links(a) or '—'} |"
                 for a in rows
             ]
             lines.append("")
     return "\n".join(lines)
+
+
+def latest_text(a: Mapping[str, Any]) -> str:
+    """The alert's primary metric now, observed against expected, for the tables."""
+    found = [o for o in a.get("observed", []) if o["when"] == "latest"]
+    return observed_text(found[0]) if found else "—"
+
+
+def _markdown_links(a: Mapping[str, Any]) -> str:
+    return " · ".join(f"[{name}]({url})" for name, url in a.get("links", {}).items())
 
 
 def headline(doc: Mapping[str, Any]) -> str:
@@ -386,7 +465,22 @@ def alert_lines(a: Mapping[str, Any]) -> list[str]:
     ]
     if a["contributions"]:
         lines.append("contributions: " + ", ".join(f"{c['metric']} {c['share']:.0%}" for c in a["contributions"][:5]))
+    for item in a.get("observed", []):
+        lines.append(("at the peak: " if item["when"] == "peak" else "latest: ") + observed_text(item))
+    if a.get("resolved_at"):
+        lines.append(f"resolved at {_when(a['resolved_at'])}")
     return lines
+
+
+def observed_text(item: Mapping[str, Any]) -> str:
+    """``requests 3,120 at 2026-01-08 04:30 UTC, expected 1,005 (expected range 905 to 1,105)``: in the metric's units."""
+    band = f" (expected range {_num(item['lower'])} to {_num(item['upper'])})" if item["lower"] is not None else ""
+    return f"{item['metric']} {_num(item['value'])} at {_when(item['at'])}, expected {_num(item['expected'])}{band}"
+
+
+def _num(value: float) -> str:
+    """A measurement as people read it: four significant digits, thousands separated."""
+    return f"{value:,.4g}"
 
 
 def render_html(doc: Mapping[str, Any], plots: Mapping[str, bytes]) -> str:
@@ -399,6 +493,7 @@ def render_html(doc: Mapping[str, Any], plots: Mapping[str, bytes]) -> str:
     images = {key: base64.b64encode(data).decode("ascii") for key, data in plots.items()}
     return env.get_template(TEMPLATE).render(
         doc=doc, images=images, headline=headline(doc), summary=summary_lines(doc), alert_lines=alert_lines, when=_when, ratio=_ratio,
+        latest_text=latest_text,
         plot_limit=PLOT_LIMIT,
     )
 
