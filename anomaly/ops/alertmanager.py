@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
-from urllib.parse import urlsplit
 
 import httpx
 import pandas as pd
@@ -35,6 +34,7 @@ import pandas as pd
 from anomaly.core.fileio import atomic_write_json, read_json
 from anomaly.errors import ConfigError, DataError, excerpt
 from anomaly.ops.alerts import Alert, Ledger
+from anomaly.ops.endpoints import check_timeout, check_url, where
 from anomaly.ops.latest import SeriesPoint
 from anomaly.ops.links import Templates, check_template, fill, templates
 from anomaly.ops.workspace import Workspace
@@ -71,15 +71,8 @@ class Alertmanager:
     dashboard_url: Templates = field(default=())
 
     def __post_init__(self) -> None:
-        parts = urlsplit(str(self.url))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"alertmanager url must be http(s)://host[:port], got {excerpt(self.url)}")
-        try:
-            parts.port  # noqa: B018 - a port that is not a number raises here
-        except ValueError as exc:
-            raise ConfigError(f"alertmanager url has a bad port: {excerpt(self.url)}") from exc
-        if isinstance(self.timeout, bool) or not (isinstance(self.timeout, (int, float)) and 0 < self.timeout <= MAX_TIMEOUT_S):
-            raise ConfigError(f"alertmanager timeout must be > 0 and at most {MAX_TIMEOUT_S:g} seconds, got {excerpt(self.timeout)}")
+        check_url("alertmanager", self.url)
+        check_timeout("alertmanager", self.timeout, MAX_TIMEOUT_S)
         if self.ends_in is not None and (isinstance(self.ends_in, bool) or not (isinstance(self.ends_in, (int, float)) and self.ends_in > 0)):
             raise ConfigError(f"alertmanager ends_in must be a number of seconds > 0 or null, got {excerpt(self.ends_in)}")
         for what, table in (("runbook_url", self.runbook_url), ("dashboard_url", self.dashboard_url)):
@@ -91,8 +84,7 @@ class Alertmanager:
         return f"{self.url.rstrip('/')}/api/v2/alerts"
 
     def where(self) -> str:
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        return where(self.url)
 
     @classmethod
     def from_spec(cls, spec: str | Mapping[str, Any] | Alertmanager | None) -> Alertmanager | None:

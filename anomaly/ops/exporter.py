@@ -26,7 +26,6 @@ import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIServer
 
 import pandas as pd
@@ -37,6 +36,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from anomaly.errors import ConfigError, DataError, excerpt
 from anomaly.ops.alerts import Ledger
+from anomaly.ops.endpoints import check_timeout, check_url, where
 from anomaly.ops.latest import SeriesPoint, read_latest
 from anomaly.ops.reports import load_ledger
 from anomaly.ops.workspace import Workspace
@@ -165,17 +165,10 @@ class Pushgateway:
     timeout: float = PUSH_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        parts = urlsplit(str(self.url))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"pushgateway url must be http(s)://host[:port], got {excerpt(self.url)}")
-        try:
-            parts.port  # noqa: B018 - a port that is not a number raises here
-        except ValueError as exc:
-            raise ConfigError(f"pushgateway url has a bad port: {excerpt(self.url)}") from exc
+        check_url("pushgateway", self.url)
         if not (isinstance(self.job, str) and _JOB.fullmatch(self.job)):
             raise ConfigError(f"pushgateway job must be letters, digits, '_', '.', ':' or '-', got {excerpt(self.job)}")
-        if isinstance(self.timeout, bool) or not (isinstance(self.timeout, (int, float)) and 0 < self.timeout <= MAX_PUSH_TIMEOUT_S):
-            raise ConfigError(f"pushgateway timeout must be > 0 and at most {MAX_PUSH_TIMEOUT_S:g} seconds, got {excerpt(self.timeout)}")
+        check_timeout("pushgateway", self.timeout, MAX_PUSH_TIMEOUT_S)
 
     @classmethod
     def from_spec(cls, spec: str | Mapping[str, Any] | Pushgateway | None) -> Pushgateway | None:
@@ -192,8 +185,7 @@ class Pushgateway:
         return cls(str(spec["url"]), spec.get("job", "anomaly"), spec.get("timeout", PUSH_TIMEOUT_S))
 
     def where(self) -> str:
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        return where(self.url)
 
 
 def push_metrics(workspace: str | Path, gateway: Pushgateway | str | Mapping[str, Any]) -> dict[str, Any]:
