@@ -37,6 +37,7 @@ from anomaly.errors import DataError, excerpt
 from anomaly.ops.alertmanager import Alertmanager, sync
 from anomaly.ops.alerts import STATES, Change, Ledger, advance, counts
 from anomaly.ops.latest import read_latest
+from anomaly.ops.marks import MarkBook, load_marks, marks_since, precision, precision_text, silenced_until
 from anomaly.ops.plotting import event_plot
 from anomaly.ops.webhooks import Webhook, enqueue, flush
 from anomaly.ops.workspace import Workspace
@@ -118,12 +119,13 @@ def _write_report(
     run_files = [name for name in space.run_records() if name not in ledger.processed_runs]
     runs = [read_run(space.run_record_path(name)) for name in run_files]
     rows = space.read_alert_rows(fresh_parts)
+    book, problem = _marks_or_problem(space)
     changes = advance(ledger, rows, model_steps(space, rows), moment)
     rejected = [item for item in ledger.parked if item.get("reported_at") is None]  # refused since the last report
     # new alerts, and ongoing ones that grew, most severe first: an unchanged alert's plot is unchanged
     drawn = [c for c in changes if c.state == "new" or (c.state == "ongoing" and c.extended)][:PLOT_LIMIT]
     evidence = {c.alert.id: _evidence(space, c) for c in drawn}
-    document = build_document(changes, runs, moment, ledger.last_report, {k: v[1] for k, v in evidence.items()}, rejected)
+    document = build_document(changes, runs, moment, ledger.last_report, {k: v[1] for k, v in evidence.items()}, rejected, book, problem)
     plots = {k: v[0] for k, v in evidence.items() if v[0] is not None}
     markdown = render_markdown(document)
     paths = space.report_paths(moment)
@@ -163,6 +165,15 @@ def load_ledger(path: Path) -> Ledger:
     return Ledger.from_json(read_json(path, DataError), excerpt(str(path), 300)) if path.exists() else Ledger()
 
 
+def _marks_or_problem(space: Workspace) -> tuple[MarkBook, str | None]:
+    """The workspace's marks; a damaged marks file is logged and named in the report, never a reason to stop reporting."""
+    try:
+        return load_marks(space), None
+    except DataError as exc:
+        log.warning("marks left out of the report: %s", exc)
+        return MarkBook(), str(exc)
+
+
 def read_run(path: Path) -> dict[str, Any]:
     """A score run's record; one that is not ``{"results": [{"group", "status", ...}, ...]}`` is a :class:`DataError` naming it."""
     record = read_json(path, DataError)
@@ -195,14 +206,24 @@ def build_document(
     since: str | None,
     shares: Mapping[str, list[dict[str, Any]]] | None = None,
     rejected: Sequence[Mapping[str, Any]] = (),
+    book: MarkBook | None = None,
+    marks_problem: str | None = None,
 ) -> dict[str, Any]:
     """The report as plain data: the one source the three formats are rendered from.
 
     ``rejected`` are the parked webhook deliveries no report has named yet
     (:mod:`anomaly.ops.webhooks`): each is listed once, in the next report.
+    ``book`` holds people's marks (:mod:`anomaly.ops.marks`): each alert
+    shows its mark, new alerts of a silenced series are counted and listed
+    as silenced (not announced), and ``feedback`` lists the marks made since
+    the last report and each model's precision as marked.
     """
+    book = book or MarkBook()
     results = [r for run in runs for r in run["results"]]
     scored = [r for r in results if r["status"] == "scored"]
+    current = book.current()
+    alerts = [_alert(c, (shares or {}).get(c.alert.id, []), current.get(c.alert.id), silenced_until(book, c.alert.model, c.alert.metrics, c.alert.reported_at)) for c in changes]
+    quiet = {a["id"] for a in alerts if a["silenced_until"] and a["state"] == "new"}
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "generated_at": moment.isoformat(),
@@ -217,9 +238,15 @@ def build_document(
         "models": [{"model": g, "versions": sorted({r["version"] for r in scored if r["group"] == g})} for g in sorted({r["group"] for r in scored})],
         "not_scored": _not_scored(results),
         "no_new_data": sorted({r["group"] for r in results if r["status"] == "no-new-data"} - {r["group"] for r in scored}),
-        "counts": {state: counts(changes, state) for state in STATES},
-        "alerts": [_alert(c, (shares or {}).get(c.alert.id, [])) for c in changes],
+        "counts": {state: counts([c for c in changes if c.alert.id not in quiet], state) for state in STATES},
+        "alerts": alerts,
         "rejected_deliveries": [_rejected(item) for item in rejected],
+        "feedback": {
+            "silenced": len(quiet),
+            "marks": [m.to_json() for m in marks_since(book, since)],
+            "precision": precision(book),
+            "problem": marks_problem,
+        },
     }
 
 
@@ -252,7 +279,7 @@ def _not_scored(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _alert(change: Change, shares: list[dict[str, Any]]) -> dict[str, Any]:
+def _alert(change: Change, shares: list[dict[str, Any]], mark: Any = None, silenced: str | None = None) -> dict[str, Any]:
     a = change.alert
     start, end = pd.Timestamp(a.start), pd.Timestamp(a.end)
     return {
@@ -275,6 +302,8 @@ def _alert(change: Change, shares: list[dict[str, Any]]) -> dict[str, Any]:
         "n_above": a.n_above,
         "versions": list(a.versions),
         "contributions": shares,
+        "mark": None if mark is None else {k: mark.to_json()[k] for k in ("mark", "by", "at", "note")},
+        "silenced_until": silenced,
     }
 
 
@@ -316,7 +345,7 @@ def contributions(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -
 
 def render_markdown(doc: Mapping[str, Any]) -> str:
     """The report as Markdown: summary first, then new alerts most severe first, then ongoing and resolved."""
-    new = [a for a in doc["alerts"] if a["state"] == "new"]
+    new = [a for a in doc["alerts"] if a["state"] == "new" and not a.get("silenced_until")]
     lines = [f"# Anomaly report — {_when(doc['generated_at'])}", ""]
     lines.append(f"**{headline(doc)}**")
     lines += ["", *[f"- {line}" for line in summary_lines(doc)], ""]
@@ -334,7 +363,41 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
                 for a in rows
             ]
             lines.append("")
+    lines += feedback_lines(doc)
     return "\n".join(lines)
+
+
+def silenced_alerts(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The new alerts a silence kept from being announced."""
+    return [a for a in doc["alerts"] if a["state"] == "new" and a.get("silenced_until")]
+
+
+def mark_text(mark: Mapping[str, Any]) -> str:
+    """``false-positive by alice on 2026-02-01 10:00 UTC: deploy`` (the note on one line)."""
+    note = " ".join(str(mark.get("note") or "").split())
+    return f"{mark['mark']} by {mark['by']} on {_when(mark['at'])}" + (f": {note}" if note else "")
+
+
+def feedback_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The Markdown of silenced alerts, the marks made since the last report and each model's precision as marked."""
+    feedback = doc.get("feedback") or {}
+    lines: list[str] = []
+    quiet = silenced_alerts(doc)
+    if quiet:
+        lines += ["## Silenced", ""]
+        lines += [f"- {a['severity']} — {', '.join(a['metrics'])} (model {a['model']}) since {_when(a['start'])}: "
+                  f"not announced, silenced until {_when(a['silenced_until'])}" for a in quiet]  # fmt: skip
+        lines.append("")
+    marks, rows = feedback.get("marks", []), [r for r in feedback.get("precision", []) if precision_text(r) != "no marks"]
+    if marks or rows or feedback.get("problem"):
+        lines += ["## Feedback", ""]
+        lines += [f"- alert `{m['alert']}` ({', '.join(m['metrics']) or m['model']}, model {m['model']}): {mark_text(m)}"
+                  + (f"; silenced until {_when(m['silence_until'])}" if m.get("silence_until") else "") for m in marks]  # fmt: skip
+        lines += [f"- alert precision as marked, model {r['model']}: {precision_text(r)}" for r in rows]
+        if feedback.get("problem"):
+            lines.append(f"- **marks not read**: {feedback['problem']}")
+        lines.append("")
+    return lines
 
 
 def headline(doc: Mapping[str, Any]) -> str:
@@ -342,6 +405,9 @@ def headline(doc: Mapping[str, Any]) -> str:
     c = doc["counts"]
     new = sum(c["new"].values())
     parts = [f"{new} new alert{'s' if new != 1 else ''}" + (f" ({', '.join(f'{n} {s}' for s, n in c['new'].items())})" if new else "")]
+    silenced = (doc.get("feedback") or {}).get("silenced", 0)
+    if silenced:
+        parts.append(f"{silenced} silenced")
     parts.append(f"{sum(c['ongoing'].values())} ongoing")
     parts.append(f"{sum(c['resolved'].values())} resolved")
     return " · ".join(parts)
@@ -384,6 +450,10 @@ def alert_lines(a: Mapping[str, Any]) -> list[str]:
         f"above it for {a['n_above']} of {a['n_points']} point(s)",
         f"severity {a['severity']}, model {a['model']} version {', '.join(a['versions'])}",
     ]
+    if a.get("mark"):
+        lines.append("marked " + mark_text(a["mark"]))
+    if a.get("silenced_until"):
+        lines.append(f"silenced until {_when(a['silenced_until'])}: not announced")
     if a["contributions"]:
         lines.append("contributions: " + ", ".join(f"{c['metric']} {c['share']:.0%}" for c in a["contributions"][:5]))
     return lines
@@ -399,7 +469,7 @@ def render_html(doc: Mapping[str, Any], plots: Mapping[str, bytes]) -> str:
     images = {key: base64.b64encode(data).decode("ascii") for key, data in plots.items()}
     return env.get_template(TEMPLATE).render(
         doc=doc, images=images, headline=headline(doc), summary=summary_lines(doc), alert_lines=alert_lines, when=_when, ratio=_ratio,
-        plot_limit=PLOT_LIMIT,
+        plot_limit=PLOT_LIMIT, silenced=silenced_alerts(doc), mark_text=mark_text, precision_text=precision_text,
     )
 
 
@@ -434,7 +504,12 @@ def primary_metric(alert: Mapping[str, Any]) -> str:
 
 
 def announced(alert: Mapping[str, Any]) -> bool:
-    """Whether a report's alert is news: new, escalated, or resolved (ongoing ones that did not change are not)."""
+    """Whether a report's alert is news: new, escalated, or resolved (ongoing ones that did not change are not).
+
+    An alert first reported while its series was silenced is never news: not when new, escalated or resolved.
+    """
+    if alert.get("silenced_until"):
+        return False
     return alert["state"] in ("new", "resolved") or bool(alert["escalated_from"])
 
 
