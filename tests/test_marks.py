@@ -156,6 +156,12 @@ def test_a_mark_is_kept_with_who_when_and_why_and_a_re_mark_keeps_history(
     assert [m.mark for m in book.history(alert)] == ["false-positive", "confirmed"]
 
 
+def test_without_user_the_login_name_marks(scored: tuple[Path, Path, str], ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("USER", raising=False)
+    monkeypatch.setattr("getpass.getuser", lambda: "svc-worker")
+    assert mark_alert(ws, scored[2], "confirmed").by == "svc-worker"
+
+
 def test_an_unknown_id_bad_input_or_damaged_file_is_refused_and_changes_nothing(scored: tuple[Path, Path, str], ws: Path) -> None:
     alert = scored[2]
     with pytest.raises(DataError, match="no alert 'feedfacefeedface'"):

@@ -19,6 +19,7 @@ version, so it survives retraining. What marks change:
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -186,11 +187,19 @@ def mark_alert(
 
 
 def _author(by: str | None) -> str:
-    """Who marks: ``by``, else ``$USER``, else ``unknown``; one line of at most :data:`MAX_NAME` characters."""
-    name = (by if by is not None else os.environ.get("USER") or "unknown").strip()
+    """Who marks: ``by``, else ``$USER`` (else the login name, else ``unknown``); one line of at most :data:`MAX_NAME` characters."""
+    name = (by if by is not None else os.environ.get("USER") or _login()).strip()
     if not name or len(name) > MAX_NAME or not name.isprintable():
         raise DataError(f"--by {excerpt(by)} must be a name of 1 to {MAX_NAME} printable characters")
     return name
+
+
+def _login() -> str:
+    """The login name where ``$USER`` is not set (a service's worker), else ``unknown``."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def find_alert(workspace: Workspace | str | Path, alert: str) -> pd.Series:
