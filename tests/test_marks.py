@@ -238,7 +238,8 @@ def test_the_next_report_shows_marks_precision_and_lists_a_silenced_series_quiet
     score(ws, registry)
     announced: list[dict[str, Any]] = []
     report = write_report(ws, now=T0 + pd.Timedelta("1h"), announce=lambda alerts, link: announced.extend(alerts),
-                          webhook={"url": "http://127.0.0.1:9/hook", "retries": 0, "timeout": 1})  # fmt: skip
+                          webhook={"url": "http://127.0.0.1:9/hook", "retries": 0, "timeout": 1},
+                          alertmanager={"url": "http://127.0.0.1:9", "timeout": 1})  # fmt: skip
     doc = report.document
     jsonschema.validate(doc, SCHEMA)
     until = (T0 + pd.Timedelta("10min") + pd.Timedelta("1D")).isoformat()
@@ -251,6 +252,8 @@ def test_the_next_report_shows_marks_precision_and_lists_a_silenced_series_quiet
     assert not quiet_ids & {a["id"] for a in announced}, "no Prefect event for a silenced alert"
     assert not any(item["key"].split(":")[0] in quiet_ids for item in Workspace(ws).ledger_path.exists() and
                    json.loads(Workspace(ws).ledger_path.read_text())["outbox"])  # fmt: skip
+    followed = json.loads(Workspace(ws).alertmanager_state_path.read_text())
+    assert not quiet_ids & set(json.dumps(followed).replace('"', " ").split()), "nor an Alertmanager alert"
     assert [m["alert"] for m in doc["feedback"]["marks"]] == [alert]
     assert doc["feedback"]["precision"] == [{"model": "host", "confirmed": 0, "false_positive": 1, "expected": 0, "precision": 0.0}]
     assert f"{len(quiet)} silenced" in report.markdown.splitlines()[2]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -150,7 +150,9 @@ def _write_report(
     manager_summary = None
     if manager is not None:  # its own state file, saved before and after sending: the ledger's save stays last
         fresh = {c.alert.id for c in changes if c.state == "new"}
-        manager_summary = sync(space, ledger, fresh, read_latest(space), manager, link, moment)
+        quiet = {a["id"] for a in document["alerts"] if a["silenced_until"]}  # a silenced series pages nobody
+        followed = replace(ledger, alerts={k: a for k, a in ledger.alerts.items() if k not in quiet})
+        manager_summary = sync(space, followed, fresh, read_latest(space), manager, link, moment)
     _prune_runs(space, ledger, moment)
     save_ledger(space.ledger_path, ledger)
     _prune_reports(space, moment)
