@@ -556,7 +556,9 @@ def cmd_alerts_mark(args: argparse.Namespace) -> int:
 
     space = _workspace(args.workspace)
     record = mark_alert(space, args.id, args.mark, note=args.note, silence=args.silence, by=args.by)
-    until = f"; new alerts of {', '.join(record.metrics) or record.model} silenced until {_when(record.silence_until)} UTC" if record.silence_until else ""
+    until = ""
+    if record.silence_until:
+        until = f"; new alerts of {', '.join(record.metrics) or record.model} silenced until {_when(record.silence_until)} UTC"
     print(f"alert {record.alert} ({record.model}): {record.mark} by {record.by}{until}")
     return 0
 

@@ -216,6 +216,14 @@ def test_a_retrain_after_a_false_positive_mark_leaves_its_points_out(
     assert [e.alert for e in training_exclusions(ws, "host", group.metrics)] == [alert]
 
 
+def test_a_training_slice_emptied_by_marks_says_so(scored: tuple[Path, Path, str], ws: Path, tmp_path: Path) -> None:
+    mark_alert(ws, scored[2], "expected", by="ola")
+    group = plan_groups(["cpu", "requests"], GROUPS)[0]
+    # 4 hours before the holdout: the marked shift covers most of every window
+    with pytest.raises(DataError, match=r"no training window .* belong to alerts marked false-positive or expected"):
+        train_group(group, ws, tmp_path / "models", TINY, history="8h", validation="5h")
+
+
 def test_a_confirmed_mark_or_another_model_masks_nothing(scored: tuple[Path, Path, str], ws: Path) -> None:
     mark_alert(ws, scored[2], "confirmed", by="gus")
     assert training_exclusions(ws, "host", ["cpu", "requests"]) == []

@@ -121,7 +121,12 @@ def train_group(
         normalise(recent, (config or DetectorConfig()).preprocess)
     exclusions = training_exclusions(space, group.name, group.metrics)
     fit_on, masked = masked_training_frame(train, exclusions, config) if exclusions else (train, 0)
-    detector = LSTMAutoencoderDetector(config).fit(fit_on, progress=False)
+    try:
+        detector = LSTMAutoencoderDetector(config).fit(fit_on, progress=False)
+    except DataError as exc:
+        if not masked:
+            raise
+        raise DataError(f"{exc} ({masked} of those points belong to alerts marked false-positive or expected)") from exc
     new_error = holdout_error(detector, recent, train)
     current = _production(registry, group.name)
     current_error = holdout_error(current.detector, recent, train) if current is not None else None

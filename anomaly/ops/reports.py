@@ -37,7 +37,7 @@ from anomaly.errors import DataError, excerpt
 from anomaly.ops.alertmanager import Alertmanager, sync
 from anomaly.ops.alerts import STATES, Change, Ledger, advance, counts
 from anomaly.ops.latest import read_latest
-from anomaly.ops.marks import MarkBook, load_marks, marks_since, precision, precision_text, silenced_until
+from anomaly.ops.marks import Mark, MarkBook, load_marks, marks_since, precision, precision_text, silenced_until
 from anomaly.ops.plotting import event_plot
 from anomaly.ops.webhooks import Webhook, enqueue, flush
 from anomaly.ops.workspace import Workspace
@@ -224,7 +224,10 @@ def build_document(
     results = [r for run in runs for r in run["results"]]
     scored = [r for r in results if r["status"] == "scored"]
     current = book.current()
-    alerts = [_alert(c, (shares or {}).get(c.alert.id, []), current.get(c.alert.id), silenced_until(book, c.alert.model, c.alert.metrics, c.alert.reported_at)) for c in changes]
+    alerts = [
+        _alert(c, (shares or {}).get(c.alert.id, []), current.get(c.alert.id), silenced_until(book, c.alert.model, c.alert.metrics, c.alert.reported_at))
+        for c in changes
+    ]
     quiet = {a["id"] for a in alerts if a["silenced_until"] and a["state"] == "new"}
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -281,7 +284,7 @@ def _not_scored(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _alert(change: Change, shares: list[dict[str, Any]], mark: Any = None, silenced: str | None = None) -> dict[str, Any]:
+def _alert(change: Change, shares: list[dict[str, Any]], mark: Mark | None = None, silenced: str | None = None) -> dict[str, Any]:
     a = change.alert
     start, end = pd.Timestamp(a.start), pd.Timestamp(a.end)
     return {
