@@ -55,6 +55,8 @@ Typical use:
   anomaly models policy set checkout-api --set threshold.k=5 --note "fewer pages"
                                                    change when it alerts, without retraining
   anomaly detect data.csv --out results/          fit and detect in one go, no registry
+  anomaly alerts mark ID --false-positive --note "deploy" --silence 6h
+                                                   feedback on an alert: kept out of training, silenced
   anomaly demo                                    all of it on sample data
   anomaly benchmark nab/ --protocol stream --out bench/
                                                    quality on a labelled corpus (NAB layout)
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_models_parser(sub, common)
     _add_store_parser(sub, common)
+    _add_alerts_parser(sub, common)
 
     demo = _command(sub, common, "demo", cmd_demo, "generate sample data, train, detect and report")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for everything (default ./demo-output)")
@@ -173,6 +176,8 @@ def _add_models_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     _add_json_option(lst, "one object per model")
     show = _command(msub, common, "show", cmd_models_show, "the versions of one model: created, data range, threshold, loss, aliases")
     show.add_argument("name")
+    show.add_argument("--workspace", type=Path, default=None,
+                      help="workspace whose alert marks give the precision line (default: $ANOMALY_WORKSPACE, else ./data if it exists)")
     _add_json_option(show, "one object per version")
     promote = _command(msub, common, "promote", cmd_models_promote, "point an alias (default production) at a version")
     promote.add_argument("name")
@@ -217,6 +222,36 @@ def _add_store_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     repair.add_argument("--drop-before", metavar="TIME", help="remove points before TIME (default: ANOMALY_STORE_EARLIEST, 1970-01-01)")
     for action in (lst, held, repair):
         action.add_argument("store", type=Path, help="the store folder, e.g. data/store")
+
+
+def _add_alerts_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    asub = _group(sub, common, "alerts", "list and show a workspace's alerts; mark them; export the marks as labels",
+                  "People's feedback on the alerts of a workspace (--workspace, $ANOMALY_WORKSPACE, or data/): "
+                  "marks are kept in reports/marks.json with who, when and why.", "alerts_command")
+    lst = _command(asub, common, "list", cmd_alerts_list, "the alerts, newest first, with their marks")
+    lst.add_argument("--model", help="only this model's alerts")
+    lst.add_argument("--limit", type=int, default=50, help="at most this many (default 50; 0 for all)")
+    _add_json_option(lst, "one object per alert")
+    show = _command(asub, common, "show", cmd_alerts_show, "one alert's facts and every mark it was given")
+    show.add_argument("id")
+    _add_json_option(show, '{"alert": {...}, "marks": [...]}')
+    mark = _command(asub, common, "mark", cmd_alerts_mark, "mark an alert confirmed, false-positive or expected")
+    mark.add_argument("id")
+    kind = mark.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--false-positive", dest="mark", action="store_const", const="false-positive",
+                      help="nothing was wrong: kept out of later training data, counted against precision")
+    kind.add_argument("--expected", dest="mark", action="store_const", const="expected",
+                      help="real but expected (a deploy, maintenance): kept out of later training data, counted apart")
+    kind.add_argument("--confirmed", dest="mark", action="store_const", const="confirmed",
+                      help="a real incident: counted for precision, exported as an anomaly window")
+    mark.add_argument("--note", default="", help="why, kept with the mark and shown in the next report")
+    mark.add_argument("--silence", metavar="DURATION", help="do not announce new alerts of this series for DURATION (e.g. 6h, 30min, 2d)")
+    mark.add_argument("--by", default=None, help="who marks (default: $USER)")
+    export = _command(asub, common, "export", cmd_alerts_export, "write the marks as NAB-style labels the benchmark reads")
+    export.add_argument("--out", type=Path, required=True, help="folder for data/<model>/<metric>.csv and labels/combined_windows.json")
+    for action in (lst, show, mark, export):
+        action.add_argument("--workspace", type=Path, default=None,
+                            help="the flows' workspace folder (default: $ANOMALY_WORKSPACE, else ./data)")
 
 
 def _version_arg(text: str) -> str | int:
@@ -431,7 +466,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
-    """The versions of one model, newest first."""
+    """The versions of one model, newest first, and its alert precision as marked in the workspace."""
     from anomaly.ops.registry import ModelRegistry, versions_table
 
     table = versions_table(ModelRegistry(args.registry), args.name)
@@ -439,6 +474,104 @@ def cmd_models_show(args: argparse.Namespace) -> int:
         _print_json(table.to_dict(orient="records"))
         return 0
     print(table.to_string(index=False))
+    line = _marked_precision(args.workspace, args.name)
+    if line:
+        print(line)
+    return 0
+
+
+def _marked_precision(workspace: Path | None, name: str) -> str | None:
+    """``alert precision as marked (data): 67% (…)`` for ``models show``; None without a workspace folder.
+
+    The workspace is the one given, else ``$ANOMALY_WORKSPACE``, else ``./data``
+    when it exists (``models show`` also runs where there is no workspace).
+    """
+    from anomaly.ops.marks import load_marks, precision, precision_text
+    from anomaly.ops.workspace import Workspace
+
+    space = Workspace.resolve(workspace)
+    if not space.root.is_dir():
+        if workspace is not None:
+            raise DataError(f"workspace {excerpt(str(workspace), 300)} is not a folder")
+        return None
+    try:
+        row = precision(load_marks(space), [name])[0]
+    except DataError as exc:  # the versions are still worth showing
+        return f"alert precision as marked: not read ({exc})"
+    return f"alert precision as marked ({space.root}): {precision_text(row)}"
+
+
+def _workspace(path: Path | None) -> Any:
+    """The workspace of an ``alerts`` command: it must be a folder."""
+    from anomaly.ops.workspace import Workspace
+
+    space = Workspace.resolve(path)
+    if not space.root.is_dir():
+        raise DataError(f"workspace {excerpt(str(space.root), 300)} is not a folder (--workspace, $ANOMALY_WORKSPACE, or ./data)")
+    return space
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    """The alerts the score runs raised, newest first, with their current marks."""
+    from anomaly.ops.marks import alerts_table
+
+    if args.limit < 0:
+        raise ConfigError(f"--limit must be 0 (all) or more, got {args.limit}")
+    table = alerts_table(_workspace(args.workspace), model=args.model, limit=args.limit or None)
+    if args.json:
+        _print_json(table.to_dict(orient="records"))
+        return 0
+    print(table.to_string(index=False) if len(table) else "(no alerts)")
+    return 0
+
+
+def cmd_alerts_show(args: argparse.Namespace) -> int:
+    """One alert: its span, peak, severity and model, then every mark it was given, oldest first."""
+    from anomaly.ops.marks import find_alert, load_marks
+
+    space = _workspace(args.workspace)
+    row = find_alert(space, args.id)
+    history = load_marks(space).history(str(row["id"]))
+    if args.json:
+        _print_json({"alert": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()},
+                     "marks": [m.to_json() for m in history]})  # fmt: skip
+        return 0
+    print(f"alert {row['id']}: model {row['model']}, metric(s) {row['metric']}")
+    print(f"  {row['start']} .. {row['end']}{'' if bool(row['closed']) else ' (open)'}, severity {row['severity']}, "
+          f"peak {float(row['peak_score']):.4g} against {float(row['threshold']):.4g}")  # fmt: skip
+    if not history:
+        print("  not marked")
+    for i, m in enumerate(history):
+        state = "current" if i == len(history) - 1 else "replaced"
+        until = f", silenced until {_when(m.silence_until)}" if m.silence_until else ""
+        print(f"  {_when(m.at)}  {m.mark:<14} by {m.by} ({state}){until}" + (f": {' '.join(m.note.split())}" if m.note else ""))
+    return 0
+
+
+def cmd_alerts_mark(args: argparse.Namespace) -> int:
+    """Mark an alert. False-positive and expected alerts are kept out of the next training of their model;
+    --silence keeps new alerts of the same series from being announced for that long (the report lists
+    them as silenced). Marking again replaces the alert's mark; every mark stays in its history."""
+    from anomaly.ops.marks import mark_alert
+
+    space = _workspace(args.workspace)
+    record = mark_alert(space, args.id, args.mark, note=args.note, silence=args.silence, by=args.by)
+    until = ""
+    if record.silence_until:
+        until = f"; new alerts of {', '.join(record.metrics) or record.model} silenced until {_when(record.silence_until)} UTC"
+    print(f"alert {record.alert} ({record.model}): {record.mark} by {record.by}{until}")
+    return 0
+
+
+def cmd_alerts_export(args: argparse.Namespace) -> int:
+    """Write every marked series' stored points and its confirmed marks as anomaly windows, in the NAB layout:
+    'anomaly benchmark OUT' then measures the product on the team's own marked history."""
+    from anomaly.ops.marks import export_labels
+    from anomaly.ops.results import check_out_folder
+
+    check_out_folder(args.out, "--out")
+    result = export_labels(_workspace(args.workspace), args.out)
+    print(f"{len(result.files)} series, {result.windows} anomaly window(s): {result.labels}")
     return 0
 
 

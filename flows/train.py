@@ -72,7 +72,8 @@ def train_flow(
             f"- registry: `{models}`",
             f"- raw store: {compacted['files_replaced']} part file(s) of closed days merged into {compacted['partitions']}",
             f"- trained {len(done)} of {len(planned)} group(s); promoted {sum(r['promoted'] for r in done)}",
-            *[f"- {r['group']} version {r['version']}: {r['reason']}" for r in done],
+            *[f"- {r['group']} version {r['version']}: {r['reason']}"
+              + (f"; {r['excluded_points']} point(s) of marked alerts left out" if r.get("excluded_points") else "") for r in done],
             *[f"- **failed** {line}" for line in failures],
         ],
         [{k: r[k] for k in ("group", "version", "promoted", "holdout_error", "train_points", "epochs", "reason")} for r in done],

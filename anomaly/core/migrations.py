@@ -14,6 +14,7 @@ Kinds:
 - ``score_state``: a group's ``scores/<group>/state.json``.
 - ``alerts``: the rows of an ``events/<group>/part-*.parquet`` file, as a DataFrame.
 - ``ledger``: the report ledger, ``reports/state.json``.
+- ``marks``: people's marks on alerts, ``reports/marks.json``.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ STEPS: dict[str, list[Step]] = {
     "score_state": [_score_state_1_to_2],
     "alerts": [_alerts_1_to_2],
     "ledger": [_ledger_1_to_2, _ledger_2_to_3, _ledger_3_to_4],
+    "marks": [],
 }
 #: The version each kind is written in today.
 CURRENT: dict[str, int] = {kind: len(steps) + 1 for kind, steps in STEPS.items()}

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from anomaly.core.config import DetectorConfig
-from anomaly.core.data import normalise
+from anomaly.core.data import MetricFrame, normalise
 from anomaly.core.detector import LSTMAutoencoderDetector, check_intervals, context_points
 from anomaly.core.events import ALERT_COLUMNS, SEVERITY_LEVELS, TrackerState
 from anomaly.core.stream import StreamState, carry_key, score_step
 from anomaly.errors import DataError
 from anomaly.io.store import RawStore
 from anomaly.ops.latest import expected_band, latest_points, write_latest
+from anomaly.ops.marks import Exclusion, mask_spans, training_exclusions
 from anomaly.ops.registry import DEFAULT_ALIAS, LoadedModel, ModelRegistry, check_name
 from anomaly.ops.workspace import ScoreState, Workspace
 
@@ -99,9 +100,12 @@ def train_group(
     version is promoted when there is no production model yet or its error
     there is at most ``tolerance`` worse, so a retrain on fresh data replaces
     an older model unless it fits recent behaviour clearly worse. Otherwise
-    it is published but left unpromoted, for a person to review.
+    it is published but left unpromoted, for a person to review. The spans
+    of alerts people marked false-positive or expected
+    (:mod:`anomaly.ops.marks`) are kept out of the fit as missing points.
     """
-    store, registry = Workspace(workspace).store(), ModelRegistry(registry_root)
+    space, registry = Workspace(workspace), ModelRegistry(registry_root)
+    store = space.store()
     end = _latest(store, group)
     # "the last day" is the points after end - 1 day: a day's worth, not a day plus one point
     holdout_start = end - _duration(validation, "validation") + _JUST_AFTER
@@ -115,7 +119,14 @@ def train_group(
     recent = store.read_wide(list(group.metrics), start=holdout_start)
     if not recent.empty:  # held-out data that cannot be put on a grid fails now, not after minutes of training
         normalise(recent, (config or DetectorConfig()).preprocess)
-    detector = LSTMAutoencoderDetector(config).fit(train, progress=False)
+    exclusions = training_exclusions(space, group.name, group.metrics)
+    fit_on, masked = masked_training_frame(train, exclusions, config) if exclusions else (train, 0)
+    try:
+        detector = LSTMAutoencoderDetector(config).fit(fit_on, progress=False)
+    except DataError as exc:
+        if not masked:
+            raise
+        raise DataError(f"{exc} ({masked} of those points belong to alerts marked false-positive or expected)") from exc
     new_error = holdout_error(detector, recent, train)
     current = _production(registry, group.name)
     current_error = holdout_error(current.detector, recent, train) if current is not None else None
@@ -129,6 +140,8 @@ def train_group(
         "production_version": current.version.version if current is not None else None,
         "promoted": promote,
         "reason": reason,
+        "excluded_alerts": [e.alert for e in exclusions],
+        "excluded_points": masked,
     }
     published = registry.publish(detector, group.name, evaluation=evaluation, run_id=run_id)
     if promote:
@@ -143,8 +156,23 @@ def train_group(
         "reason": reason,
         "holdout_error": new_error,
         "train_points": len(train),
+        "excluded_points": masked,
         "epochs": len(detector.history_.train_loss),
     }
+
+
+def masked_training_frame(
+    train: pd.DataFrame, exclusions: Sequence[Exclusion], config: DetectorConfig | None
+) -> tuple[MetricFrame, int]:
+    """The training data on its grid with the marked spans missing (kept out of the loss), and how many points that hid.
+
+    Put on the grid here, as :meth:`LSTMAutoencoderDetector.fit` would, so a
+    marked span is missing rather than bridged by the short-gap filling.
+    """
+    preprocess = (config or DetectorConfig()).preprocess
+    if preprocess.freq is not None:
+        check_intervals(train, pd.Timedelta(preprocess.freq), allow_resample=True, what="the training data")
+    return mask_spans(normalise(train, preprocess), exclusions)
 
 
 def _latest(store: RawStore, group: Group) -> pd.Timestamp:

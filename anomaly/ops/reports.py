@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -38,6 +38,7 @@ from anomaly.ops.alertmanager import Alertmanager, sync
 from anomaly.ops.alerts import STATES, Change, Ledger, advance, counts
 from anomaly.ops.latest import SeriesPoint, read_latest
 from anomaly.ops.links import Links
+from anomaly.ops.marks import Mark, MarkBook, load_marks, marks_since, precision, precision_text, silenced_until
 from anomaly.ops.plotting import event_plot
 from anomaly.ops.webhooks import Webhook, enqueue, flush
 from anomaly.ops.workspace import Workspace
@@ -124,6 +125,7 @@ def _write_report(
     run_files = [name for name in space.run_records() if name not in ledger.processed_runs]
     runs = [read_run(space.run_record_path(name)) for name in run_files]
     rows = space.read_alert_rows(fresh_parts)
+    book, problem = _marks_or_problem(space)
     changes = advance(ledger, rows, model_steps(space, rows), moment)
     rejected = [item for item in ledger.parked if item.get("reported_at") is None]  # refused since the last report
     # new alerts, and ongoing ones that grew, most severe first: an unchanged alert's plot is unchanged
@@ -132,7 +134,7 @@ def _write_report(
     bands = latest_bands(points)
     evidence = {c.alert.id: _evidence(space, c, bands.get(c.alert.model, {})) for c in drawn}
     facts = {k: Evidence(v.shares, v.peak) for k, v in evidence.items()}
-    document = build_document(changes, runs, moment, ledger.last_report, facts, rejected, points, links)
+    document = build_document(changes, runs, moment, ledger.last_report, facts, rejected, points, links, book, problem)
     plots = {k: v.plot for k, v in evidence.items() if v.plot is not None}
     markdown = render_markdown(document)
     paths = space.report_paths(moment)
@@ -157,7 +159,9 @@ def _write_report(
     manager_summary = None
     if manager is not None:  # its own state file, saved before and after sending: the ledger's save stays last
         fresh = {c.alert.id for c in changes if c.state == "new"}
-        manager_summary = sync(space, ledger, fresh, points, manager, link, moment)
+        quiet = {a["id"] for a in document["alerts"] if a["silenced_until"]}  # a silenced series pages nobody
+        followed = replace(ledger, alerts={k: a for k, a in ledger.alerts.items() if k not in quiet})
+        manager_summary = sync(space, followed, fresh, points, manager, link, moment)
     _prune_runs(space, ledger, moment)
     save_ledger(space.ledger_path, ledger)
     _prune_reports(space, moment)
@@ -170,6 +174,15 @@ def _write_report(
 def load_ledger(path: Path) -> Ledger:
     """The ledger at ``path`` (a new one if none); a damaged one is a :class:`DataError` naming it, and is left as it is."""
     return Ledger.from_json(read_json(path, DataError), excerpt(str(path), 300)) if path.exists() else Ledger()
+
+
+def _marks_or_problem(space: Workspace) -> tuple[MarkBook, str | None]:
+    """The workspace's marks; a damaged marks file is logged and named in the report, never a reason to stop reporting."""
+    try:
+        return load_marks(space), None
+    except DataError as exc:
+        log.warning("marks left out of the report: %s", exc)
+        return MarkBook(), str(exc)
 
 
 def read_run(path: Path) -> dict[str, Any]:
@@ -206,6 +219,8 @@ def build_document(
     rejected: Sequence[Mapping[str, Any]] = (),
     points: Sequence[SeriesPoint] = (),
     links: Links = Links(),
+    book: MarkBook | None = None,
+    marks_problem: str | None = None,
 ) -> dict[str, Any]:
     """The report as plain data: the one source the three formats are rendered from.
 
@@ -214,10 +229,28 @@ def build_document(
     named yet (:mod:`anomaly.ops.webhooks`): each is listed once, in the next
     report. ``points`` are the series' latest points (observed against
     expected, the band), ``links`` the runbook and dashboard templates.
+    ``book`` holds people's marks (:mod:`anomaly.ops.marks`): each alert
+    shows its mark, new alerts of a silenced series are counted and listed
+    as silenced (not announced), and ``feedback`` lists the marks made since
+    the last report and each model's precision as marked.
     """
     latest = {(p.model, p.metric): p for p in points}
+    book = book or MarkBook()
     results = [r for run in runs for r in run["results"]]
     scored = [r for r in results if r["status"] == "scored"]
+    current = book.current()
+    alerts = [
+        _alert(
+            c,
+            (evidence or {}).get(c.alert.id, Evidence()),
+            latest,
+            links,
+            current.get(c.alert.id),
+            silenced_until(book, c.alert.model, c.alert.metrics, c.alert.reported_at),
+        )
+        for c in changes
+    ]
+    quiet = {a["id"] for a in alerts if a["silenced_until"] and a["state"] == "new"}
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "generated_at": moment.isoformat(),
@@ -232,9 +265,15 @@ def build_document(
         "models": [{"model": g, "versions": sorted({r["version"] for r in scored if r["group"] == g})} for g in sorted({r["group"] for r in scored})],
         "not_scored": _not_scored(results),
         "no_new_data": sorted({r["group"] for r in results if r["status"] == "no-new-data"} - {r["group"] for r in scored}),
-        "counts": {state: counts(changes, state) for state in STATES},
-        "alerts": [_alert(c, (evidence or {}).get(c.alert.id, Evidence()), latest, links) for c in changes],
+        "counts": {state: counts([c for c in changes if c.alert.id not in quiet], state) for state in STATES},
+        "alerts": alerts,
         "rejected_deliveries": [_rejected(item) for item in rejected],
+        "feedback": {
+            "silenced": len(quiet),
+            "marks": [m.to_json() for m in marks_since(book, since)],
+            "precision": precision(book),
+            "problem": marks_problem,
+        },
     }
 
 
@@ -293,7 +332,14 @@ def observation(metric: str, when: str, at: str, value: float | None, expected: 
     return {"metric": metric, "when": when, "at": at, "value": value, "expected": expected, "lower": lower, "upper": upper}
 
 
-def _alert(change: Change, evidence: Evidence, latest: Mapping[tuple[str, str], SeriesPoint], links: Links) -> dict[str, Any]:
+def _alert(
+    change: Change,
+    evidence: Evidence,
+    latest: Mapping[tuple[str, str], SeriesPoint],
+    links: Links,
+    mark: Mark | None = None,
+    silenced: str | None = None,
+) -> dict[str, Any]:
     a = change.alert
     start, end = pd.Timestamp(a.start), pd.Timestamp(a.end)
     metric = a.metrics[0] if a.metrics else a.model
@@ -326,6 +372,8 @@ def _alert(change: Change, evidence: Evidence, latest: Mapping[tuple[str, str], 
         "resolved_at": a.resolved_at,
         "observed": observed,
         "links": links.for_alert(metric, a.model, a.severity, a.id),
+        "mark": None if mark is None else {k: mark.to_json()[k] for k in ("mark", "by", "at", "note")},
+        "silenced_until": silenced,
     }
 
 
@@ -382,7 +430,7 @@ def contributions(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -
 
 def render_markdown(doc: Mapping[str, Any]) -> str:
     """The report as Markdown: summary first, then new alerts most severe first, then ongoing and resolved."""
-    new = [a for a in doc["alerts"] if a["state"] == "new"]
+    new = [a for a in doc["alerts"] if a["state"] == "new" and not a.get("silenced_until")]
     lines = [f"# Anomaly report — {_when(doc['generated_at'])}", ""]
     lines.append(f"**{headline(doc)}**")
     lines += ["", *[f"- {line}" for line in summary_lines(doc)], ""]
@@ -403,6 +451,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
                 for a in rows
             ]
             lines.append("")
+    lines += feedback_lines(doc)
     return "\n".join(lines)
 
 
@@ -416,11 +465,47 @@ def _markdown_links(a: Mapping[str, Any]) -> str:
     return " · ".join(f"[{name}]({url})" for name, url in a.get("links", {}).items())
 
 
+def silenced_alerts(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The new alerts a silence kept from being announced."""
+    return [a for a in doc["alerts"] if a["state"] == "new" and a.get("silenced_until")]
+
+
+def mark_text(mark: Mapping[str, Any]) -> str:
+    """``false-positive by alice on 2026-02-01 10:00 UTC: deploy`` (the note on one line)."""
+    note = " ".join(str(mark.get("note") or "").split())
+    return f"{mark['mark']} by {mark['by']} on {_when(mark['at'])}" + (f": {note}" if note else "")
+
+
+def feedback_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The Markdown of silenced alerts, the marks made since the last report and each model's precision as marked."""
+    feedback = doc.get("feedback") or {}
+    lines: list[str] = []
+    quiet = silenced_alerts(doc)
+    if quiet:
+        lines += ["## Silenced", ""]
+        lines += [f"- {a['severity']} — {', '.join(a['metrics'])} (model {a['model']}) since {_when(a['start'])}: "
+                  f"not announced, silenced until {_when(a['silenced_until'])}" for a in quiet]  # fmt: skip
+        lines.append("")
+    marks, rows = feedback.get("marks", []), [r for r in feedback.get("precision", []) if precision_text(r) != "no marks"]
+    if marks or rows or feedback.get("problem"):
+        lines += ["## Feedback", ""]
+        lines += [f"- alert `{m['alert']}` ({', '.join(m['metrics']) or m['model']}, model {m['model']}): {mark_text(m)}"
+                  + (f"; silenced until {_when(m['silence_until'])}" if m.get("silence_until") else "") for m in marks]  # fmt: skip
+        lines += [f"- alert precision as marked, model {r['model']}: {precision_text(r)}" for r in rows]
+        if feedback.get("problem"):
+            lines.append(f"- **marks not read**: {feedback['problem']}")
+        lines.append("")
+    return lines
+
+
 def headline(doc: Mapping[str, Any]) -> str:
     """One line: new alerts by severity, then how many are ongoing and resolved."""
     c = doc["counts"]
     new = sum(c["new"].values())
     parts = [f"{new} new alert{'s' if new != 1 else ''}" + (f" ({', '.join(f'{n} {s}' for s, n in c['new'].items())})" if new else "")]
+    silenced = (doc.get("feedback") or {}).get("silenced", 0)
+    if silenced:
+        parts.append(f"{silenced} silenced")
     parts.append(f"{sum(c['ongoing'].values())} ongoing")
     parts.append(f"{sum(c['resolved'].values())} resolved")
     return " · ".join(parts)
@@ -463,6 +548,10 @@ def alert_lines(a: Mapping[str, Any]) -> list[str]:
         f"above it for {a['n_above']} of {a['n_points']} point(s)",
         f"severity {a['severity']}, model {a['model']} version {', '.join(a['versions'])}",
     ]
+    if a.get("mark"):
+        lines.append("marked " + mark_text(a["mark"]))
+    if a.get("silenced_until"):
+        lines.append(f"silenced until {_when(a['silenced_until'])}: not announced")
     if a["contributions"]:
         lines.append("contributions: " + ", ".join(f"{c['metric']} {c['share']:.0%}" for c in a["contributions"][:5]))
     for item in a.get("observed", []):
@@ -493,8 +582,7 @@ def render_html(doc: Mapping[str, Any], plots: Mapping[str, bytes]) -> str:
     images = {key: base64.b64encode(data).decode("ascii") for key, data in plots.items()}
     return env.get_template(TEMPLATE).render(
         doc=doc, images=images, headline=headline(doc), summary=summary_lines(doc), alert_lines=alert_lines, when=_when, ratio=_ratio,
-        latest_text=latest_text,
-        plot_limit=PLOT_LIMIT,
+        latest_text=latest_text, plot_limit=PLOT_LIMIT, silenced=silenced_alerts(doc), mark_text=mark_text, precision_text=precision_text,
     )
 
 
@@ -529,7 +617,12 @@ def primary_metric(alert: Mapping[str, Any]) -> str:
 
 
 def announced(alert: Mapping[str, Any]) -> bool:
-    """Whether a report's alert is news: new, escalated, or resolved (ongoing ones that did not change are not)."""
+    """Whether a report's alert is news: new, escalated, or resolved (ongoing ones that did not change are not).
+
+    An alert first reported while its series was silenced is never news: not when new, escalated or resolved.
+    """
+    if alert.get("silenced_until"):
+        return False
     return alert["state"] in ("new", "resolved") or bool(alert["escalated_from"])
 
 

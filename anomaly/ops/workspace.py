@@ -12,6 +12,7 @@ Layout (``data/`` by default)::
     reports/report-<time>.{md,html,json}     one alert report per report run
     reports/state.json                       the report ledger (alerts' states, webhook outbox)
     reports/alertmanager.json                what was sent to Alertmanager (labels, startsAt, pending resolutions)
+    reports/marks.json                       people's marks on alerts, every record kept (:mod:`anomaly.ops.marks`)
 
 ``<after>`` is the last point scored before the run (``%Y%m%dT%H%M%S%f``):
 a part holds the points after it up to the next part's. Nothing outside
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 WORKSPACE_ENV, DEFAULT_WORKSPACE = "ANOMALY_WORKSPACE", "data"
 STORE, SCORES, EVENTS, REPORTS, RUNS, STATE = "store", "scores", "events", "reports", "runs", "state.json"
-LATEST, ALERTMANAGER_STATE = "latest.json", "alertmanager.json"
+LATEST, ALERTMANAGER_STATE, MARKS = "latest.json", "alertmanager.json", "marks.json"
 PART, CARRY = "part", "carry"
 _STAMP = "%Y%m%dT%H%M%S%f"
 _RUN_STAMP = "%Y%m%dT%H%M%S%fZ"
@@ -277,6 +278,15 @@ class Workspace:
     def alertmanager_state_path(self) -> Path:
         """The Alertmanager sender's state, beside the ledger (see :mod:`anomaly.ops.alertmanager`)."""
         return self.reports_dir / ALERTMANAGER_STATE
+
+    @property
+    def marks_path(self) -> Path:
+        """People's marks on alerts (see :mod:`anomaly.ops.marks`), beside the ledger."""
+        return self.reports_dir / MARKS
+
+    @property
+    def marks_lock_path(self) -> Path:
+        return self.reports_dir / ".marks.lock"
 
     @property
     def report_lock_path(self) -> Path:
