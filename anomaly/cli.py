@@ -35,7 +35,7 @@ EXIT_USER_ERROR = 2
 FOLDER_OUTS = frozenset({"train", "detect", "demo", "benchmark"})
 #: ``anomaly.evaluation.benchmark.PROTOCOLS``, spelled out so that building the parser imports no torch
 #: (tests/test_cli_startup.py keeps the two equal).
-BENCHMARK_PROTOCOLS: tuple[str, ...] = ("batch", "stream")
+BENCHMARK_PROTOCOLS: tuple[str, ...] = ("batch", "stream", "stream-daily")
 DESCRIPTION = """\
 Find anomalies in metric streams with an LSTM autoencoder.
 
@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = _command(sub, common, "benchmark", cmd_benchmark, "measure detection quality on a labelled corpus in the NAB layout")
     bench.add_argument("corpus", type=Path, help="folder with data/<category>/<file>.csv and labels/combined_windows.json")
     bench.add_argument("--protocol", choices=BENCHMARK_PROTOCOLS, default="batch",
-                       help="batch: fit and detect on each whole file; stream: causal, train on the first 15%% then score forward")
+                       help="batch: fit and detect on each whole file; stream: causal, train on the first 15%% then score forward, "
+                            "refitting when the history has grown by half; stream-daily: the same, refitting once a day as the train flow does")
     bench.add_argument("--out", type=Path, required=True, help="folder for per-file results and summary.json/summary.md")
     bench.add_argument("--jobs", type=int, default=0, help="files run in parallel (default: one per CPU core)")
     bench.add_argument("--files", action="append", default=[], metavar="GLOB",

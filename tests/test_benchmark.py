@@ -27,6 +27,7 @@ from anomaly.evaluation.benchmark import (
     CorpusFile,
     FileResult,
     detect_stream,
+    detector_of,
     load_corpus,
     read_series,
     run_file,
@@ -385,6 +386,21 @@ def test_a_short_files_points_the_first_model_learnt_from_never_alert(tmp_path: 
     assert probation_length(len(frame)) == 22
     assert not detection.flags[:32].any() and not detection.onsets[:32].any()
     assert len(detection.score) == 150
+
+
+def test_the_daily_stream_refits_once_a_day_of_the_files_time_on_all_history_so_far(tmp_path: Path) -> None:
+    """``stream-daily`` mirrors the daily train flow; ``stream`` refits when the history has grown by half."""
+    frame = sine(3 * 288 + 40, seed=3)  # three days and a bit of 5-minute points
+    path = write_csv(tmp_path / "data" / "s" / "daily.csv", frame)
+    fits: dict[str, list[tuple[int, int]]] = {"stream": [], "stream-daily": []}
+    for protocol, seen in fits.items():
+        detector_of(protocol)(read_series(path), CONFIG, lambda det, _frame, stop, seen=seen: seen.append((det.training_data_["rows"], stop)))
+    first = probation_length(len(frame))
+    daily = fits["stream-daily"]
+    assert [trained for trained, _ in daily] == [first + 288 * i for i in range(len(daily))]  # trained on all rows so far
+    assert [stop for _, stop in daily] == [min(len(frame), first + 288 * (i + 1)) for i in range(len(daily))]
+    assert daily[-1][1] == len(frame) and len(daily) == 3  # 135 probationary rows, then 288, 288 and the last 193
+    assert [trained for trained, _ in fits["stream"]] == [135, 203, 305, 458, 687]  # grows by half each time
 
 
 def test_stream_alerts_fall_on_the_first_point_of_each_event(tmp_path: Path) -> None:

@@ -62,8 +62,11 @@ from anomaly.evaluation.metrics import (
     score_events,
 )
 
-Protocol = Literal["batch", "stream"]
+Protocol = Literal["batch", "stream", "stream-daily"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+#: How often a stream protocol refits: ``stream`` when the history has grown by :data:`GROWTH`,
+#: ``stream-daily`` once a day of the file's time, as the daily train flow does.
+REFIT_EVERY: dict[str, pd.Timedelta | None] = {"stream": None, "stream-daily": pd.Timedelta("1D")}
 RESULT_VERSION = 1
 STAMP = "%Y-%m-%d %H:%M:%S"  # NAB's timestamp format (UTC)
 GROWTH = 1.5  # stream: refit when the history seen has grown by half since the last fit
@@ -176,8 +179,18 @@ class Fit:
     stop: int
 
 
-def detect_stream(series: pd.DataFrame, config: DetectorConfig, observe: Observer | None = None) -> Detection:
-    """Causal detection: fit on the probationary part, then score forward, refitting as history grows."""
+def detector_of(protocol: str) -> Callable[[pd.DataFrame, DetectorConfig, Observer | None], Detection]:
+    """The detection a protocol runs on one file."""
+    if protocol == "batch":
+        return detect_batch
+    every = REFIT_EVERY[protocol]
+    return lambda series, config, observe=None: detect_stream(series, config, observe, every=every)
+
+
+def detect_stream(
+    series: pd.DataFrame, config: DetectorConfig, observe: Observer | None = None, *, every: pd.Timedelta | None = None
+) -> Detection:
+    """Causal detection: fit on the probationary part, then score forward, refitting as history grows (or ``every`` so long)."""
     config = stream_config(config)
     first = probation_length(len(series))
     head = normalise(series.iloc[: max(first, 2)], config.preprocess)  # the interval, from the past only
@@ -189,18 +202,21 @@ def detect_stream(series: pd.DataFrame, config: DetectorConfig, observe: Observe
     ratio[:fitted_until] = detector.decision_scores_.to_numpy() / max(detector.threshold_, 1e-12)
     if observe and fitted_until == len(frame):
         observe(detector, frame, fitted_until)
-    scored, alerts = score_stream(frame, _refits(frame, config, detector, fitted_until), observe)
+    step = None if every is None else max(1, int(every / frame.freq))
+    scored, alerts = score_stream(frame, _refits(frame, config, detector, fitted_until, step), observe)
     ratio[fitted_until:] = scored[fitted_until:]
     at = frame.index.get_indexer
     runs = list(zip(at(alerts["start"]).tolist(), (at(alerts["end"]) + 1).tolist()))
     return detection(frame, ratio, runs, at(alerts["onset"]).tolist())
 
 
-def _refits(frame: MetricFrame, config: DetectorConfig, detector: LSTMAutoencoderDetector, fitted_until: int) -> Iterator[Fit]:
-    """The stream's models: each scores until the history has grown by :data:`GROWTH`, then a fit on all of it."""
+def _refits(
+    frame: MetricFrame, config: DetectorConfig, detector: LSTMAutoencoderDetector, fitted_until: int, step: int | None = None
+) -> Iterator[Fit]:
+    """The stream's models: each scores until the history has grown by :data:`GROWTH` (or by ``step`` rows), then a fit on all of it."""
     version = 1
     while fitted_until < len(frame):  # fitted_until >= window.size >= 2, so each chunk has a point
-        stop = min(len(frame), math.ceil(fitted_until * GROWTH))
+        stop = min(len(frame), fitted_until + step if step else math.ceil(fitted_until * GROWTH))
         yield Fit(detector, f"{version:06d}", fitted_until, stop)
         if stop < len(frame):
             detector = LSTMAutoencoderDetector(config).fit(rows(frame, 0, stop), progress=False)
@@ -289,8 +305,7 @@ def run_file(file: CorpusFile, protocol: Protocol, config: DetectorConfig, out: 
     """Detect in one file, write its events, scores and result, and return the result."""
     started = time.perf_counter()
     series = read_series(file.path)
-    detect = detect_batch if protocol == "batch" else detect_stream
-    detection = detect(series, config)
+    detection = detector_of(protocol)(series, config, None)
     table = scores_table(series, detection)
     seconds = time.perf_counter() - started
     folder = write_events(file, detection, out)

@@ -50,8 +50,7 @@ from anomaly.evaluation.benchmark import (
     PROTOCOLS,
     Detection,
     FileResult,
-    detect_batch,
-    detect_stream,
+    detector_of,
     detection,
     file_result,
     rows,
@@ -102,7 +101,7 @@ def record_file(file: CorpusFile, protocol: str, config: DetectorConfig, out: Pa
 
     series = read_series(file.path)
     started = time.perf_counter()
-    run = (detect_batch if protocol == "batch" else detect_stream)(series, config, observe)
+    run = detector_of(protocol)(series, config, observe)
     recording = Recording(observed["frame"], models, time.perf_counter() - started)
     if not _same(run, replay_detection(recording, protocol, config)):
         raise BenchmarkError(f"{file.key}: the replay of the recorded configuration differs from the run; nothing saved")

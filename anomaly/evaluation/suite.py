@@ -815,9 +815,9 @@ def scored_span(timestamps: pd.Series | pd.DatetimeIndex, protocol: str = "strea
     stamps = pd.DatetimeIndex(timestamps)
     if len(stamps) < 2:
         raise DataError(f"a series needs at least 2 rows to have a scored span, got {len(stamps)}")
-    if protocol not in ("stream", "batch"):
-        raise DataError(f"protocol must be 'stream' or 'batch', got {protocol!r}")
-    first = probation_length(len(stamps)) if protocol == "stream" else 0
+    if protocol not in ("stream", "stream-daily", "batch"):
+        raise DataError(f"protocol must be 'stream', 'stream-daily' or 'batch', got {protocol!r}")
+    first = probation_length(len(stamps)) if protocol.startswith("stream") else 0
     begin = stamps[first - 1] if first else stamps[0] - pd.Series(stamps).diff().median()
     return begin, stamps[-1]
 
@@ -874,7 +874,7 @@ def _protocol(out: Path) -> str:
         protocol = json.loads(path.read_text()).get("protocol")
     except (OSError, ValueError, AttributeError):
         raise BenchmarkError(f"{str(out)!r} is not a benchmark output folder: cannot read {str(path)!r}") from None
-    if protocol not in ("stream", "batch"):
+    if protocol not in ("stream", "stream-daily", "batch"):
         raise BenchmarkError(f"{str(path)!r} names an unknown protocol {protocol!r}")
     return str(protocol)
 
