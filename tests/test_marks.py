@@ -20,6 +20,9 @@ import pytest
 from anomaly.cli import main
 from anomaly.core.data import MetricFrame
 from anomaly.core.detector import LSTMAutoencoderDetector
+from anomaly.core.config import ScoringConfig
+from anomaly.core.reconstruction import Reconstruction
+from anomaly.core.scoring import COMBINED, HELD, Scorer, keep_out_of_baseline
 from anomaly.errors import DataError
 from anomaly.evaluation.corpus import load_corpus
 from anomaly.evaluation.synthetic import clean_metrics, inject
@@ -214,6 +217,69 @@ def test_a_retrain_after_a_false_positive_mark_leaves_its_points_out(
     # keyed by alert id and model, not version: the mark is still there for the next retrain
     assert load_marks(ws).current()[alert].mark == "false-positive"
     assert [e.alert for e in training_exclusions(ws, "host", group.metrics)] == [alert]
+
+
+def test_a_false_positive_mark_keeps_its_points_out_of_the_live_baseline(
+    scored: tuple[Path, Path, str], ws: Path, data: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The carry the next score run continues from holds the marked rows out; an unmarked twin keeps them in."""
+    registry, alert = scored[1], scored[2]
+    twin = Path(shutil.copytree(ws, tmp_path / "twin"))
+    policy = {"scoring": {"baseline": 300, "baseline_warmup": None, "baseline_hold": "10min"}, "threshold": {"method": "fixed", "k": 4.0}}
+    groups = plan_groups(["cpu", "requests"], GROUPS)
+    for rows in (slice(1040, 1070), slice(1070, 1100)):  # the first run under this policy leaves a carry; the second continues it
+        if rows.start == 1070:
+            mark_alert(ws, alert, "false-positive", by="fay")
+        for space in (ws, twin):
+            RawStore(space / STORE).append(long_points(data.iloc[rows]))
+            score_groups(groups, space, registry, policy=policy)
+    span = Workspace(ws).alerts().set_index("id").loc[alert]
+
+    def carry(space: Path) -> pd.DataFrame:
+        state = Workspace(space).score_state("host")
+        assert state is not None and state.carry
+        return pd.read_parquet(Workspace(space).scores_dir("host") / state.carry).set_index("timestamp")
+
+    marked, plain = carry(ws), carry(twin)
+    inside = (marked.index >= span["start"]) & (marked.index <= span["end"])
+    assert inside.sum() > 10 and (marked.index == plain.index).all()
+    held = [c for c in marked.columns if c.startswith(HELD)]
+    assert held and (marked.loc[inside, held] >= 1).all().all()
+    assert (plain.loc[inside, held] == 0).any().any(), "unmarked, some of those rows were in the baseline"
+    pd.testing.assert_frame_equal(marked.loc[~inside], plain.loc[~inside])  # nothing else changed
+
+
+def test_rows_kept_out_of_a_carry_leave_the_baseline_the_next_scores_are_measured_against() -> None:
+    """A marked burst of large errors no longer lifts the baseline: the points after it score higher."""
+    scoring = ScoringConfig(error="abs", smoothing_span=0, smoothing_time=None, baseline=100, baseline_exclude=4.5, baseline_hold=None, baseline_warmup=None)
+    rng = np.random.default_rng(0)
+    errors = np.abs(rng.normal(0, 0.1, 160))
+    errors[40:60] += 0.12  # raised errors, about 2 sigma: the exclusion rule (4.5 sigma) keeps them in the baseline
+    index = pd.date_range("2026-01-01", periods=160, freq="5min", tz="UTC", name="timestamp")
+
+    def recon(rows: slice) -> Reconstruction:
+        part = errors[rows, None]
+        return Reconstruction(index[rows], pd.Timedelta("5min"), ("cpu",), part, np.zeros_like(part), np.zeros(part.shape, bool), np.zeros(part.shape, bool))
+
+    scorer = Scorer(scoring)
+    _, carry = scorer.score(recon(slice(0, 120)))
+    assert carry is not None
+    masked = keep_out_of_baseline(carry, [(index[40], index[59], ("cpu",))])
+    plain = scorer.score(recon(slice(0, 160)), carry)[0].score[120:]
+    kept_out = scorer.score(recon(slice(0, 160)), masked)[0].score[120:]
+    assert (kept_out >= plain).all() and (kept_out > plain).sum() > 10  # the rest are 0 in both: scores are clipped at 0
+
+
+def test_keeping_rows_out_of_the_baseline_marks_the_named_columns_only_and_is_idempotent() -> None:
+    index = pd.date_range("2026-01-01", periods=4, freq="5min", tz="UTC", name="timestamp")
+    carry = pd.DataFrame({"cpu": 1.0, "mem": 2.0, COMBINED: 1.5, HELD + "cpu": [0, 3, 2, 0], HELD + "mem": 0, HELD + COMBINED: 0}, index)
+    span = [(index[1], index[2], ("cpu",))]
+    out = keep_out_of_baseline(carry, span)
+    assert out[HELD + "cpu"].tolist() == [0, 3, 2, 0] and out[HELD + COMBINED].tolist() == [0, 1, 1, 0]
+    assert out[HELD + "mem"].tolist() == [0, 0, 0, 0] and out[["cpu", "mem", COMBINED]].equals(carry[["cpu", "mem", COMBINED]])
+    pd.testing.assert_frame_equal(keep_out_of_baseline(out, span), out)
+    bare = keep_out_of_baseline(carry[["cpu", "mem", COMBINED]], span)  # no exclusion counts: the values leave
+    assert bare["cpu"].isna().tolist() == [False, True, True, False] and bare["mem"].notna().all()
 
 
 def test_a_training_slice_emptied_by_marks_says_so(scored: tuple[Path, Path, str], ws: Path, tmp_path: Path) -> None:

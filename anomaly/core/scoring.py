@@ -347,6 +347,27 @@ class Scorer:
         return frame, next_carry
 
 
+def keep_out_of_baseline(carry: pd.DataFrame, spans: Sequence[tuple[pd.Timestamp, pd.Timestamp, Sequence[str]]]) -> pd.DataFrame:
+    """A copy of ``carry`` whose rows in each span ``(start, end, metrics)`` stay out of later baselines.
+
+    For those metrics and the combined score: their :data:`HELD` count is
+    raised to at least 1 (out, without holding later points out), or, in a
+    carry without exclusion counts, their smoothed error is dropped. Applying
+    it again changes nothing.
+    """
+    out = carry.copy()
+    for start, end, metrics in spans:
+        inside = (out.index >= start) & (out.index <= end)
+        if not inside.any():
+            continue
+        for column in [m for m in metrics if m in out.columns] + [COMBINED]:
+            if HELD + column in out.columns:
+                out.loc[inside, HELD + column] = np.maximum(out.loc[inside, HELD + column].fillna(0), 1)
+            else:
+                out.loc[inside, column] = np.nan
+    return out
+
+
 def _carried(
     carry: pd.DataFrame | None, index: pd.DatetimeIndex, freq: pd.Timedelta, keep: int, columns: list[str]
 ) -> tuple[pd.DataFrame, int]:

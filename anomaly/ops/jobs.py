@@ -24,6 +24,7 @@ from anomaly.core.config import DetectorConfig
 from anomaly.core.data import MetricFrame, normalise
 from anomaly.core.detector import LSTMAutoencoderDetector, check_intervals, context_points
 from anomaly.core.events import ALERT_COLUMNS, SEVERITY_LEVELS, TrackerState
+from anomaly.core.scoring import keep_out_of_baseline
 from anomaly.core.stream import StreamState, carry_key, score_step
 from anomaly.errors import DataError
 from anomaly.io.store import RawStore
@@ -268,7 +269,10 @@ def score_group(
     state = space.score_state(group.name)
     last = state.last_scored if state is not None else pd.Timestamp(detector.training_data_["end"])
     key = carry_key(detector, version)
+    # people's false-positive and expected marks keep those points out of the baseline the scores are measured against
+    marked = [(e.start, e.end, e.metrics) for e in training_exclusions(space, group.name, group.metrics)]
     carry = space.read_carry(group.name, state, key, detector.carry_columns)
+    carry = keep_out_of_baseline(carry, marked) if carry is not None and marked else carry
     # one read covers the new points and the context before them
     step = detector.freq_
     keep = context_points(detector.get_config(), step, carried=carry is not None)
@@ -281,7 +285,8 @@ def score_group(
     previous = StreamState(carry, key if carry is not None else None, state.tracker if state is not None else TrackerState())
     step_result = score_step(detector, new, context=context if len(context) else None, state=previous, model=group.name, version=version)
     scores, alerts = step_result.scores, step_result.alerts
-    files = space.write_parts(group.name, last, scores.to_frame().reset_index(), alerts, scores.carry)
+    onward = keep_out_of_baseline(scores.carry, marked) if scores.carry is not None and marked else scores.carry
+    files = space.write_parts(group.name, last, scores.to_frame().reset_index(), alerts, onward)
     space.write_score_state(
         group.name,
         ScoreState(
