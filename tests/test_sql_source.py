@@ -235,6 +235,26 @@ def test_label_columns_make_one_series_per_label_set_and_record_its_labels(tmp_p
     assert (again.rows_written, len(store.series())) == (0, 3)
 
 
+def test_store_series_lists_names_with_labels_and_names_a_damaged_catalogue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anomaly.cli import main
+
+    store = RawStore(tmp_path / "store")
+    ingest(SQLSource(labelled_db(tmp_path / "l.db"), table="points", label_columns=["host", "region"]), store)
+    store.append(pd.DataFrame({"metric": ["plain"], "timestamp": hours(0), "value": [1.0]}))
+    assert main(["store", "series", str(store.root), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0] == {"series": "cpu.host_a.region_eu", "name": "cpu", "labels": {"host": "a", "region": "eu"}}
+    assert listed[-1] == {"series": "plain", "name": "plain", "labels": {}}, "no entry: its store name, no labels"
+    assert main(["store", "series", str(store.root)]) == 0
+    assert 'cpu.host_c  cpu{host="c"}' in capsys.readouterr().out.splitlines()
+    store.catalogue_path.write_text("[]")
+    assert main(["store", "series", str(store.root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "series.json' is not a series catalogue: it holds a list, not an object" in err and "\n" not in err
+
+
 def test_label_columns_in_the_wide_layout_and_its_window(tmp_path: Path) -> None:
     url = sqlite_db(
         tmp_path / "w.db",
