@@ -327,8 +327,6 @@ def series_key(labels: Mapping[str, str], name: str | None = None) -> str:
     return check_metric_name(flat_key(labels, name))
 
 
-
-
 def _match_prefix(query_name: str | None, query: str) -> str | None:
     """The key prefix a query's series share: its name, a plain selector's metric name, or None (unknown)."""
     if query_name is not None:
