@@ -217,11 +217,13 @@ def _add_store_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                   "poisoned by points far from the clock.", "store_command")
     lst = _command(ssub, common, "list", cmd_store_list, "every metric: first and last stored point, watermark, whether it needs a repair")
     held = _command(ssub, common, "quarantine", cmd_store_quarantine, "the points refused as implausible, with the reason and origin")
+    series = _command(ssub, common, "series", cmd_store_series, "every stored series: its store name, metric name and labels")
+    _add_json_option(series, "one object per series")
     repair = _command(ssub, common, "repair", cmd_store_repair, "move points past the clock (or outside given bounds) to quarantine")
     repair.add_argument("--metric", action="append", default=[], help="only this metric (repeatable; default: all)")
     repair.add_argument("--drop-after", metavar="TIME", help="remove points after TIME (default: now + ANOMALY_STORE_MAX_AHEAD, 1 day)")
     repair.add_argument("--drop-before", metavar="TIME", help="remove points before TIME (default: ANOMALY_STORE_EARLIEST, 1970-01-01)")
-    for action in (lst, held, repair):
+    for action in (lst, held, series, repair):
         action.add_argument("store", type=Path, help="the store folder, e.g. data/store")
 
 
@@ -707,6 +709,26 @@ def cmd_store_quarantine(args: argparse.Namespace) -> int:
 
     table = RawStore.existing(args.store).quarantined()
     print(table.to_string(index=False) if len(table) else "(nothing quarantined)")
+    return 0
+
+
+def cmd_store_series(args: argparse.Namespace) -> int:
+    """Every stored series with the metric name and labels its source
+    recorded (store/series.json); a series without an entry has none."""
+    from anomaly.io.catalogue import series_of
+    from anomaly.io.store import RawStore
+
+    store = RawStore.existing(args.store)
+    catalogue = store.series()
+    rows = [series_of(catalogue, m) for m in store.metrics()]
+    if args.json:
+        _print_json([{"series": s.key, "name": s.name, "labels": dict(sorted(s.labels.items()))} for s in rows])
+        return 0
+    for s in rows:
+        labels = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(s.labels.items()))
+        print(f"{s.key}  {s.name}{{{labels}}}")
+    if not rows:
+        print("(no metrics)")
     return 0
 
 

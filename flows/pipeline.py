@@ -33,7 +33,7 @@ def pipeline_flow(
     source: SourceSpec,
     workspace: str | None = None,
     registry: str | None = None,
-    groups: dict[str, list[str]] | None = None,
+    groups: dict[str, Any] | None = None,
     config_path: str | None = None,
     history: str = "14D",
     validation: str = "1D",

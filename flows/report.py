@@ -120,5 +120,6 @@ def emit_alert(name: str, alert: dict[str, Any], link: str) -> None:
             "versions": alert["versions"],
             "report": link,
             "links": alert.get("links", {}),
+            "labels": alert.get("labels", {}),
         },
     )

@@ -12,7 +12,7 @@ from prefect.states import Failed
 
 from anomaly.errors import ConfigError
 from anomaly.ops.exporter import push_metrics
-from anomaly.ops.jobs import Group, new_events, plan_groups, score_groups
+from anomaly.ops.jobs import Group, new_events, plan_store_groups, score_groups
 from flows.common import (
     file_link,
     limit_torch_threads,
@@ -54,7 +54,7 @@ def batches(groups: list[Group], max_tasks: int = MAX_TASKS) -> list[list[Group]
 def score_flow(
     workspace: str | None = None,
     registry: str | None = None,
-    groups: dict[str, list[str]] | None = None,
+    groups: dict[str, Any] | None = None,
     report: bool = True,
     report_url: str | None = None,
     webhook: str | dict[str, Any] | None = None,
@@ -86,7 +86,7 @@ def score_flow(
     the next run pushes the latest state again.
     """
     space, models = workspace_of(workspace), registry_root(registry)
-    planned = batches(plan_groups(space.store().metrics(), groups))
+    planned = batches(plan_store_groups(space.store(), groups))
     futures = score_batch.map(planned, str(space.root), models, unmapped(policy))
     wait(futures)
     results = [r for batch, future in zip(planned, futures) for r in _batch_results(batch, future)]

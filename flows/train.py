@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 
 from anomaly.core.config import DetectorConfig
 from anomaly.io.store import RawStore
-from anomaly.ops.jobs import Group, plan_groups, train_group
+from anomaly.ops.jobs import Group, plan_store_groups, train_group
 from flows.common import (
     file_link,
     gather,
@@ -43,12 +43,15 @@ def compact_store(store_root: str) -> dict[str, int]:
 def train_flow(
     workspace: str | None = None,
     registry: str | None = None,
-    groups: dict[str, list[str]] | None = None,
+    groups: dict[str, Any] | None = None,
     config_path: str | None = None,
     history: str = "14D",
     validation: str = "1D",
 ) -> Any:
     """Train every group in parallel: one model per metric unless ``groups`` names metrics to model together.
+
+    A group is a list of metrics or a label selector over the series'
+    labels, e.g. ``{"checkout": {"match": {"job": "checkout"}}}``.
 
     The raw store's closed days are compacted first. Each group is fitted
     on the ``history`` before its newest ``validation``
@@ -58,7 +61,7 @@ def train_flow(
     """
     space, models = workspace_of(workspace), registry_root(registry)
     compacted = compact_store(str(space.store_root))
-    planned = plan_groups(space.store().metrics(), groups)
+    planned = plan_store_groups(space.store(), groups)
     run_id = str(flow_run.id or "")
     futures = train_one.map(planned, str(space.root), models, config_path, history, validation, run_id)
     done, failures = gather([g.name for g in planned], futures)

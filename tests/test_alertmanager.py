@@ -30,8 +30,9 @@ from anomaly.core.events import ALERT_COLUMNS, alert_id
 from anomaly.errors import ConfigError, DataError
 from anomaly.evaluation.synthetic import clean_metrics, inject
 from anomaly.io.store import RawStore
-from anomaly.ops.alertmanager import ALERTNAME, Alertmanager, SenderState, follow, load_state, payload, sync
-from anomaly.ops.alerts import Ledger, advance
+from anomaly.io.catalogue import Series, common_labels
+from anomaly.ops.alertmanager import ALERTNAME, Alertmanager, SenderState, alert_labels, follow, load_state, payload, sync
+from anomaly.ops.alerts import Alert, Ledger, advance
 from anomaly.ops.jobs import plan_groups, score_groups, train_group
 from anomaly.ops.latest import read_latest
 from anomaly.ops.reports import RESOLVED_ALERT, alert_payload, write_report
@@ -224,6 +225,23 @@ def test_a_firing_alert_keeps_its_labels_and_starts_at_and_an_escalation_retires
     assert retired_again == retired  # not delivered yet: sent again
 
 
+def test_alerts_carry_their_series_labels_for_routing_and_ours_win() -> None:
+    config, ledger, state = Alertmanager("http://am:9093"), Ledger(), SenderState()
+    catalogue = {"cpu": Series("cpu", "node_cpu", {"team": "checkout", "severity": "page", "alertname": "x", "__meta": "y"})}
+    advance(ledger, rows(row(4, 6)), {"cpu": STEP.total_seconds()}, at(7))
+    follow(state, ledger, set(), [], config, "file:///r.html", at(7), catalogue)
+    (sent,) = payload(state, config, at(8))
+    assert sent["labels"] == {
+        "alertname": ALERTNAME, "metric": "cpu", "model": "cpu", "severity": "low",
+        "team": "checkout", "exported_severity": "page", "exported_alertname": "x",
+    }  # fmt: skip
+    group = Alert(**{**vars(ledger.alerts[next(iter(ledger.alerts))]), "metrics": ["cpu", "mem"]})
+    both = {**catalogue, "mem": Series("mem", "node_mem", {"team": "checkout", "instance": "b"})}
+    assert alert_labels(group, common_labels(both, group.metrics))["team"] == "checkout", "labels the group's series share"
+    assert "instance" not in alert_labels(group, common_labels(both, group.metrics))
+    assert alert_labels(group) == {"alertname": ALERTNAME, "metric": "cpu", "model": "cpu", "severity": "low"}, "no catalogue: as before"
+
+
 def test_an_alert_closed_before_its_first_report_is_sent_once_resolved_and_one_closed_before_the_sender_knew_it_never() -> None:
     config, ledger, state = Alertmanager("http://am:9093"), Ledger(), SenderState()
     (short,) = step(state, ledger, rows(row(4, 6, closed=True)), at(20), config)
@@ -313,6 +331,35 @@ def test_escalations_and_resolutions_go_to_the_webhook_and_as_prefect_events(
     assert resolved["event"] == event["event"] == RESOLVED_ALERT == "anomaly.alert.resolved"
     assert resolved["text"].startswith("[RESOLVED] anomaly in requests, cpu from ") and not resolved["alert"]["open"]
     assert event["resource"]["prefect.resource.id"] == f"anomaly.alert.{alert['id']}" and event["payload"]["metric"] == "requests"
+
+
+def test_the_report_webhook_and_alertmanager_carry_the_series_labels_and_a_damaged_catalogue_sends_nothing(
+    base: tuple[Path, Path], data: pd.DataFrame, tmp_path: Path
+) -> None:
+    workspace = Path(shutil.copytree(base[0], tmp_path / "ws"))
+    store = RawStore(workspace / STORE)
+    store.record_series([Series("requests", "http_requests", {"team": "checkout", "env": "prod"}), Series("cpu", "node_cpu", {"team": "checkout"})])
+    arrive(workspace, data, 864, 920)
+    score(workspace, base[1])
+    with Listener() as hook, Listener() as am:
+        report = write_report(workspace, now=T0 + pd.Timedelta("1h"), webhook=hook.url, alertmanager=am.url.removesuffix("/hook"))
+        (sent,) = [r["body"] for r in am.received]
+        (posted,) = [r["body"] for r in hook.received]
+    (alert,) = report.new_alerts
+    assert alert["labels"] == {"team": "checkout"}, "the labels both series of the host model share"
+    assert posted["labels"] == {"team": "checkout"} and posted["alert"]["labels"] == {"team": "checkout"}
+    assert sent[0]["labels"] == {"alertname": ALERTNAME, "metric": "requests", "model": "host", "severity": alert["severity"], "team": "checkout"}
+    assert "- labels: team=checkout" in report.markdown and report.document["labels_problem"] is None
+
+    store.catalogue_path.write_text('{"format_version": 1, "series": {"cpu": "node_cpu"}}')
+    with Listener() as am:
+        later = write_report(workspace, now=T0 + pd.Timedelta("2h"), alertmanager=am.url.removesuffix("/hook"))
+        assert am.received == [], "without their labels the alerts would be routed elsewhere"
+    problem = later.document["labels_problem"]
+    assert "series.json' is not a series catalogue: series 'cpu' has no name: 'node_cpu'" in problem and "\n" not in problem
+    assert later.delivery["alertmanager"]["error"] == f"nothing sent: {problem}"
+    assert f"**labels not read**, nothing sent to Alertmanager: {problem}" in later.markdown
+    assert store.catalogue_path.read_text() == '{"format_version": 1, "series": {"cpu": "node_cpu"}}', "left as it was"
 
 
 def test_an_escalation_payload_names_the_rise_and_has_a_key_of_its_own() -> None:

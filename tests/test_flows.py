@@ -218,6 +218,12 @@ def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     assert (tmp_path / "precious.csv").exists()
 
 
+def test_the_flows_take_label_selector_groups_beside_lists_of_metrics() -> None:
+    groups = {"checkout": {"match": {"job": "checkout"}}, "host": ["cpu", "requests"]}
+    for flow, required in ((train_flow, {}), (score_flow, {}), (pipeline_flow, {"source": "data.csv"})):
+        assert flow.validate_parameters({"groups": groups, **required})["groups"] == groups, flow.name
+
+
 def test_many_groups_are_batched_into_a_bounded_number_of_tasks() -> None:
     groups = [Group(f"m{i}", (f"m{i}",)) for i in range(1000)]
     assert batches(groups[:64]) == [[g] for g in groups[:64]]

@@ -16,6 +16,7 @@ from anomaly.ops.jobs import (
     holdout_error,
     new_events,
     plan_groups,
+    plan_store_groups,
     promotion,
     score_group,
     score_groups,
@@ -23,7 +24,9 @@ from anomaly.ops.jobs import (
 )
 from anomaly.ops.workspace import EVENTS, SCORES, STORE, Workspace
 from anomaly.ops.registry import ModelRegistry
+from anomaly.io.catalogue import Series
 from anomaly.io.store import RawStore
+from anomaly.ops.reports import write_report
 from anomaly.evaluation.synthetic import clean_metrics, inject
 from tests.conftest import TINY, long_points, read_parts
 
@@ -73,6 +76,63 @@ def test_metric_names_become_valid_model_names() -> None:
 def test_a_group_without_metrics_is_refused() -> None:
     with pytest.raises(DataError, match="group 'host' has no metrics"):
         plan_groups(["cpu"], {"host": []})
+
+
+CATALOGUE = {
+    "api.instance_a.job_checkout": Series("api.instance_a.job_checkout", "api", {"job": "checkout", "instance": "a"}),
+    "api.instance_b.job_checkout": Series("api.instance_b.job_checkout", "api", {"job": "checkout", "instance": "b"}),
+    "db.instance_a.job_orders": Series("db.instance_a.job_orders", "db", {"job": "orders", "instance": "a"}),
+}
+
+
+def test_a_label_selector_groups_the_stored_series_whose_labels_match() -> None:
+    stored = [*CATALOGUE, "cpu"]
+    planned = plan_groups(stored, {"checkout": {"match": {"job": "checkout"}}, "host": ["cpu"]}, CATALOGUE)
+    assert planned == [
+        Group("checkout", ("api.instance_a.job_checkout", "api.instance_b.job_checkout")),
+        Group("host", ("cpu",)),
+        Group("db.instance_a.job_orders", ("db.instance_a.job_orders",)),
+    ]
+    by_name = plan_groups(stored, {"a": {"match": {"__name__": "db", "instance": "a"}}}, CATALOGUE)
+    assert by_name[0] == Group("a", ("db.instance_a.job_orders",)), "__name__ matches the metric name"
+    unlabelled = plan_groups(stored, {"c": {"match": {"__name__": "cpu"}}}, {})
+    assert unlabelled[0] == Group("c", ("cpu",)), "a series without an entry is its store name with no labels"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"match": {"job": 3}}, r"the label selector of group 'g' must be a non-empty mapping of label names to string values, got \{'job': 3\}"),
+        ({"match": ["job", "checkout"]}, r"must be a non-empty mapping of label names to string values, got \['job', 'checkout'\]"),
+        ({"match": {}}, "must be a non-empty mapping"),
+        ({"match": {"job name": "x"}}, "label 'job name' is not a label name"),
+        ({"match": {"job": "x"}, "extra": 1}, r"group 'g' must be a list of metrics or \{'match'"),
+        ("cpu", "group 'g' must be a list of metric names or"),
+        ([1, 2], r"group 'g' must be a list of metric names or \{'match': \{label: value\}\}, got \[1, 2\]"),
+        ({"match": {"job": "nowhere"}}, r"group 'g': the label selector \{'job': 'nowhere'\} matches none of the 4 stored metric\(s\)"),
+    ],
+)
+def test_a_bad_group_is_refused_in_one_line_naming_it(spec: object, message: str) -> None:
+    with pytest.raises(DataError, match=message) as info:
+        plan_groups([*CATALOGUE, "cpu"], {"g": spec}, CATALOGUE)
+    assert "\n" not in str(info.value)
+
+
+def test_a_store_without_a_catalogue_plans_trains_scores_and_reports_with_flattened_names(
+    trained: tuple[Path, Path, list[dict]], series: pd.DataFrame, tmp_path: Path
+) -> None:
+    workspace, registry = copy_workspace(trained[0], tmp_path / "ws"), trained[1]
+    store = Workspace(workspace).store()
+    assert not store.catalogue_path.exists() and store.series() == {}, "written before the catalogue existed"
+    assert plan_store_groups(store) == plan_groups(["cpu", "requests"]), "no selector: the catalogue is not even needed"
+    (selected, rest) = plan_store_groups(store, {"cpu": {"match": {"__name__": "cpu"}}})
+    assert (selected, rest) == (Group("cpu", ("cpu",)), Group("requests", ("requests",)))
+    store.append(long_points(series.iloc[864:900]))
+    results = score_groups([selected, rest], workspace, registry)
+    assert [r["status"] for r in results] == ["scored", "scored"]
+    report = write_report(workspace, now=series.index[900])
+    assert report.document["labels_problem"] is None and all(a["labels"] == {} for a in report.document["alerts"])
+    assert not store.catalogue_path.exists(), "nothing was rewritten"
 
 
 # -- training ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def old(tmp_path: Path) -> tuple[Workspace, ModelRegistry]:
 
 
 def test_every_kind_has_a_version_and_one_step_per_past_change() -> None:
-    assert set(CURRENT) == {"model", "policy", "score_state", "alerts", "ledger", "marks"}
+    assert set(CURRENT) == {"model", "policy", "score_state", "alerts", "ledger", "marks", "series"}
     assert all(CURRENT[kind] == len(steps) + 1 for kind, steps in STEPS.items())
     with pytest.raises(FormatError, match="newer than this version of the library reads"):
         upgrade("ledger", {}, CURRENT["ledger"] + 1, "a ledger")

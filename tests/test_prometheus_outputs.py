@@ -138,6 +138,47 @@ def test_a_damaged_latest_file_is_skipped_and_the_other_groups_still_exported(sc
     assert {v for (name, _), v in samples.items() if name == "anomaly_alert_active"} == {0.0}
 
 
+def copied_workspace(scored: dict[str, Any], root: Path) -> Workspace:
+    """A workspace holding only the scored one's latest points (and, so far, no series catalogue)."""
+    space = Workspace(root)
+    space.latest_path("host").parent.mkdir(parents=True)
+    space.latest_path("host").write_text(scored["workspace"].joinpath("scores", "host", "latest.json").read_text())
+    return space
+
+
+def test_samples_carry_the_series_own_labels_and_ours_are_never_clobbered(scored: dict[str, Any], tmp_path: Path) -> None:
+    space = copied_workspace(scored, tmp_path / "ws")
+    space.store_root.mkdir(parents=True)
+    catalogue = {
+        "format_version": 1,
+        "series": {
+            "requests": {"name": "http_requests", "labels": {"team": "checkout", "model": "theirs", "exported_model": "x",
+                                                               "metric": "m", "version": "v9", "job": "api", "__meta": "drop"}},
+        },
+    }  # fmt: skip
+    space.store().catalogue_path.write_text(json.dumps(catalogue))
+    labelsets = {dict(labels)["metric"]: dict(labels) for (name, labels) in parsed(exposition(space.root)) if name == "anomaly_score"}
+    assert labelsets["requests"] == {
+        "metric": "requests", "model": "host", "version": "000001",  # ours, whatever the source says
+        "team": "checkout", "exported_model": "x", "exported_exported_model": "theirs", "exported_metric": "m",
+        "exported_version": "v9", "exported_job": "api",  # as Prometheus renames a target's job on a scrape
+    }  # fmt: skip
+    assert labelsets["cpu"] == {"metric": "cpu", "model": "host", "version": "000001"}, "a series without an entry: no labels"
+
+
+def test_a_damaged_catalogue_exports_without_source_labels_and_names_the_file(
+    scored: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    space = copied_workspace(scored, tmp_path / "ws")
+    space.store_root.mkdir(parents=True)
+    space.store().catalogue_path.write_text('{"format_version": 1, "series": [')
+    with caplog.at_level(logging.WARNING, logger="anomaly.ops.exporter"):
+        samples = parsed(exposition(space.root))
+    assert {tuple(sorted(dict(labels))) for _, labels in samples} == {("metric", "model", "version")}
+    assert any("series.json" in r.getMessage() and "without their source labels" in r.getMessage() for r in caplog.records)
+    assert space.store().catalogue_path.read_text() == '{"format_version": 1, "series": [', "left as it was"
+
+
 # -- bad settings and servers that are not there --------------------------------------------
 
 

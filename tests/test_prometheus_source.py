@@ -220,12 +220,20 @@ def test_a_second_pull_with_nothing_new_is_quiet(server: str, tmp_path: Path, ca
     first = ingest(pulls, store)
     assert (first.rows_written, first.missing_dropped) == (len(expected()), 0)
     assert len(pulls.requests) == 2, "one request per query: 4 hours of minutes fit in one"
+    recorded = {k: (s.name, dict(s.labels)) for k, s in store.series().items()}
+    assert recorded == {
+        KEY_A: ("demo_cpu", {"instance": "a", "job": "api"}),
+        KEY_B: ("demo_cpu", {"instance": "b:9090", "job": "api"}),
+        KEY_MEM: ("demo_mem", {"job": "api"}),
+    }, "each series' name and labels as Prometheus gave them: 'b:9090', not the key's 'b_9090'"
+    written = store.catalogue_path.stat().st_mtime_ns
 
     caplog.set_level(logging.INFO)
     again = ingest(pulls, store)
     assert (again.batch_id, again.rows_in, again.rows_written) == (None, 0, 0)
     assert len(pulls.requests) == 2, "every watermark is at the end: nothing to ask"
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert store.catalogue_path.stat().st_mtime_ns == written and len(store.series()) == 3, "nothing changed, nothing rewritten"
 
 
 def test_a_pull_after_more_data_arrived_fetches_only_the_new_points(tmp_path: Path) -> None:
@@ -277,8 +285,13 @@ def test_named_queries_key_their_series_by_the_name(server: str, caplog: pytest.
         "cpu_total": "sum by (job) (demo_cpu)",
         "inverse": f'1 / (demo_cpu{{instance="a"}} - {a[zero_at]!r})',  # +Inf where the sample equals it
     }
-    got = source(server, queries, end=T_END.isoformat()).fetch({})
+    named = source(server, queries, end=T_END.isoformat())
+    got = named.fetch({})
     assert sorted(set(got["metric"])) == ["cpu_total.job_api", "inverse.instance_a.job_api"]
+    assert {k: (s.name, dict(s.labels)) for k, s in named.fetched_series().items()} == {
+        "cpu_total.job_api": ("cpu_total", {"job": "api"}),
+        "inverse.instance_a.job_api": ("inverse", {"instance": "a", "job": "api"}),
+    }, "a named query's series are named by it"
     total = got[got["metric"] == "cpu_total.job_api"].set_index("timestamp")["value"]
     b = dict(zip(TIMES, backfilled()[KEY_B][1]))
     assert total.to_dict() == pytest.approx({t: a[t] + b[t] for t in TIMES})

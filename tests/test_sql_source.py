@@ -206,6 +206,82 @@ def test_the_source_builds_from_a_json_spec(long_db: str) -> None:
     assert len(source.fetch({})) == 8
 
 
+def labelled_db(path: Path) -> str:
+    """Table ``points`` (timestamp, metric, host, region, value): cpu of hosts a and b, one row without a region."""
+    rows = [(naive(t), "cpu", host, "eu", float(h) + (100 if host == "b" else 0)) for host in ("a", "b") for h, t in enumerate(hours(0, 1))]
+    rows.append((naive(hours(0)[0]), "cpu", "c", None, 7.0))
+    return sqlite_db(
+        path,
+        "CREATE TABLE points (timestamp TEXT, metric TEXT, host TEXT, region TEXT, value REAL)",
+        rows={"INSERT INTO points VALUES (?, ?, ?, ?, ?)": rows},
+    )
+
+
+def test_label_columns_make_one_series_per_label_set_and_record_its_labels(tmp_path: Path) -> None:
+    store = RawStore(tmp_path / "store")
+    source = build_source({"kind": "sql", "url": labelled_db(tmp_path / "l.db"), "table": "points", "label_columns": ["host", "region"]})
+    result = ingest(source, store)
+    assert result.rows_by_metric == {"cpu.host_a.region_eu": 2, "cpu.host_b.region_eu": 2, "cpu.host_c": 1}, "a NULL label is no label"
+    assert store.read_wide(["cpu.host_b.region_eu"])["cpu.host_b.region_eu"].tolist() == [100.0, 101.0]
+    catalogue = store.series()
+    assert {k: (s.name, dict(s.labels)) for k, s in catalogue.items()} == {
+        "cpu.host_a.region_eu": ("cpu", {"host": "a", "region": "eu"}),
+        "cpu.host_b.region_eu": ("cpu", {"host": "b", "region": "eu"}),
+        "cpu.host_c": ("cpu", {"host": "c"}),
+    }
+    assert json.loads((tmp_path / "store" / "series.json").read_text())["format_version"] == 1
+    assert source.since(store.watermarks()) == hours(0)[0], "the oldest watermark among the labelled keys"
+    again = ingest(source, store)
+    assert (again.rows_written, len(store.series())) == (0, 3)
+
+
+def test_store_series_lists_names_with_labels_and_names_a_damaged_catalogue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anomaly.cli import main
+
+    store = RawStore(tmp_path / "store")
+    ingest(SQLSource(labelled_db(tmp_path / "l.db"), table="points", label_columns=["host", "region"]), store)
+    store.append(pd.DataFrame({"metric": ["plain"], "timestamp": hours(0), "value": [1.0]}))
+    assert main(["store", "series", str(store.root), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0] == {"series": "cpu.host_a.region_eu", "name": "cpu", "labels": {"host": "a", "region": "eu"}}
+    assert listed[-1] == {"series": "plain", "name": "plain", "labels": {}}, "no entry: its store name, no labels"
+    assert main(["store", "series", str(store.root)]) == 0
+    assert 'cpu.host_c  cpu{host="c"}' in capsys.readouterr().out.splitlines()
+    store.catalogue_path.write_text("[]")
+    assert main(["store", "series", str(store.root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "series.json' is not a series catalogue: it holds a list, not an object" in err and "\n" not in err
+
+
+def test_label_columns_in_the_wide_layout_and_its_window(tmp_path: Path) -> None:
+    url = sqlite_db(
+        tmp_path / "w.db",
+        "CREATE TABLE stats (timestamp TEXT, host TEXT, cpu REAL, mem REAL)",
+        rows={"INSERT INTO stats VALUES (?, ?, ?, ?)": [(naive(t), host, float(h), 10.0 * h) for host in ("a", "b") for h, t in enumerate(hours(0, 1, 2))]},
+    )  # fmt: skip
+    source = SQLSource(url, table="stats", columns=["cpu", "mem"], label_columns=["host"], metric_prefix="db.")
+    got = source.fetch({})
+    assert sorted(set(got["metric"])) == ["db.cpu.host_a", "db.cpu.host_b", "db.mem.host_a", "db.mem.host_b"]
+    assert source.fetched_series()["db.mem.host_b"].labels == {"host": "b"}
+    assert source.fetched_series()["db.mem.host_b"].name == "db.mem"
+    marks = {m: hours(1)[0] for m in set(got["metric"])}
+    assert source.since(marks) == hours(1)[0], "labelled keys of every column hold the window"
+    assert source.since({"db.cpu.host_a": hours(1)[0]}) == FIRST_SINCE, "a column with no stored series reads everything"
+
+
+def test_a_damaged_catalogue_stops_the_ingest_before_anything_is_stored(tmp_path: Path) -> None:
+    store = RawStore(tmp_path / "store")
+    (tmp_path / "store").mkdir()
+    store.catalogue_path.write_text('{"format_version": 1, "series": {"cpu.host_a": {"labels": {"host": 3}}}}')
+    source = SQLSource(labelled_db(tmp_path / "l.db"), table="points", label_columns=["host"])
+    with pytest.raises(DataError, match=r"series\.json' is not a series catalogue: series 'cpu.host_a' has no name") as info:
+        ingest(source, store)
+    assert "\n" not in str(info.value)
+    assert store.metrics() == [] and "cpu.host_a" in store.catalogue_path.read_text(), "nothing stored, the file left as it was"
+
+
 # -- configuration and database errors -----------------------------------------------
 
 
@@ -224,6 +300,9 @@ def test_the_source_builds_from_a_json_spec(long_db: str) -> None:
         ({"table": "points", "metric_prefix": "db/"}, "metric_prefix 'db/' cannot name a metric"),
         ({"table": "points", "timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
         ({"table": "points", "password": "a", "password_env": "B"}, "password in password and password_env"),
+        ({"table": "points", "label_columns": "host"}, "label_columns must be a list of column names, got 'host'"),
+        ({"table": "points", "label_columns": ["host name"]}, "label column 'host name' is not a label name"),
+        ({"table": "points", "label_columns": ["metric"]}, r"label_columns \['metric'\] are also the time, metric or value"),
     ],
 )
 def test_bad_configuration_is_refused_at_construction(options: dict, message: str) -> None:

@@ -15,6 +15,8 @@ Kinds:
 - ``alerts``: the rows of an ``events/<group>/part-*.parquet`` file, as a DataFrame.
 - ``ledger``: the report ledger, ``reports/state.json``.
 - ``marks``: people's marks on alerts, ``reports/marks.json``.
+- ``series``: the raw store's series catalogue, ``store/series.json``
+  (:mod:`anomaly.io.catalogue`); a store without one has no labels.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ STEPS: dict[str, list[Step]] = {
     "alerts": [_alerts_1_to_2],
     "ledger": [_ledger_1_to_2, _ledger_2_to_3, _ledger_3_to_4],
     "marks": [],
+    "series": [],
 }
 #: The version each kind is written in today.
 CURRENT: dict[str, int] = {kind: len(steps) + 1 for kind, steps in STEPS.items()}

@@ -20,7 +20,11 @@ plus 8 hex digits of a hash of the full label set, so they stay distinct.
 The mapping is deterministic, so a series keeps its key from pull to pull.
 It is readable rather than reversible: ``host1:9090`` and ``host1_9090``
 give the same key. Two different label sets meeting in one key within a
-fetch are refused with both named, never merged silently.
+fetch are refused with both named, never merged silently. What the key
+loses is kept: :meth:`PrometheusSource.fetched_series` gives each key's
+metric name (the query's name, else ``__name__``) and labels, which
+:func:`~anomaly.io.sources.ingest` records in the store's series catalogue
+(:mod:`anomaly.io.catalogue`).
 
 Incremental pulls
 -----------------
@@ -64,8 +68,6 @@ in no repr, name, log line or error message.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -79,6 +81,8 @@ import pandas as pd
 
 from anomaly.core.data import as_utc
 from anomaly.errors import DataError, excerpt
+from anomaly.io.catalogue import MAX_KEY_LENGTH, NAME_LABEL, Series, show_labels
+from anomaly.io.catalogue import series_key as flat_key
 from anomaly.io.sources import SourceIOError, newer_than
 from anomaly.io.store import check_metric_name, empty_points
 
@@ -87,10 +91,8 @@ log = logging.getLogger(__name__)
 QUERY_RANGE_PATH = "/api/v1/query_range"
 #: Prometheus refuses a range query of more than 11,000 points per series.
 MAX_POINTS_PER_SERIES = 11_000
-MAX_KEY_LENGTH = 200
 #: A quoted query or URL is cut past this in messages.
 QUERY_CHARS = 200
-HASH_DIGITS = 8
 #: HTTP statuses worth a retry besides 5xx: request timeout and too many requests.
 RETRYABLE_STATUSES = frozenset({408, 429})
 
@@ -98,8 +100,6 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|D|w|W|y)")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, "y": 31_536_000_000}
 _PLAIN_SELECTOR = re.compile(r"\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{[^{}]*\})?\s*")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9_:-]*")
-_UNSAFE_VALUE_CHAR = re.compile(r"[^A-Za-z0-9_-]")
-_UNSAFE_BASE_CHAR = re.compile(r"[^A-Za-z0-9_:-]")
 
 
 class PrometheusSource:
@@ -156,6 +156,7 @@ class PrometheusSource:
         if not isinstance(name, str) or not name:
             raise DataError(f"a source name must be a non-empty string, got {excerpt(name)}")
         self.name = name
+        self._fetched: dict[str, Series] = {}
 
     def __repr__(self) -> str:
         shown = {k: q for k, q in self.queries} if any(k for k, _ in self.queries) else [q for _, q in self.queries]
@@ -167,6 +168,7 @@ class PrometheusSource:
         end_ms = self._end_ms()
         frames: list[pd.DataFrame] = []
         owners: dict[str, dict[str, str]] = {}
+        self._fetched = {}  # filled as the answers are read; a fetch that raises leaves a partial one nobody records
         with self._client() as client:
             for query_name, query in self.queries:
                 start_ms = self._start_ms(_match_prefix(query_name, query), end_ms, watermarks)
@@ -176,6 +178,10 @@ class PrometheusSource:
         # one filter over all series: newer_than converts every watermark on each call
         points = newer_than(pd.concat(frames, ignore_index=True), watermarks) if frames else empty_points()
         return points.reset_index(drop=True) if len(points) else empty_points()
+
+    def fetched_series(self) -> dict[str, Series]:
+        """``{store name: Series}`` of every series the last fetch returned: its metric name and labels."""
+        return dict(self._fetched)
 
     # -- the window ------------------------------------------------------------------
 
@@ -269,20 +275,21 @@ class PrometheusSource:
             labels = {str(k): str(v) for k, v in (series.get("metric") or {}).items()}
             if query_name is None and not labels.get("__name__"):
                 raise DataError(
-                    f"query {excerpt(query, QUERY_CHARS)} returns series without a metric name ({_show_labels(labels)}); "
+                    f"query {excerpt(query, QUERY_CHARS)} returns series without a metric name ({show_labels(labels)}); "
                     "name it with the mapping form, e.g. {'my_name': <query>}"
                 )
             key = series_key(labels, query_name)
             seen = owners.setdefault(key, labels)
             if seen != labels:
                 raise DataError(
-                    f"series {_show_labels(seen)} and {_show_labels(labels)} would both be stored as {excerpt(key)}; "
+                    f"series {show_labels(seen)} and {show_labels(labels)} would both be stored as {excerpt(key)}; "
                     "tell them apart in PromQL (label_replace, aggregation) or query them under different names"
                 )
             if series.get("histograms"):
                 raise DataError(
                     f"query {excerpt(query, QUERY_CHARS)} returns native histograms for {excerpt(key)}; query floats, e.g. histogram_quantile(...)"
                 )
+            self._fetched[key] = Series(key, query_name or labels[NAME_LABEL], {k: v for k, v in labels.items() if k != NAME_LABEL})
             yield self._points(key, series.get("values") or [], query)
 
     def _points(self, key: str, values: list[Any], query: str) -> pd.DataFrame:
@@ -317,26 +324,7 @@ def series_key(labels: Mapping[str, str], name: str | None = None) -> str:
 
     ``name`` (a mapping-form query name) replaces ``__name__`` as the base.
     """
-    base = name if name is not None else labels.get("__name__", "")
-    if not base:
-        raise DataError(f"series {_show_labels(labels)} has no metric name to form a key from")
-    parts = [_UNSAFE_BASE_CHAR.sub("_", base)]
-    parts += [
-        f"{_UNSAFE_VALUE_CHAR.sub('_', k)}_{_UNSAFE_VALUE_CHAR.sub('_', v)}"
-        for k, v in sorted(labels.items())
-        if k != "__name__"
-    ]
-    key = ".".join(parts)
-    if len(key) > MAX_KEY_LENGTH:
-        digest = hashlib.sha256(json.dumps([base, sorted(labels.items())]).encode()).hexdigest()[:HASH_DIGITS]
-        key = f"{key[: MAX_KEY_LENGTH - HASH_DIGITS - 1]}-{digest}"
-    return check_metric_name(key)
-
-
-def _show_labels(labels: Mapping[str, str]) -> str:
-    """Labels as PromQL writes them, for messages: ``name{a="1", b="2"}``."""
-    rest = ", ".join(f"{k}={excerpt(v)}" for k, v in sorted(labels.items()) if k != "__name__")
-    return f"{labels.get('__name__', '')}{{{rest}}}"
+    return check_metric_name(flat_key(labels, name))
 
 
 def _match_prefix(query_name: str | None, query: str) -> str | None:

@@ -28,6 +28,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from anomaly.core.data import COMPRESSION_SUFFIXES, LONG_COLUMNS, ReadBudget, as_utc, file_kind, read_frame, to_wide
 from anomaly.errors import DataError, excerpt
+from anomaly.io.catalogue import Series
 from anomaly.io.store import (
     ORIGIN,
     AppendResult,
@@ -70,6 +71,10 @@ class Source(Protocol):
       source with label sets (Prometheus series, SQL dimensions) maps each
       series to a stable safe key (e.g. ``http_requests:job=api`` is *not*
       safe; ``http_requests.job_api`` is) and documents the mapping.
+    - Optionally, ``fetched_series()`` returns the series the last fetch
+      returned as ``{store name: Series}`` (:mod:`anomaly.io.catalogue`):
+      their metric name and labels. :func:`ingest` records them in the
+      store's series catalogue after the points are stored.
     - Nothing new is an empty DataFrame, not an error.
     - Optionally, ``fetch_by_origin(watermarks)`` returns the same points as
       ``[(origin, frame), ...]`` (e.g. one per file): :func:`ingest` then
@@ -108,13 +113,27 @@ def ingest(source: Source, store: RawStore) -> AppendResult:
     which the store drops.
     """
     points = _fetch_with_origin(source, store.watermarks())
+    found = _fetched_series(source)
+    if found:
+        store.series()  # a damaged catalogue stops the ingest before anything is stored, naming the file
     result = store.append(points)
+    if found:
+        store.record_series(found.values())
     log.info(
         "ingest from %s into %s: %d rows in, %d new, %d duplicates, %d missing, %d quarantined",
         source.name, store.root, result.rows_in, result.rows_written, result.duplicates_dropped, result.missing_dropped,
         result.quarantined,
     )  # fmt: skip
     return result
+
+
+def _fetched_series(source: Source) -> dict[str, Series]:
+    """The series (name and labels) the source's last fetch returned, if it tells: ``{}`` for files."""
+    method = getattr(source, "fetched_series", None)
+    found = method() if callable(method) else {}
+    if not isinstance(found, Mapping) or not all(isinstance(s, Series) for s in found.values()):
+        raise DataError(f"source {excerpt(source.name)} returned {type(found).__name__} from fetched_series(), expected {{name: Series}}")
+    return dict(found)
 
 
 def _fetch_with_origin(source: Source, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:

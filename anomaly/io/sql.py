@@ -10,6 +10,17 @@ rather than rewritten. *Wide*: ``columns=[...]`` lists value columns, each
 one metric named ``metric_prefix`` plus the column name; ``metric`` and
 ``value`` are not used then. NULL values are "no reading" and dropped.
 
+Labels
+------
+``label_columns=[host, region]`` (either layout) makes each row's values of
+those columns the series' labels: one series per metric and label set,
+stored under the key :func:`anomaly.io.catalogue.series_key` forms, as for
+Prometheus (``cpu`` with host ``a`` and region ``eu`` is stored as
+``cpu.host_a.region_eu``), and recorded with its name and labels in the
+store's series catalogue by :func:`~anomaly.io.sources.ingest`. A NULL
+label is no label. Label columns must be label names (letters, digits,
+``_``) and none of the time, metric, value or value columns.
+
 What is read
 ------------
 Either ``table`` (``name`` or ``schema.name``): the SELECT is built with
@@ -91,6 +102,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from anomaly.core.data import as_utc, parse_timestamps
 from anomaly.errors import DataError, excerpt
+from anomaly.io.catalogue import Series, check_label_name, series_key, show_labels
 from anomaly.io.sources import SourceIOError, newer_than
 from anomaly.io.store import check_metric_name, empty_points, validate_points
 
@@ -127,6 +139,7 @@ class SQLSource:
         metric: str | None = "metric",
         value: str | None = "value",
         columns: Sequence[str] | None = None,
+        label_columns: Sequence[str] | None = None,
         metric_prefix: str = "",
         timezone: str = "UTC",
         name: str = "sql",
@@ -138,6 +151,8 @@ class SQLSource:
         self.table, self.query = table, query
         self.timestamp, self.metric, self.value = timestamp, metric, value
         self.columns = _check_columns(columns, timestamp) if columns is not None else None
+        self.label_columns = _check_label_columns(label_columns)
+        self._fetched: dict[str, Series] = {}
         self.metric_prefix = metric_prefix
         self.timezone = _check_zone(timezone)
         self.name = name
@@ -152,17 +167,23 @@ class SQLSource:
     def __repr__(self) -> str:
         what = f"table={self.table!r}" if self.table is not None else f"query={_shorten(self.query or '')!r}"
         layout = f"columns={self.columns!r}" if self.columns is not None else f"metric={self.metric!r}"
-        return f"SQLSource({self.url!r}, {what}, {layout}, timezone={self.timezone!r})"
+        labels = f", label_columns={self.label_columns!r}" if self.label_columns else ""
+        return f"SQLSource({self.url!r}, {what}, {layout}{labels}, timezone={self.timezone!r})"
 
     # -- the contract ----------------------------------------------------------------
 
     def fetch(self, watermarks: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
         """Points after the source's watermarks (see :class:`~anomaly.io.sources.Source`); none is an empty frame."""
         since = self.since(watermarks)
+        self._fetched = {}
         keys, rows = self._run(since)
         points = newer_than(self._points(keys, rows), watermarks)
         log.debug("%s: %d row(s) from %s after %s, %d new", self.name, len(rows), self._what, since, len(points))
         return points
+
+    def fetched_series(self) -> dict[str, Series]:
+        """``{store name: Series}`` of the labelled series the last fetch read (none without ``label_columns``)."""
+        return dict(self._fetched)
 
     def since(self, watermarks: Mapping[str, pd.Timestamp]) -> pd.Timestamp:
         """The UTC time the next fetch reads rows after: the oldest watermark of this source's metrics.
@@ -172,7 +193,13 @@ class SQLSource:
         with ``metric_prefix`` (all of them for an empty prefix), as the
         table's metric names are unknown before the query runs.
         """
-        if self.columns is not None:
+        if self.columns is not None and self.label_columns:  # a column's series: its name, or its name and labels
+            names = [self.metric_prefix + c for c in self.columns]
+            found = [[t for m, t in watermarks.items() if m == n or m.startswith(n + ".")] for n in names]
+            if not all(found):
+                return FIRST_SINCE
+            marks = [t for ts in found for t in ts]
+        elif self.columns is not None:
             names = [self.metric_prefix + c for c in self.columns]
             if any(n not in watermarks for n in names):
                 return FIRST_SINCE
@@ -207,6 +234,10 @@ class SQLSource:
             raise DataError(f"timestamp must name the time column, got {excerpt(self.timestamp)}")
         if not isinstance(self.metric_prefix, str):
             raise DataError(f"metric_prefix must be a string, got {excerpt(self.metric_prefix)}")
+        taken = {self.timestamp, *(self.columns or [self.metric, self.value])}
+        clash = [c for c in self.label_columns if c in taken]
+        if clash:
+            raise DataError(f"label_columns {excerpt(clash)} are also the time, metric or value columns; a label is a column of its own")
         if self.columns is not None:
             if (self.metric, self.value) not in {(None, None), ("metric", "value")}:
                 raise DataError(
@@ -243,7 +274,7 @@ class SQLSource:
                                 f"{sorted(':' + p for p in found - {SINCE})}")  # fmt: skip
             return sa.text(self.query).bindparams(since)
         schema, _, name = str(self.table).rpartition(".")
-        wanted = self.columns if self.columns is not None else [self.metric, self.value]
+        wanted = [*(self.columns if self.columns is not None else [self.metric, self.value]), *self.label_columns]
         table = sa.table(name, *(sa.column(c) for c in [self.timestamp, *wanted]), schema=schema or None)
         return sa.select(*table.c).where(table.c[self.timestamp] > since)
 
@@ -345,32 +376,78 @@ class SQLSource:
 
     def _points(self, keys: list[str], rows: list[Sequence[Any]]) -> pd.DataFrame:
         """Validated long-form points from result rows; NULL values dropped; errors name the source."""
-        wanted = [self.timestamp, *(self.columns if self.columns is not None else [self.metric, self.value])]
+        wanted = [self.timestamp, *(self.columns if self.columns is not None else [self.metric, self.value]), *self.label_columns]
         where = {name: _find_column(keys, str(name), self._what) for name in wanted}
         if not rows:
             return empty_points()
         frame = pd.DataFrame.from_records(rows, columns=range(len(keys)))
         try:
             stamps = _utc_stamps(frame[where[self.timestamp]], self.timezone)
+            labels = [frame[where[c]].to_numpy(dtype=object) for c in self.label_columns]
             if self.columns is not None:
                 long = pd.concat(
-                    [pd.DataFrame({"metric": self.metric_prefix + c, "timestamp": stamps,
-                                   "value": frame[where[c]].to_numpy()}) for c in self.columns],
+                    [pd.DataFrame({"metric": self._keys(np.full(len(frame), self.metric_prefix + c, dtype=object), labels),
+                                   "timestamp": stamps, "value": frame[where[c]].to_numpy()}) for c in self.columns],
                     ignore_index=True,
                 )  # fmt: skip
             else:
                 names = frame[where[self.metric]]
                 if self.metric_prefix:
                     names = names.map(lambda m: f"{self.metric_prefix}{m}", na_action="ignore")
-                long = pd.DataFrame({"metric": names.to_numpy(), "timestamp": stamps,
+                long = pd.DataFrame({"metric": self._keys(names.to_numpy(dtype=object), labels), "timestamp": stamps,
                                      "value": frame[where[self.value]].to_numpy()})  # fmt: skip
             points = validate_points(long)
         except DataError as exc:
             raise DataError(f"{self._what} of the SQL source {excerpt(self.name)}: {exc}") from None
         return points[points["value"].notna().to_numpy()].reset_index(drop=True)
 
+    def _keys(self, names: np.ndarray, labels: list[np.ndarray]) -> np.ndarray:
+        """Each row's store name: its metric name, plus its labels when ``label_columns`` are set (recorded for the catalogue).
+
+        Two label sets meeting in one key are refused with both named, never merged.
+        """
+        if not self.label_columns:
+            return names
+        keys = np.empty(len(names), dtype=object)
+        formed: dict[tuple[Any, ...], str] = {}
+        owners: dict[str, dict[str, str]] = {}
+        for row, values in enumerate(zip(names, *labels)):
+            key = formed.get(values)
+            if key is None:
+                name = values[0]
+                if _missing(name):
+                    keys[row] = name  # validate_points names the missing metric and its row
+                    continue
+                own = {c: str(v) for c, v in zip(self.label_columns, values[1:]) if not _missing(v) and str(v) != ""}
+                key = formed[values] = series_key(own, str(name))
+                _check_metric(key, f"the series {show_labels({'__name__': str(name), **own})}")
+                seen = owners.setdefault(key, own)
+                if seen != own:
+                    raise DataError(f"series {show_labels({'__name__': str(name), **seen})} and {show_labels({'__name__': str(name), **own})} "
+                                    f"would both be stored as {excerpt(key)}")  # fmt: skip
+                self._fetched[key] = Series(key, str(name), own)
+            keys[row] = key
+        return keys
+
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _missing(value: object) -> bool:
+    """A NULL from the database: None or a float NaN."""
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _check_label_columns(columns: object) -> list[str]:
+    """The columns whose values label a series: distinct label names; none is an empty list."""
+    if columns is None:
+        return []
+    if isinstance(columns, str) or not isinstance(columns, Sequence):
+        raise DataError(f"label_columns must be a list of column names, got {excerpt(columns)}")
+    names = [check_label_name(c, "label column") for c in columns]
+    if len(set(names)) < len(names):
+        raise DataError(f"label_columns must be distinct, got {excerpt(names)}")
+    return names
 
 
 def _parse_url(url: object) -> URL:

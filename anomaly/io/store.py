@@ -11,6 +11,7 @@ Layout (``root`` is any local folder)::
     <root>/pending/<batch_id>.json    intent record of a batch being written (gone once committed)
     <root>/quarantine/<batch_id>.parquet  points refused as implausible, with the reason and origin
     <root>/watermarks.json            {metric: latest ISO timestamp}, derived from the commits
+    <root>/series.json                each series' metric name and labels (:mod:`anomaly.io.catalogue`)
     <root>/.lock                      serialises writers across processes
 
 Partitioning by metric and UTC day means reading one metric's recent history
@@ -51,7 +52,8 @@ Metric names become folder names, so they are restricted to letters, digits,
 ``_ . : -`` (see :func:`check_metric_name`); ``=`` and ``%`` are refused
 because Hive-style readers split ``key=value`` and URL-decode folder names.
 Sources with label sets (Prometheus series, SQL dimensions) map them to such
-keys themselves.
+keys themselves and record each key's name and labels in the series
+catalogue (:meth:`RawStore.record_series`).
 
 The store is local-disk only: the commit protocol relies on ``os.replace``,
 ``fsync`` and ``flock``, which object stores and some network filesystems do
@@ -92,6 +94,7 @@ from anomaly.core.data import (
 )
 from anomaly.errors import ConfigError, DataError, excerpt
 from anomaly.core.fileio import atomic_write_json, fsync_dir, pid_alive
+from anomaly.io.catalogue import CATALOGUE, Series, merge, read_catalogue, write_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -777,6 +780,37 @@ class RawStore:
         oldest = _read_parts(self._partition_files(folder / days[0], committed), columns=["timestamp"])["timestamp"]
         newest = _read_parts(self._partition_files(folder / days[-1], committed), columns=["timestamp"])["timestamp"]
         return pd.Timestamp(oldest.min()), pd.Timestamp(newest.max())
+
+    # -- the series catalogue -----------------------------------------------------------
+
+    @property
+    def catalogue_path(self) -> Path:
+        return self.root / CATALOGUE
+
+    def series(self) -> dict[str, Series]:
+        """``{store name: Series}`` of the series a source recorded labels for; a damaged file is a one-line DataError."""
+        return read_catalogue(self.catalogue_path)
+
+    def record_series(self, found: Iterable[Series]) -> int:
+        """Merge ``found`` into the catalogue under the store's lock; how many entries were added or changed.
+
+        A series recorded before with other labels takes the new ones, with a
+        warning naming both. A damaged catalogue raises before anything is
+        written. The file is rewritten only when something changed.
+        """
+        found = list(found)
+        if not found:
+            return 0
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            current = self.series()
+            merged, changed = merge(current, found)
+            for old, new in changed:
+                log.warning("series %s now has name %r and labels %s (was %r, %s)", new.key, new.name, dict(new.labels), old.name, dict(old.labels))
+            added = len(merged) - len(current) + len(changed)
+            if added:
+                write_catalogue(self.catalogue_path, merged)
+        return added
 
     # -- reading ---------------------------------------------------------------------
 

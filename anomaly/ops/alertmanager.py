@@ -1,7 +1,9 @@
 """Alerts to a Prometheus Alertmanager (``POST /api/v2/alerts``), firing while open, then resolved.
 
 Each report run sends every open alert of the ledger as firing (labels
-``alertname``, ``metric``, ``model``, ``severity``; annotations with the
+``alertname``, ``metric``, ``model``, ``severity``, and the source labels
+its series share, from the store's series catalogue, so routes can match
+them; one named like ours is sent as ``exported_<name>``; annotations with the
 summary, observed against expected in the metric's units, the runbook,
 dashboard and report links; ``startsAt`` when the anomaly started;
 ``endsAt`` :attr:`Alertmanager.ends_in` seconds ahead, renewed by each run),
@@ -33,6 +35,7 @@ import pandas as pd
 
 from anomaly.core.fileio import atomic_write_json, read_json
 from anomaly.errors import ConfigError, DataError, excerpt
+from anomaly.io.catalogue import Series, common_labels, output_labels
 from anomaly.ops.alerts import Alert, Ledger
 from anomaly.ops.endpoints import check_timeout, check_url, where
 from anomaly.ops.latest import SeriesPoint
@@ -170,9 +173,10 @@ def save_state(space: Workspace, state: SenderState) -> None:
 # -- one report run's step --------------------------------------------------------------------
 
 
-def alert_labels(alert: Alert) -> dict[str, str]:
-    """What Alertmanager identifies and routes the alert by (a series' own label set can be added here)."""
-    return {"alertname": ALERTNAME, "metric": alert.metrics[0] if alert.metrics else alert.model, "model": alert.model, "severity": alert.severity}
+def alert_labels(alert: Alert, series_labels: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What Alertmanager identifies and routes the alert by: ours, and its series' source labels (never over ours)."""
+    own = {"alertname": ALERTNAME, "metric": alert.metrics[0] if alert.metrics else alert.model, "model": alert.model, "severity": alert.severity}
+    return output_labels(own, series_labels or {})
 
 
 def annotations(alert: Alert, point: SeriesPoint | None, config: Alertmanager, report: str) -> dict[str, str]:
@@ -207,18 +211,20 @@ def follow(
     config: Alertmanager,
     report: str,
     now: pd.Timestamp,
+    catalogue: Mapping[str, Series] | None = None,
 ) -> None:
     """Bring the sender's state up to the ledger: new alerts followed, escalations retired, closings noted.
 
     An alert is followed from when it is open, or first reported (``fresh``:
     one that opened and closed between two reports is sent once, resolved).
+    Its labels include those its series share in ``catalogue``.
     """
     latest = {(p.model, p.metric): p for p in points}
     for alert in ledger.alerts.values():
         sent = state.alerts.get(alert.id)
         if sent is None and not (alert.open or alert.id in fresh):
             continue  # closed before this sender knew it: nothing to tell
-        labels = alert_labels(alert)
+        labels = alert_labels(alert, common_labels(catalogue or {}, alert.metrics or [alert.model]))
         if sent is None:
             sent = state.alerts[alert.id] = Sent(labels, _iso(alert.start))
         elif sent.labels != labels and sent.ends_at is None:  # severity rose: that label set is over
@@ -296,6 +302,7 @@ def sync(
     report: str,
     now: pd.Timestamp,
     wall: datetime | None = None,
+    catalogue: Mapping[str, Series] | None = None,
 ) -> dict[str, Any]:
     """One report run's Alertmanager step: follow the ledger, save, send, and save what was delivered.
 
@@ -309,7 +316,7 @@ def sync(
     except DataError as exc:  # left as it is for a person to look at; the report and the ledger go on
         log.warning("nothing sent to the alertmanager: %s", exc)
         return {"where": config.where(), "firing": 0, "resolved": 0, "error": f"nothing sent: {exc}"}
-    follow(state, ledger, fresh, points, config, report, now)
+    follow(state, ledger, fresh, points, config, report, now, catalogue)
     save_state(space, state)  # labels and startsAt are fixed before anything goes out
     alerts = payload(state, config, clock)
     firing = sum(1 for s in state.alerts.values() if s.ends_at is None)

@@ -1,8 +1,10 @@
 """Scores as Prometheus metrics: a ``/metrics`` endpoint, or a push to a Pushgateway.
 
-Per series (labels ``metric``, ``model``, ``version``; see
-:data:`anomaly.ops.latest.SERIES_LABELS`), the values of its latest scored
-point (:mod:`anomaly.ops.latest`):
+Per series (labels ``metric``, ``model``, ``version``, see
+:data:`anomaly.ops.latest.SERIES_LABELS`, plus the series' own labels from
+the store's series catalogue, renamed ``exported_<name>`` where they would
+clash, see :meth:`~anomaly.ops.latest.SeriesPoint.labels`), the values of
+its latest scored point (:mod:`anomaly.ops.latest`):
 
 - ``anomaly_score`` and ``anomaly_threshold``: the metric's own score and threshold;
 - ``anomaly_expected``: the model's reconstruction, in the metric's units;
@@ -35,6 +37,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from anomaly.errors import ConfigError, DataError, excerpt
+from anomaly.io.catalogue import Series, series_of
 from anomaly.ops.alerts import Ledger
 from anomaly.ops.endpoints import check_timeout, check_url, where
 from anomaly.ops.latest import SeriesPoint, read_latest
@@ -64,11 +67,14 @@ def open_alert_series(ledger: Ledger) -> set[tuple[str, str]]:
     return {(a.model, m) for a in ledger.alerts.values() if a.open for m in (a.metrics or [a.model])}
 
 
-def families(points: Iterable[SeriesPoint], active: set[tuple[str, str]]) -> list[Metric]:
-    """The gauge families of ``points``; a value that is not known (no band, not yet scored) is left out, not faked."""
+def families(points: Iterable[SeriesPoint], active: set[tuple[str, str]], catalogue: Mapping[str, Series] | None = None) -> list[Metric]:
+    """The gauge families of ``points``; a value that is not known (no band, not yet scored) is left out, not faked.
+
+    ``catalogue`` (the store's series catalogue) adds each series' own labels.
+    """
     out = {name: Metric(name, text, "gauge") for name, text in FAMILIES.items()}
     for p in points:
-        labels = p.labels()
+        labels = p.labels(series_of(catalogue or {}, p.metric).labels)
         values = {
             "anomaly_score": p.score,
             "anomaly_threshold": p.threshold,
@@ -101,7 +107,12 @@ class WorkspaceCollector(Collector):
         except DataError as exc:  # the scores are still worth showing; the damage is named in the log
             log.warning("anomaly_alert_active left at 0: %s", exc)
             active = set()
-        return families(read_latest(self.space), active)
+        try:
+            catalogue = self.space.store().series()
+        except DataError as exc:  # the scores without the series' own labels, rather than none at all
+            log.warning("series exported without their source labels: %s", exc)
+            catalogue = {}
+        return families(read_latest(self.space), active, catalogue)
 
 
 def workspace_registry(workspace: str | Path) -> CollectorRegistry:

@@ -26,7 +26,8 @@ from anomaly.core.detector import LSTMAutoencoderDetector, check_intervals, cont
 from anomaly.core.events import ALERT_COLUMNS, SEVERITY_LEVELS, TrackerState
 from anomaly.core.scoring import keep_out_of_baseline
 from anomaly.core.stream import StreamState, carry_key, score_step
-from anomaly.errors import DataError
+from anomaly.errors import DataError, excerpt
+from anomaly.io.catalogue import Series, check_selector, series_of
 from anomaly.io.store import RawStore
 from anomaly.ops.latest import expected_band, latest_points, write_latest
 from anomaly.ops.marks import Exclusion, mask_spans, training_exclusions
@@ -52,18 +53,28 @@ class Group:
     metrics: tuple[str, ...]
 
 
-def plan_groups(metrics: Sequence[str], groups: Mapping[str, Sequence[str]] | None = None) -> list[Group]:
+#: A group's members: store names, or ``{"match": {label: value, ...}}`` (a label selector).
+GroupSpec = Sequence[str] | Mapping[str, Mapping[str, str]]
+
+
+def plan_groups(
+    metrics: Sequence[str], groups: Mapping[str, GroupSpec] | None = None, catalogue: Mapping[str, Series] | None = None
+) -> list[Group]:
     """One model per metric by default; configured groups model their metrics together.
 
-    ``groups`` maps a model name to its metrics; every metric not in a group
+    ``groups`` maps a model name to its metrics: a list of store names, or a
+    label selector ``{"match": {"job": "checkout"}}`` meaning every stored
+    metric whose series has all those labels with those values (``__name__``
+    matches the series' metric name), from ``catalogue`` (the store's
+    series catalogue; a metric it does not hold has no labels). A selector
+    that matches nothing is an error naming it. Every metric not in a group
     gets a model of its own, named after it.
     """
     planned: list[Group] = []
     grouped: set[str] = set()
-    for name, members in (groups or {}).items():
-        if not members:
-            raise DataError(f"group {name!r} has no metrics")
-        planned.append(Group(check_name(name, "group name"), tuple(members)))
+    for name, spec in (groups or {}).items():
+        members = _members(name, spec, metrics, catalogue)
+        planned.append(Group(check_name(name, "group name"), members))
         grouped.update(members)
     planned += [Group(_model_name(m), (m,)) for m in metrics if m not in grouped]
     seen: dict[str, Group] = {}
@@ -72,6 +83,33 @@ def plan_groups(metrics: Sequence[str], groups: Mapping[str, Sequence[str]] | No
             raise DataError(f"groups {seen[group.name].metrics} and {group.metrics} would share the model name {group.name!r}")
         seen[group.name] = group
     return planned
+
+
+def _members(name: object, spec: object, metrics: Sequence[str], catalogue: Mapping[str, Series] | None) -> tuple[str, ...]:
+    """A group's metrics: its list of names, or the stored metrics its label selector matches."""
+    if isinstance(spec, Mapping):
+        if set(spec) != {"match"}:
+            raise DataError(f"group {excerpt(name)} must be a list of metrics or {{'match': {{label: value}}}}, got {excerpt(spec, 200)}")
+        selector = check_selector(spec["match"], f"the label selector of group {excerpt(name)}")
+        members = tuple(m for m in metrics if series_of(catalogue or {}, m).matches(selector))
+        if not members:
+            raise DataError(f"group {excerpt(name)}: the label selector {excerpt(selector, 200)} matches none of the {len(metrics)} stored metric(s)")
+        return members
+    if isinstance(spec, str) or not isinstance(spec, Sequence) or not all(isinstance(m, str) and m for m in spec):
+        raise DataError(f"group {excerpt(name)} must be a list of metric names or {{'match': {{label: value}}}}, got {excerpt(spec, 200)}")
+    if not spec:
+        raise DataError(f"group {name!r} has no metrics")
+    return tuple(spec)
+
+
+def has_selector(groups: Mapping[str, GroupSpec] | None) -> bool:
+    """Whether any group is a label selector (and so needs the series catalogue)."""
+    return any(isinstance(spec, Mapping) for spec in (groups or {}).values())
+
+
+def plan_store_groups(store: RawStore, groups: Mapping[str, GroupSpec] | None = None) -> list[Group]:
+    """:func:`plan_groups` over the store's metrics, reading its series catalogue only when a group selects by labels."""
+    return plan_groups(store.metrics(), groups, store.series() if has_selector(groups) else None)
 
 
 def _model_name(metric: str) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 
 from anomaly.core.fileio import atomic_write_json, read_json
 from anomaly.errors import DataError
+from anomaly.io.catalogue import output_labels
 from anomaly.ops.workspace import Workspace
 
 if TYPE_CHECKING:  # only their attributes are read
@@ -42,6 +43,8 @@ BAND_QUANTILE = 0.99
 LATEST_VERSION = 1
 #: The labels every exported series carries; a label set of the series' own can be added after them.
 SERIES_LABELS = ("metric", "model", "version")
+#: Labels Prometheus gives a scraped series itself (and a Pushgateway its group): a source's are renamed.
+TARGET_LABELS = ("job", "instance")
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,16 @@ class SeriesPoint:
     def upper(self) -> float | None:
         return None if self.expected is None or self.band is None else self.expected + self.band
 
-    def labels(self) -> dict[str, str]:
-        """The series' labels for Prometheus and Alertmanager (see :data:`SERIES_LABELS`)."""
-        return {"metric": self.metric, "model": self.model, "version": self.version}
+    def labels(self, source: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The series' labels for Prometheus (see :data:`SERIES_LABELS`), with its own ``source`` labels added.
+
+        A source label named like one of ours, ``job`` or ``instance`` is
+        kept as ``exported_<name>``, as Prometheus renames it on a scrape
+        (and a Pushgateway would refuse a ``job`` of another value); ``__``
+        labels are dropped (:func:`anomaly.io.catalogue.output_labels`).
+        """
+        own = {"metric": self.metric, "model": self.model, "version": self.version}
+        return output_labels(own, source or {}, TARGET_LABELS)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SeriesPoint:

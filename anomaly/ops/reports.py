@@ -34,6 +34,7 @@ from filelock import FileLock
 
 from anomaly.core.fileio import atomic_write_json, atomic_write_text, read_json
 from anomaly.errors import DataError, excerpt
+from anomaly.io.catalogue import Series, common_labels
 from anomaly.ops.alertmanager import Alertmanager, sync
 from anomaly.ops.alerts import STATES, Change, Ledger, advance, counts
 from anomaly.ops.latest import SeriesPoint, read_latest
@@ -134,7 +135,8 @@ def _write_report(
     bands = latest_bands(points)
     evidence = {c.alert.id: _evidence(space, c, bands.get(c.alert.model, {})) for c in drawn}
     facts = {k: Evidence(v.shares, v.peak) for k, v in evidence.items()}
-    document = build_document(changes, runs, moment, ledger.last_report, facts, rejected, points, links, book, problem)
+    catalogue, labels_problem = _catalogue_or_problem(space)
+    document = build_document(changes, runs, moment, ledger.last_report, facts, rejected, points, links, book, problem, catalogue, labels_problem)
     plots = {k: v.plot for k, v in evidence.items() if v.plot is not None}
     markdown = render_markdown(document)
     paths = space.report_paths(moment)
@@ -161,7 +163,10 @@ def _write_report(
         fresh = {c.alert.id for c in changes if c.state == "new"}
         quiet = {a["id"] for a in document["alerts"] if a["silenced_until"]}  # a silenced series pages nobody
         followed = replace(ledger, alerts={k: a for k, a in ledger.alerts.items() if k not in quiet})
-        manager_summary = sync(space, followed, fresh, points, manager, link, moment)
+        if labels_problem is None:
+            manager_summary = sync(space, followed, fresh, points, manager, link, moment, catalogue=catalogue)
+        else:  # without its labels an alert would be routed elsewhere: nothing goes until the catalogue is fixed
+            manager_summary = {"where": manager.where(), "firing": 0, "resolved": 0, "error": f"nothing sent: {labels_problem}"}
     _prune_runs(space, ledger, moment)
     save_ledger(space.ledger_path, ledger)
     _prune_reports(space, moment)
@@ -183,6 +188,15 @@ def _marks_or_problem(space: Workspace) -> tuple[MarkBook, str | None]:
     except DataError as exc:
         log.warning("marks left out of the report: %s", exc)
         return MarkBook(), str(exc)
+
+
+def _catalogue_or_problem(space: Workspace) -> tuple[dict[str, Series], str | None]:
+    """The store's series catalogue (labels); a damaged one is logged and named in the report, never a reason to stop reporting."""
+    try:
+        return space.store().series(), None
+    except DataError as exc:
+        log.warning("alerts reported without their labels, and nothing sent to Alertmanager: %s", exc)
+        return {}, str(exc)
 
 
 def read_run(path: Path) -> dict[str, Any]:
@@ -221,6 +235,8 @@ def build_document(
     links: Links = Links(),
     book: MarkBook | None = None,
     marks_problem: str | None = None,
+    catalogue: Mapping[str, Series] | None = None,
+    labels_problem: str | None = None,
 ) -> dict[str, Any]:
     """The report as plain data: the one source the three formats are rendered from.
 
@@ -232,7 +248,9 @@ def build_document(
     ``book`` holds people's marks (:mod:`anomaly.ops.marks`): each alert
     shows its mark, new alerts of a silenced series are counted and listed
     as silenced (not announced), and ``feedback`` lists the marks made since
-    the last report and each model's precision as marked.
+    the last report and each model's precision as marked. ``catalogue``
+    (the store's series catalogue) gives each alert the ``labels`` its
+    series share; ``labels_problem`` says why it could not be read.
     """
     latest = {(p.model, p.metric): p for p in points}
     book = book or MarkBook()
@@ -247,6 +265,7 @@ def build_document(
             links,
             current.get(c.alert.id),
             silenced_until(book, c.alert.model, c.alert.metrics, c.alert.reported_at),
+            common_labels(catalogue or {}, c.alert.metrics or [c.alert.model]),
         )
         for c in changes
     ]
@@ -268,6 +287,7 @@ def build_document(
         "counts": {state: counts([c for c in changes if c.alert.id not in quiet], state) for state in STATES},
         "alerts": alerts,
         "rejected_deliveries": [_rejected(item) for item in rejected],
+        "labels_problem": labels_problem,
         "feedback": {
             "silenced": len(quiet),
             "marks": [m.to_json() for m in marks_since(book, since)],
@@ -339,6 +359,7 @@ def _alert(
     links: Links,
     mark: Mark | None = None,
     silenced: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     a = change.alert
     start, end = pd.Timestamp(a.start), pd.Timestamp(a.end)
@@ -374,6 +395,7 @@ def _alert(
         "links": links.for_alert(metric, a.model, a.severity, a.id),
         "mark": None if mark is None else {k: mark.to_json()[k] for k in ("mark", "by", "at", "note")},
         "silenced_until": silenced,
+        "labels": dict(labels or {}),
     }
 
 
@@ -527,6 +549,8 @@ def summary_lines(doc: Mapping[str, Any]) -> list[str]:
         lines.append(f"**not scored** {', '.join(item['metrics'])}: {item['status']} — {item['reason']} ({item['runs']} run(s))")
     if len(doc["not_scored"]) > LIST_LIMIT:
         lines.append(f"**not scored**: {len(doc['not_scored']) - LIST_LIMIT} more model(s), listed in the JSON report")
+    if doc.get("labels_problem"):
+        lines.append(f"**labels not read**, nothing sent to Alertmanager: {doc['labels_problem']}")
     if doc["no_new_data"]:
         lines.append(f"no new data for {len(doc['no_new_data'])} model(s): {', '.join(doc['no_new_data'][:LIST_LIMIT])}")
     rejected = doc.get("rejected_deliveries", [])
@@ -548,6 +572,8 @@ def alert_lines(a: Mapping[str, Any]) -> list[str]:
         f"above it for {a['n_above']} of {a['n_points']} point(s)",
         f"severity {a['severity']}, model {a['model']} version {', '.join(a['versions'])}",
     ]
+    if a.get("labels"):
+        lines.append("labels: " + ", ".join(f"{k}={v}" for k, v in a["labels"].items()))
     if a.get("mark"):
         lines.append("marked " + mark_text(a["mark"]))
     if a.get("silenced_until"):
@@ -652,6 +678,7 @@ def alert_payload(alert: Mapping[str, Any], link: str) -> dict[str, Any]:
         "text": text,
         "alert": dict(alert),
         "metric": primary_metric(alert),
+        "labels": dict(alert.get("labels") or {}),
         "severity": alert["severity"],
         "score": alert["peak_score"],
         "report": link,
