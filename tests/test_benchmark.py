@@ -598,7 +598,7 @@ def test_a_run_with_other_settings_refuses_the_folder_and_changes_nothing(
 
 
 def test_an_unknown_protocol_is_refused_before_anything_is_written(corpus: Path, tmp_path: Path) -> None:
-    with pytest.raises(BenchmarkError, match="protocol must be one of batch, stream, got 'online'"):
+    with pytest.raises(BenchmarkError, match="protocol must be one of batch, stream, stream-daily, got .online."):
         Benchmark(corpus, tmp_path / "out", "online", CONFIG).run(progress=False)  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
 
