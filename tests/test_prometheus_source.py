@@ -33,6 +33,7 @@ from anomaly.errors import DataError
 from anomaly.io.prometheus import PrometheusSource, parse_duration_ms, series_key
 from anomaly.io.sources import SOURCE_KINDS, Source, SourceIOError, build_source, ingest
 from anomaly.io.store import RawStore, check_metric_name
+from tests import servers
 
 INSTALL = "sudo apt-get install -y prometheus"
 STEP = pd.Timedelta(minutes=1)
@@ -140,12 +141,7 @@ def prometheus(data: Path, *, users: dict[str, str] | None = None) -> Iterator[s
         wait_ready(url, process, log_path, auth)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        servers.stop(process)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, auth: tuple[str, str] | None) -> None:
