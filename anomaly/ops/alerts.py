@@ -2,7 +2,8 @@
 
 Score runs decide what an alert is (:class:`anomaly.core.events.AlertTracker`:
 flags merged over the merge gap, firing on the ``min_length``-th flagged
-point, over once the gap has passed quietly) and write a row per alert they
+point once the metric has left its expected range, over once the gap has
+passed quietly) and write a row per alert they
 touched. The ledger folds those rows into one record per alert and moves
 each through three states:
 
