@@ -379,8 +379,8 @@ class EventConfig:
     prune: float = 0.0
     #: An event above the threshold for at least this many points is one severity level higher (0: off).
     sustained: int = 30
-    #: An alert needs a point outside the metric's expected range, the reconstruction ± this quantile of the model's absolute training errors, within a smoothing span before its flags (null: the score alone decides).
-    band: float | None = 0.99
+    #: An alert needs a point outside the metric's expected range, the reconstruction ± this quantile of the model's absolute training errors, within a smoothing span before its flags, e.g. 0.99 (null: the score alone decides).
+    band: float | None = None
 
     def __post_init__(self) -> None:
         s = "events"
